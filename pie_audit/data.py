@@ -1,0 +1,331 @@
+"""Datasets, loaded whole into tensors.
+
+pie-audit trains many small models on the same data, so every dataset is held in memory as
+normalised ``float32`` tensors of shape ``(N, C, H, W)`` that a trainer can move to its device
+once. Example ids are indices into the test split, stable across runs and models.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, DatasetError
+
+__all__ = [
+    "Dataset",
+    "DATASETS",
+    "DEBIAN_FASHION_MNIST",
+    "DIGITS_TEST_FRACTION",
+    "DIGITS_SPLIT_SEED",
+    "load_dataset",
+    "dataset_hash",
+]
+
+#: Where Debian's ``dataset-fashion-mnist`` package installs the IDX files.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+#: The digits split: 25% of each class held out for test, with this seed (documented, fixed).
+DIGITS_TEST_FRACTION = 0.25
+DIGITS_SPLIT_SEED = 0
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A classification dataset held in memory.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``digits``, ``fashion-mnist``, ``cifar10``).
+    classes : tuple of str
+        Class names indexed by label.
+    x_train, x_test : Tensor of shape (N, C, H, W), float32
+        Normalised images.
+    y_train, y_test : Tensor of shape (N,), int64
+        Labels.
+    split : str
+        How the train/test split was made.
+    augment : bool
+        Whether training should use random crops and flips (CIFAR-style).
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    split: str
+    augment: bool = False
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def example_ids(self) -> np.ndarray:
+        """Ids of the test examples: their index in the test split."""
+        return np.arange(len(self.y_test), dtype=np.int64)
+
+
+def dataset_hash(example_ids: np.ndarray, labels: np.ndarray) -> str:
+    """SHA-256 of the test examples' ids and labels, to tell whether two runs saw the same data."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(example_ids, dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def _normalise(x: np.ndarray, scale: float) -> torch.Tensor:
+    """Scale pixel values to [0, 1] as float32."""
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) / scale)
+    return t
+
+
+def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Per-channel mean/std from the training split only, so test data never leaks into training.
+    mean = train.mean(dim=(0, 2, 3), keepdim=True)
+    std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return (train - mean) / std, (test - mean) / std
+
+
+def _load_digits(data_root: Path, download: bool) -> Dataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.float32)  # (1797, 8, 8), values 0..16
+    labels = bunch.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images,
+        labels,
+        test_size=DIGITS_TEST_FRACTION,
+        stratify=labels,
+        random_state=DIGITS_SPLIT_SEED,
+    )
+    x_train, x_test = _standardise(
+        _normalise(x_tr[:, None], 16.0), _normalise(x_te[:, None], 16.0)
+    )
+    return Dataset(
+        name="digits",
+        classes=tuple(str(d) for d in range(10)),
+        x_train=x_train,
+        y_train=torch.from_numpy(y_tr),
+        x_test=x_test,
+        y_test=torch.from_numpy(y_te),
+        split=f"sklearn load_digits, stratified train_test_split(test_size={DIGITS_TEST_FRACTION}, "
+        f"random_state={DIGITS_SPLIT_SEED})",
+    )
+
+
+_FMNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) with torchvision's parser."""
+    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+
+    try:
+        if path.suffix == ".gz":
+            import tempfile
+
+            with gzip.open(path, "rb") as fh, tempfile.NamedTemporaryFile() as tmp:
+                tmp.write(fh.read())
+                tmp.flush()
+                return read_sn3_pascalvincent_tensor(tmp.name, strict=False).numpy()
+        return read_sn3_pascalvincent_tensor(str(path), strict=False).numpy()
+    except (OSError, EOFError, ValueError, AssertionError, KeyError) as e:
+        raise DatasetError(f"{path}: not a readable IDX file ({e})") from e
+
+
+def _fashion_mnist_dir(data_root: Path) -> Path | None:
+    candidates = [
+        data_root / "fashion-mnist",
+        data_root / "FashionMNIST" / "raw",
+        data_root,
+        DEBIAN_FASHION_MNIST,
+    ]
+    for d in candidates:
+        if all(_find_idx(d, stem) for stem in _FMNIST_FILES.values()):
+            return d
+    return None
+
+
+def _load_fashion_mnist(data_root: Path, download: bool) -> Dataset:
+    directory = _fashion_mnist_dir(data_root)
+    if directory is None and download:
+        from torchvision.datasets import FashionMNIST
+
+        try:
+            FashionMNIST(str(data_root), train=True, download=True)
+            FashionMNIST(str(data_root), train=False, download=True)
+        except Exception as e:  # network errors come in many types
+            raise DatasetError(f"fashion-mnist: download into {data_root} failed ({e})") from e
+        directory = _fashion_mnist_dir(data_root)
+    if directory is None:
+        raise DatasetError(
+            f"fashion-mnist: IDX files not found in {data_root}/fashion-mnist, "
+            f"{data_root}/FashionMNIST/raw or {DEBIAN_FASHION_MNIST}; install the Debian package "
+            "'dataset-fashion-mnist' or pass --download"
+        )
+    arrays = {k: _read_idx(_find_idx(directory, v)) for k, v in _FMNIST_FILES.items()}  # type: ignore[arg-type]
+    for part in ("train", "test"):
+        n_img, n_lab = len(arrays[f"{part}_images"]), len(arrays[f"{part}_labels"])
+        if n_img != n_lab:
+            raise DatasetError(f"{directory}: {part} split has {n_img} images but {n_lab} labels")
+    x_train, x_test = _standardise(
+        _normalise(arrays["train_images"][:, None], 255.0),
+        _normalise(arrays["test_images"][:, None], 255.0),
+    )
+    return Dataset(
+        name="fashion-mnist",
+        classes=FASHION_MNIST_CLASSES,
+        x_train=x_train,
+        y_train=torch.from_numpy(arrays["train_labels"].astype(np.int64)),
+        x_test=x_test,
+        y_test=torch.from_numpy(arrays["test_labels"].astype(np.int64)),
+        split=f"standard Fashion-MNIST train/test (t10k) split, read from {directory}",
+    )
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickler that only builds the plain containers and numpy arrays CIFAR batches hold.
+
+    CIFAR-10's python format is pickled; a restricted unpickler keeps a crafted file from running
+    code (torchvision's loader uses plain ``pickle.load``).
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: D102
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
+
+
+def _read_cifar_batch(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return _CifarUnpickler(io.BytesIO(fh.read()), encoding="latin1").load()
+    except FileNotFoundError as e:
+        raise DatasetError(f"{path}: missing") from e
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise DatasetError(f"{path}: not a CIFAR-10 batch file ({e})") from e
+
+
+def _load_cifar10(data_root: Path, download: bool) -> Dataset:
+    base = data_root / "cifar-10-batches-py"
+    if not base.is_dir() and download:
+        from torchvision.datasets import CIFAR10
+
+        try:
+            CIFAR10(str(data_root), train=True, download=True)
+        except Exception as e:  # network errors come in many types
+            raise DatasetError(f"cifar10: download into {data_root} failed ({e})") from e
+    if not base.is_dir():
+        raise DatasetError(f"cifar10: {base} not found; pass --download or --data-root")
+
+    def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for n in names:
+            batch = _read_cifar_batch(base / n)
+            try:
+                xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(batch["labels"], dtype=np.int64))
+            except (KeyError, ValueError) as e:
+                raise DatasetError(f"{base / n}: not a CIFAR-10 batch ({e})") from e
+        return np.concatenate(xs), np.concatenate(ys)
+
+    x_tr, y_tr = read([f"data_batch_{i}" for i in range(1, 6)])
+    x_te, y_te = read(["test_batch"])
+    classes = CIFAR10_CLASSES
+    meta = base / "batches.meta"
+    if meta.is_file():
+        names = _read_cifar_batch(meta).get("label_names")
+        if names:
+            classes = tuple(str(n) for n in names)
+    x_train, x_test = _standardise(_normalise(x_tr, 255.0), _normalise(x_te, 255.0))
+    return Dataset(
+        name="cifar10",
+        classes=classes,
+        x_train=x_train,
+        y_train=torch.from_numpy(y_tr),
+        x_test=x_test,
+        y_test=torch.from_numpy(y_te),
+        split=f"standard CIFAR-10 train/test split, read from {base}",
+        augment=True,
+    )
+
+
+DATASETS: dict[str, Callable[[Path, bool], Dataset]] = {
+    "digits": _load_digits,
+    "fashion-mnist": _load_fashion_mnist,
+    "cifar10": _load_cifar10,
+}
+
+
+def load_dataset(name: str, *, data_root: str | Path = "data", download: bool = False) -> Dataset:
+    """Load a dataset by registry name.
+
+    Parameters
+    ----------
+    name : {"digits", "fashion-mnist", "cifar10"}
+        Dataset name.
+    data_root : path, default "data"
+        Where to look for (and, with ``download``, put) dataset files.
+    download : bool, default False
+        Allow downloading through torchvision when the files are not found locally.
+
+    Returns
+    -------
+    Dataset
+    """
+    try:
+        loader = DATASETS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}"
+        ) from None
+    return loader(Path(data_root), download)

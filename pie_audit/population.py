@@ -1,0 +1,281 @@
+"""Training a population: N independently seeded models written to a population directory.
+
+The directory holds ``population.json`` (the configuration every model shares) and one
+``seed-XXXX`` sub-directory per finished model, each written atomically. Re-running the same
+command skips finished models, so a killed run resumes where it stopped; a directory holding a
+different configuration is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from . import __version__
+from .data import Dataset, dataset_hash
+from .errors import ConfigError, OutputError
+from .store import (
+    MODEL_FILE,
+    PREDICTIONS_FILE,
+    RUN_FILE,
+    atomic_directory,
+    write_json,
+    write_predictions,
+)
+from .training import PruneConfig, TrainConfig, TrainedModel, resolve_device, train_model
+
+__all__ = [
+    "POPULATION_FILE",
+    "PopulationSpec",
+    "TrainingCallback",
+    "train_population",
+    "model_dir_name",
+    "check_output_dir",
+]
+
+POPULATION_FILE = "population.json"
+_TMP_PREFIX = ".tmp-"
+
+
+def model_dir_name(seed: int) -> str:
+    """Name of the sub-directory holding the model trained with ``seed``."""
+    return f"seed-{seed:04d}"
+
+
+@dataclass(frozen=True)
+class PopulationSpec:
+    """What a population directory holds: every model shares all of this but its seed."""
+
+    dataset: str
+    dataset_hash: str
+    arch: str
+    train: TrainConfig
+    prune: PruneConfig
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["prune"]["exclude"] = list(self.prune.exclude)
+        return d
+
+
+class TrainingCallback(Protocol):
+    """Receives progress events; the CLI draws them with rich."""
+
+    def model_started(self, seed: int, index: int, total: int) -> None: ...
+    def epoch_done(self, seed: int, epoch: int, epochs: int) -> None: ...
+    def model_done(self, seed: int, result: TrainedModel | None) -> None: ...
+
+
+class _Silent:
+    def model_started(self, seed: int, index: int, total: int) -> None:
+        pass
+
+    def epoch_done(self, seed: int, epoch: int, epochs: int) -> None:
+        pass
+
+    def model_done(self, seed: int, result: TrainedModel | None) -> None:
+        pass
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import pandas
+    import pyarrow
+
+    return {
+        "pie_audit": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "pyarrow": pyarrow.__version__,
+    }
+
+
+def _describe_difference(old: dict, new: dict, prefix: str = "") -> str:
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diff = _describe_difference(a, b, f"{prefix}{key}.")
+            if diff:
+                return diff
+        elif a != b:
+            return f"{prefix}{key} is {a!r} there, {b!r} now"
+    return ""
+
+
+def check_output_dir(out: Path, spec: PopulationSpec) -> None:
+    """Refuse an ``out`` that cannot be written or holds something other than this population."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a directory")
+    if out.is_dir():
+        marker = out / POPULATION_FILE
+        if marker.is_file():
+            try:
+                old = json.loads(marker.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise OutputError(f"{marker}: unreadable ({e})") from e
+            diff = _describe_difference(old.get("spec", {}), spec.to_dict())
+            if diff:
+                raise OutputError(
+                    f"{out}: holds runs of a different configuration ({diff}); "
+                    "choose another --out"
+                )
+        elif any(not p.name.startswith(".") for p in out.iterdir()):
+            raise OutputError(f"{out}: not empty and not a pie-audit population; choose another --out")
+        if not os.access(out, os.W_OK):
+            raise OutputError(f"{out}: not writable")
+    else:
+        parent = next((p for p in out.absolute().parents if p.exists()), None)
+        if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise OutputError(f"{out}: cannot be created ({parent} is not a writable directory)")
+
+
+def _write_model(out: Path, result: TrainedModel, *, dataset: Dataset, spec: PopulationSpec,
+                 command: Sequence[str] | None) -> Path:
+    labels = dataset.y_test.numpy()
+    run = {
+        "format": "pie-audit/run/1",
+        "seed": result.seed,
+        "arch": spec.arch,
+        "dataset": {
+            "name": dataset.name,
+            "split": "test",
+            "split_description": dataset.split,
+            "n_examples": int(len(labels)),
+            "hash": spec.dataset_hash,
+        },
+        "classes": list(dataset.classes),
+        "sparsity": result.sparsity,
+        "pruning": {"config": spec.to_dict()["prune"], "schedule": result.schedule},
+        "config": asdict(spec.train),
+        "accuracy": result.accuracy,
+        "steps": result.steps,
+        "wall_time_s": result.wall_time_s,
+        "device": result.device,
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "command": list(command) if command is not None else None,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    final = out / model_dir_name(result.seed)
+    with atomic_directory(final) as tmp:
+        write_predictions(tmp / PREDICTIONS_FILE, dataset.example_ids, labels, result.probabilities)
+        torch.save(result.state_dict, tmp / MODEL_FILE)
+        write_json(tmp / RUN_FILE, run)
+    return final
+
+
+def train_population(
+    dataset: Dataset,
+    *,
+    arch: str,
+    out: str | Path,
+    population: int,
+    seed_start: int = 0,
+    train: TrainConfig,
+    prune: PruneConfig,
+    device: str = "auto",
+    callback: TrainingCallback | None = None,
+    command: Sequence[str] | None = None,
+) -> list[Path]:
+    """Train the models of a population that ``out`` does not hold yet.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    arch : str
+    out : path
+        Population directory; created if missing.
+    population : int
+        Number of models; model ``i`` uses seed ``seed_start + i``.
+    seed_start : int, default 0
+    train : TrainConfig
+    prune : PruneConfig
+        ``prune.sparsity == 0`` trains the dense baseline.
+    device : {"auto", "cpu", "cuda", "mps"}
+    callback : TrainingCallback, optional
+        Progress events.
+    command : sequence of str, optional
+        The command line, recorded in each ``run.json``.
+
+    Returns
+    -------
+    list of Path
+        Every model directory of the population, finished before or now, in seed order.
+    """
+    if population < 1:
+        raise ConfigError(f"population must be >= 1, got {population}")
+    if seed_start < 0:
+        raise ConfigError(f"seed-start must be >= 0, got {seed_start}")
+    torch_device = resolve_device(device)
+    out = Path(out)
+    callback = callback or _Silent()
+    spec = PopulationSpec(
+        dataset=dataset.name,
+        dataset_hash=dataset_hash(dataset.example_ids, dataset.y_test.numpy()),
+        arch=arch,
+        train=train,
+        prune=prune,
+    )
+    # Fail on an unknown architecture before anything is written.
+    from .models import ARCHITECTURES
+
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    check_output_dir(out, spec)
+
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{_TMP_PREFIX}*"):
+        # Left by a run that was killed mid-write; never a finished model.
+        shutil.rmtree(stale, ignore_errors=True)
+    if not (out / POPULATION_FILE).is_file():
+        write_json(out / POPULATION_FILE, {"format": "pie-audit/population/1", "spec": spec.to_dict()})
+
+    seeds = list(range(seed_start, seed_start + population))
+    dirs = []
+    for index, seed in enumerate(seeds):
+        final = out / model_dir_name(seed)
+        callback.model_started(seed, index, len(seeds))
+        if final.is_dir():
+            callback.model_done(seed, None)
+        else:
+            result = train_model(
+                dataset,
+                arch=arch,
+                seed=seed,
+                config=train,
+                prune=prune,
+                device=torch_device,
+                on_epoch=lambda e, n, s=seed: callback.epoch_done(s, e, n),
+            )
+            _write_model(out, result, dataset=dataset, spec=spec, command=command)
+            callback.model_done(seed, result)
+        dirs.append(final)
+    return dirs
+

@@ -1,0 +1,255 @@
+"""Gradual magnitude pruning (Zhu & Gupta, "To prune, or not to prune", arXiv 1710.01878).
+
+Masks are plain boolean tensors keyed by parameter name (``True`` keeps a weight). Working on
+named tensors rather than on ``torch.nn.utils.prune``'s forward hooks lets the one-at-a-time
+trainer and the joint trainer (which holds K models' parameters stacked along a leading axis)
+share one code path; every function here accepts such a leading model axis.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+__all__ = [
+    "zhu_gupta_sparsity",
+    "PruningSchedule",
+    "prunable_weights",
+    "magnitude_masks",
+    "apply_masks_",
+    "sparsity_report",
+    "SCOPES",
+    "default_frequency",
+]
+
+SCOPES = ("layer", "global")
+
+
+def zhu_gupta_sparsity(
+    step: int, *, final: float, initial: float = 0.0, begin_step: int, end_step: int
+) -> float:
+    """Target sparsity at ``step`` of the cubic schedule.
+
+    ``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (t_end - t0))**3`` for ``t0 <= t <= t_end``,
+    ``s_i`` before ``t0`` and ``s_f`` after ``t_end``.
+    """
+    if step <= begin_step:
+        return float(initial) if step < begin_step or end_step > begin_step else float(final)
+    if step >= end_step:
+        return float(final)
+    progress = (step - begin_step) / (end_step - begin_step)
+    return float(final + (initial - final) * (1.0 - progress) ** 3)
+
+
+@dataclass(frozen=True)
+class PruningSchedule:
+    """When masks are recomputed and to what sparsity.
+
+    Attributes
+    ----------
+    final : float
+        Target sparsity in [0, 1); 0 means no pruning (a dense baseline).
+    begin_step, end_step : int
+        Pruning ramps from ``initial`` at ``begin_step`` to ``final`` at ``end_step``.
+    frequency : int
+        Masks are recomputed every ``frequency`` steps from ``begin_step`` on, and at ``end_step``.
+    initial : float, default 0.0
+        Sparsity at ``begin_step``.
+    scope : {"layer", "global"}
+        ``layer`` prunes each weight tensor to the target (the paper's default); ``global`` ranks
+        all prunable weights together.
+    """
+
+    final: float
+    begin_step: int
+    end_step: int
+    frequency: int
+    initial: float = 0.0
+    scope: str = "layer"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.final < 1.0:
+            raise ConfigError(f"sparsity must be in [0, 1), got {self.final}")
+        if not 0.0 <= self.initial <= self.final or self.initial >= 1.0:
+            raise ConfigError(f"initial sparsity must be in [0, final], got {self.initial}")
+        if self.begin_step < 0 or self.end_step < self.begin_step:
+            raise ConfigError(
+                f"pruning must end after it begins, got steps {self.begin_step}..{self.end_step}"
+            )
+        if self.frequency < 1:
+            raise ConfigError(f"pruning frequency must be >= 1 step, got {self.frequency}")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"unknown pruning scope {self.scope!r}; choose layer or global")
+
+    @property
+    def enabled(self) -> bool:
+        return self.final > 0.0
+
+    def sparsity_at(self, step: int) -> float:
+        """Target sparsity at ``step``."""
+        return zhu_gupta_sparsity(
+            step,
+            final=self.final,
+            initial=self.initial,
+            begin_step=self.begin_step,
+            end_step=self.end_step,
+        )
+
+    def updates_at(self, step: int) -> bool:
+        """Whether masks are recomputed before ``step``."""
+        if not self.enabled or step < self.begin_step or step > self.end_step:
+            return False
+        return (step - self.begin_step) % self.frequency == 0 or step == self.end_step
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"kind": "zhu-gupta-cubic"}
+
+
+def _final_classifier(model: nn.Module) -> str | None:
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name
+    return last
+
+
+def prunable_weights(
+    model: nn.Module, *, exclude: Sequence[str] = (), prune_final: bool = False
+) -> list[str]:
+    """Names of the weight parameters to prune.
+
+    Every conv and linear ``weight`` except the final classifier's (the last ``nn.Linear``);
+    biases and normalisation layers are never pruned.
+
+    Parameters
+    ----------
+    model : nn.Module
+    exclude : sequence of str
+        Module names or regular expressions (matched in full against the module name) to leave
+        dense.
+    prune_final : bool, default False
+        Prune the final classifier too.
+    """
+    patterns = []
+    for p in exclude:
+        try:
+            patterns.append(re.compile(p))
+        except re.error as e:
+            raise ConfigError(f"--exclude {p!r} is not a valid regular expression ({e})") from e
+    final = None if prune_final else _final_classifier(model)
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            continue
+        if name == final or any(p.fullmatch(name) for p in patterns):
+            continue
+        names.append(f"{name}.weight" if name else "weight")
+    return names
+
+
+def _keep_mask(score: torch.Tensor, n_prune: int) -> torch.Tensor:
+    """Mask over the last axis keeping all but the ``n_prune`` lowest scores.
+
+    A stable sort makes ties fall on the lower index, so masks are deterministic.
+    """
+    mask = torch.ones_like(score, dtype=torch.bool)
+    if n_prune > 0:
+        order = torch.argsort(score, dim=-1, stable=True)
+        mask.scatter_(-1, order[..., :n_prune], False)
+    return mask
+
+
+@torch.no_grad()
+def magnitude_masks(
+    weights: Mapping[str, torch.Tensor],
+    sparsity: float,
+    *,
+    scope: str = "layer",
+    previous: Mapping[str, torch.Tensor] | None = None,
+    batch_dims: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Masks that prune the smallest-magnitude weights to ``sparsity``.
+
+    Parameters
+    ----------
+    weights : mapping of name to Tensor of shape (*B, ...)
+        The weights to prune; ``batch_dims`` leading axes index models trained jointly.
+    sparsity : float
+        Fraction of weights to prune: ``round(sparsity * n)`` per tensor (``layer``) or over all
+        tensors together (``global``), so the achieved sparsity is exact to one weight.
+    scope : {"layer", "global"}
+    previous : mapping of name to bool Tensor, optional
+        Current masks. Weights already pruned rank below every live weight, so a weight once
+        pruned stays pruned while the target grows.
+    batch_dims : int, default 0
+        Number of leading model axes.
+
+    Returns
+    -------
+    dict of name to bool Tensor, same shapes as ``weights``.
+    """
+    scores = {}
+    for name, w in weights.items():
+        s = w.detach().abs().float().flatten(start_dim=batch_dims)
+        if previous is not None:
+            s = torch.where(previous[name].flatten(start_dim=batch_dims), s, -1.0)
+        scores[name] = s
+    if scope == "layer":
+        return {
+            name: _keep_mask(s, round(sparsity * s.shape[-1])).view_as(weights[name])
+            for name, s in scores.items()
+        }
+    if scope == "global":
+        flat = torch.cat(list(scores.values()), dim=-1)
+        keep = _keep_mask(flat, round(sparsity * flat.shape[-1]))
+        sizes = [s.shape[-1] for s in scores.values()]
+        return {
+            name: part.reshape(weights[name].shape)
+            for name, part in zip(scores, torch.split(keep, sizes, dim=-1))
+        }
+    raise ConfigError(f"unknown pruning scope {scope!r}; choose layer or global")
+
+
+@torch.no_grad()
+def apply_masks_(params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
+    """Zero the pruned weights in place."""
+    for name, mask in masks.items():
+        params[name].mul_(mask)
+
+
+@torch.no_grad()
+def sparsity_report(
+    params: Mapping[str, torch.Tensor], names: Iterable[str]
+) -> dict[str, object]:
+    """Achieved sparsity: the fraction of exactly-zero weights, per tensor and overall.
+
+    Returns
+    -------
+    dict
+        ``{"achieved": float, "layers": {name: float}, "n_weights": int, "n_zero": int}``.
+    """
+    layers, total, zeros = {}, 0, 0
+    for name in names:
+        w = params[name]
+        z = int((w == 0).sum())
+        layers[name] = z / w.numel()
+        total += w.numel()
+        zeros += z
+    return {
+        "achieved": zeros / total if total else 0.0,
+        "layers": layers,
+        "n_weights": total,
+        "n_zero": zeros,
+    }
+
+
+def default_frequency(begin_step: int, end_step: int, updates: int = 50) -> int:
+    """Recompute masks about ``updates`` times over the ramp (at least every step)."""
+    return max(1, math.ceil((end_step - begin_step) / updates))

@@ -1,0 +1,584 @@
+"""The on-disk interchange format: one directory per model.
+
+A *population directory* holds one sub-directory per model. A *model directory* holds:
+
+``predictions.parquet`` (required)
+    One row per test example: ``example_id`` (int64, the example's index in the test split),
+    ``label`` (int64, the true class), ``prediction`` (int64, the top-1 class) and, when
+    written by pie-audit, ``prob_0`` ... ``prob_{C-1}`` (float32 softmax probabilities).
+``run.json`` (optional)
+    Provenance: seed, architecture, dataset, ``classes`` (names indexed by label),
+    target and achieved sparsity, training configuration, accuracy, versions.
+``model.pt`` (optional)
+    A plain ``state_dict`` (masks folded in), loadable with ``torch.load(..., weights_only=True)``.
+
+See ``docs/interchange-format.md`` for the full specification.
+
+The reading side (:func:`load_population`, :func:`check_populations`) validates everything a
+user can get wrong and raises :class:`~pie_audit.errors.FormatError` with a message that names
+the file and the problem; see ``docs/audit.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import FormatError, OutputError
+
+__all__ = [
+    "PREDICTIONS_FILE",
+    "RUN_FILE",
+    "MODEL_FILE",
+    "REQUIRED_COLUMNS",
+    "probability_column",
+    "atomic_directory",
+    "atomic_file",
+    "write_predictions",
+    "write_json",
+    "model_dirs",
+    "Population",
+    "read_predictions",
+    "read_run",
+    "load_population",
+    "check_populations",
+    "replace_directory",
+]
+
+PREDICTIONS_FILE = "predictions.parquet"
+RUN_FILE = "run.json"
+MODEL_FILE = "model.pt"
+REQUIRED_COLUMNS = ("example_id", "label", "prediction")
+_TMP_PREFIX = ".tmp-"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def probability_column(k: int) -> str:
+    """Name of the column holding the probability of class ``k``."""
+    return f"prob_{k}"
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling directory that is renamed to ``final`` on success.
+
+    An interrupted write leaves only a hidden ``.tmp-*`` directory, never a directory at
+    ``final`` that looks finished. ``final`` must not exist yet.
+    """
+    final = Path(final)
+    if final.exists():
+        raise OutputError(f"{final}: already exists; refusing to overwrite it")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent))
+        # mkdtemp creates 0700; the finished directory gets the usual permissions.
+        os.chmod(tmp, 0o777 & ~_umask())
+    except OSError as e:
+        raise OutputError(f"{final.parent}: cannot write there ({e.strerror})") from e
+    try:
+        yield tmp
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(final: Path, mode: str = "w") -> Iterator[Any]:
+    """Open a temporary sibling of ``final`` for writing; rename it into place on success."""
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent)
+        os.chmod(name, 0o666 & ~_umask())
+    except OSError as e:
+        raise OutputError(f"{final.parent}: cannot write there ({e.strerror})") from e
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+        os.replace(name, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+        raise
+
+
+def write_predictions(
+    path: Path,
+    example_ids: np.ndarray,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+) -> None:
+    """Write one model's predictions in the interchange format.
+
+    Parameters
+    ----------
+    path : Path
+        Destination ``predictions.parquet``.
+    example_ids : ndarray of shape (N,)
+        Index of each example in the test split.
+    labels : ndarray of shape (N,)
+        True class of each example.
+    probabilities : ndarray of shape (N, C)
+        Softmax probabilities; the prediction is their arg-max.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    columns: dict[str, Any] = {
+        "example_id": pa.array(np.asarray(example_ids, dtype=np.int64)),
+        "label": pa.array(np.asarray(labels, dtype=np.int64)),
+        "prediction": pa.array(probabilities.argmax(axis=1).astype(np.int64)),
+    }
+    for k in range(probabilities.shape[1]):
+        columns[probability_column(k)] = pa.array(probabilities[:, k])
+    pq.write_table(pa.table(columns), path)
+
+
+def write_json(path: Path, obj: Mapping[str, Any]) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_file(Path(path)) as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default)
+        fh.write("\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def model_dirs(population: Path) -> list[Path]:
+    """Model sub-directories of a population directory, sorted by name.
+
+    Hidden entries (including unfinished ``.tmp-*`` writes) and plain files are ignored.
+    """
+    return sorted(
+        p for p in Path(population).iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Reading side
+# --------------------------------------------------------------------------------------------
+
+# Messages are constants so that tests (and users' scripts) see the same wording every time.
+NO_DIRECTORY = "{path}: no such directory"
+NOT_A_DIRECTORY = "{path}: not a directory"
+EMPTY_POPULATION = "{path}: empty directory; expected one sub-directory per model, each with {file}"
+NO_PREDICTIONS = "{path}: no prediction files; expected <model>/{file} in each model sub-directory"
+MISSING_PREDICTIONS = "{path}: missing {file} (every model sub-directory needs one)"
+UNREADABLE_PARQUET = "{path}: not a readable Parquet file ({reason})"
+MISSING_COLUMN = "{path}: missing column '{column}'"
+NOT_INTEGER = "{path}: column '{column}' has type {type}; expected integers"
+MISSING_VALUES = "{path}: column '{column}' has {count} missing values"
+NEGATIVE_VALUE = "{path}: column '{column}' has negative value {value}; expected class indices >= 0"
+NO_ROWS = "{path}: no rows"
+DUPLICATE_ID = "{path}: duplicate example_id {value}"
+DIFFERENT_EXAMPLES = "{path}: evaluated on different examples than {reference} ({detail})"
+LABEL_MISMATCH = (
+    "{path}: label of example_id {example_id} is {label}, but {other} in {reference}"
+)
+BAD_RUN_JSON = "{path}: not valid JSON ({reason})"
+RUN_NOT_OBJECT = "{path}: expected a JSON object"
+BAD_CLASSES = "{path}: 'classes' must be a non-empty list of strings"
+CLASS_MISMATCH = "{path}: class list differs from {reference} ({detail})"
+CLASS_OUT_OF_RANGE = (
+    "{path}: column '{column}' has value {value}, but {reference} lists only {n} classes"
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Population:
+    """The predictions of a population of models, aligned by example id.
+
+    Attributes
+    ----------
+    path : Path
+        The population directory.
+    models : tuple of str
+        Model sub-directory names, sorted; row ``m`` of ``predictions`` is ``models[m]``.
+    example_ids : ndarray of shape (N,)
+        Example ids, strictly increasing.
+    labels : ndarray of shape (N,)
+        True class of each example.
+    predictions : ndarray of shape (M, N)
+        Top-1 class predicted by each model for each example.
+    runs : tuple of (dict or None)
+        Each model's ``run.json``, or ``None`` where a model has none.
+    classes : tuple of str or None
+        Class names from the models' ``run.json`` files, when any has them.
+    classes_source : Path or None
+        The ``run.json`` the class names were read from (for error messages).
+    """
+
+    path: Path
+    models: tuple[str, ...]
+    example_ids: np.ndarray
+    labels: np.ndarray
+    predictions: np.ndarray
+    runs: tuple[dict[str, Any] | None, ...]
+    classes: tuple[str, ...] | None = None
+    classes_source: Path | None = None
+
+    @property
+    def n_models(self) -> int:
+        return self.predictions.shape[0]
+
+    @property
+    def n_examples(self) -> int:
+        return self.predictions.shape[1]
+
+    @property
+    def reference_file(self) -> Path:
+        """The first model's predictions file: what the other files are checked against."""
+        return self.path / self.models[0] / PREDICTIONS_FILE
+
+
+def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read and validate one ``predictions.parquet``, sorted by example id.
+
+    Only the three required columns are read.
+
+    Parameters
+    ----------
+    path : Path
+        A ``predictions.parquet`` file.
+
+    Returns
+    -------
+    example_ids, labels, predictions : ndarray of shape (N,), int64
+        Sorted by ``example_id``.
+
+    Raises
+    ------
+    FormatError
+        Unreadable file, missing or non-integer column, missing or negative values,
+        duplicate example ids, or no rows.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        schema = pq.read_schema(path)
+        names = set(schema.names)
+        for column in REQUIRED_COLUMNS:
+            if column not in names:
+                raise FormatError(MISSING_COLUMN.format(path=path, column=column))
+            kind = schema.field(column).type
+            if not pa.types.is_integer(kind):
+                raise FormatError(NOT_INTEGER.format(path=path, column=column, type=kind))
+        table = pq.read_table(path, columns=list(REQUIRED_COLUMNS))
+    except FormatError:
+        raise
+    except (OSError, pa.ArrowException) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise FormatError(UNREADABLE_PARQUET.format(path=path, reason=reason)) from e
+    if table.num_rows == 0:
+        raise FormatError(NO_ROWS.format(path=path))
+    arrays = []
+    for column in REQUIRED_COLUMNS:
+        chunked = table.column(column)
+        if chunked.null_count:
+            raise FormatError(
+                MISSING_VALUES.format(path=path, column=column, count=chunked.null_count)
+            )
+        arrays.append(np.asarray(chunked.to_numpy(), dtype=np.int64))
+    ids, labels, predictions = arrays
+    for column, values in (("label", labels), ("prediction", predictions)):
+        low = values.min()
+        if low < 0:
+            raise FormatError(NEGATIVE_VALUE.format(path=path, column=column, value=low))
+    steps = np.diff(ids)
+    if not (steps > 0).all():
+        order = np.argsort(ids, kind="stable")
+        ids, labels, predictions = ids[order], labels[order], predictions[order]
+        repeated = np.flatnonzero(np.diff(ids) == 0)
+        if repeated.size:
+            raise FormatError(DUPLICATE_ID.format(path=path, value=ids[repeated[0]]))
+    return ids, labels, predictions
+
+
+def read_run(path: Path) -> dict[str, Any]:
+    """Read and validate one ``run.json``; only ``classes`` is checked, when present."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            run = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(BAD_RUN_JSON.format(path=path, reason=e)) from e
+    if not isinstance(run, dict):
+        raise FormatError(RUN_NOT_OBJECT.format(path=path))
+    classes = run.get("classes")
+    if classes is not None and not (
+        isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)
+    ):
+        raise FormatError(BAD_CLASSES.format(path=path))
+    return run
+
+
+def load_population(path: Path) -> Population:
+    """Read every model of a population directory and check they agree with each other.
+
+    Parameters
+    ----------
+    path : Path
+        A population directory: one sub-directory per model, each holding
+        ``predictions.parquet`` and optionally ``run.json``. Files and hidden entries at the
+        top level (``population.json``, unfinished ``.tmp-*`` writes) are ignored.
+
+    Returns
+    -------
+    Population
+        Predictions of shape (M, N), aligned by example id.
+
+    Raises
+    ------
+    FormatError
+        Missing or empty directory, no prediction files, any problem reported by
+        :func:`read_predictions` or :func:`read_run`, models evaluated on different examples,
+        labels or class lists that disagree between models.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(NO_DIRECTORY.format(path=path))
+    if not path.is_dir():
+        raise FormatError(NOT_A_DIRECTORY.format(path=path))
+    dirs = model_dirs(path)
+    if not dirs:
+        raise FormatError(EMPTY_POPULATION.format(path=path, file=PREDICTIONS_FILE))
+    files = [d / PREDICTIONS_FILE for d in dirs]
+    present = [f.is_file() for f in files]
+    if not any(present):
+        raise FormatError(NO_PREDICTIONS.format(path=path, file=PREDICTIONS_FILE))
+    if not all(present):
+        missing = dirs[present.index(False)]
+        raise FormatError(MISSING_PREDICTIONS.format(path=missing, file=PREDICTIONS_FILE))
+
+    ref_ids, ref_labels, first = read_predictions(files[0])
+    predictions = np.empty((len(files), ref_ids.size), dtype=np.int64)
+    predictions[0] = first
+    for m, file in enumerate(files[1:], start=1):
+        ids, labels, predictions[m] = _read_matching(file, ref_ids, ref_labels, files[0])
+
+    runs: list[dict[str, Any] | None] = []
+    classes: tuple[str, ...] | None = None
+    source: Path | None = None
+    for d in dirs:
+        run_file = d / RUN_FILE
+        run = read_run(run_file) if run_file.is_file() else None
+        runs.append(run)
+        if run is not None and run.get("classes") is not None:
+            these = tuple(run["classes"])
+            if classes is None:
+                classes, source = these, run_file
+            elif these != classes:
+                raise FormatError(
+                    CLASS_MISMATCH.format(
+                        path=run_file, reference=source, detail=_class_difference(these, classes)
+                    )
+                )
+    return Population(
+        path=path,
+        models=tuple(d.name for d in dirs),
+        example_ids=ref_ids,
+        labels=ref_labels,
+        predictions=predictions,
+        runs=tuple(runs),
+        classes=classes,
+        classes_source=source,
+    )
+
+
+def _read_matching(
+    file: Path, ref_ids: np.ndarray, ref_labels: np.ndarray, reference: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ids, labels, predictions = read_predictions(file)
+    _check_same_examples(file, ids, labels, reference, ref_ids, ref_labels)
+    return ids, labels, predictions
+
+
+def _check_same_examples(
+    path: Path,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    reference: Path,
+    ref_ids: np.ndarray,
+    ref_labels: np.ndarray,
+) -> None:
+    if not np.array_equal(ids, ref_ids):
+        raise FormatError(
+            DIFFERENT_EXAMPLES.format(
+                path=path, reference=reference, detail=_id_difference(ids, ref_ids)
+            )
+        )
+    if not np.array_equal(labels, ref_labels):
+        i = int(np.flatnonzero(labels != ref_labels)[0])
+        raise FormatError(
+            LABEL_MISMATCH.format(
+                path=path,
+                example_id=ids[i],
+                label=labels[i],
+                other=ref_labels[i],
+                reference=reference,
+            )
+        )
+
+
+def _id_difference(ids: np.ndarray, ref_ids: np.ndarray) -> str:
+    only_here = np.setdiff1d(ids, ref_ids, assume_unique=True)
+    only_there = np.setdiff1d(ref_ids, ids, assume_unique=True)
+    parts = [f"{ids.size} examples here, {ref_ids.size} there"]
+    if only_here.size:
+        parts.append(f"example_id {only_here[0]} only here")
+    if only_there.size:
+        parts.append(f"example_id {only_there[0]} only there")
+    return "; ".join(parts)
+
+
+def _class_difference(these: tuple[str, ...], classes: tuple[str, ...]) -> str:
+    if len(these) != len(classes):
+        return f"{len(these)} classes here, {len(classes)} there"
+    k = next(i for i, (a, b) in enumerate(zip(these, classes, strict=True)) if a != b)
+    return f"class {k} is {these[k]!r} here, {classes[k]!r} there"
+
+
+def check_populations(baseline: Population, pruned: Population) -> tuple[str, ...]:
+    """Check that two populations can be compared, and return the class names.
+
+    Parameters
+    ----------
+    baseline, pruned : Population
+        As returned by :func:`load_population`.
+
+    Returns
+    -------
+    tuple of str
+        One name per class, indexed by label. Taken from ``run.json`` ``classes`` when either
+        population has them; otherwise ``str(k)`` for ``k`` in ``0 .. C-1`` where ``C`` is one
+        more than the largest label or prediction in either population.
+
+    Raises
+    ------
+    FormatError
+        Different example ids, labels that disagree, class lists that differ, or a label or
+        prediction outside the class list.
+    """
+    _check_same_examples(
+        pruned.reference_file,
+        pruned.example_ids,
+        pruned.labels,
+        baseline.reference_file,
+        baseline.example_ids,
+        baseline.labels,
+    )
+    if baseline.classes is not None and pruned.classes is not None:
+        if baseline.classes != pruned.classes:
+            raise FormatError(
+                CLASS_MISMATCH.format(
+                    path=pruned.classes_source,
+                    reference=baseline.classes_source,
+                    detail=_class_difference(pruned.classes, baseline.classes),
+                )
+            )
+    named = baseline if baseline.classes is not None else pruned
+    if named.classes is not None:
+        n = len(named.classes)
+        for population in (baseline, pruned):
+            for column, values in (("label", population.labels), ("prediction", None)):
+                if values is None:
+                    rows = population.predictions.max(axis=1)
+                    m = int(rows.argmax())
+                    high, file = rows[m], population.path / population.models[m] / PREDICTIONS_FILE
+                else:
+                    high, file = values.max(), population.reference_file
+                if high >= n:
+                    raise FormatError(
+                        CLASS_OUT_OF_RANGE.format(
+                            path=file,
+                            column=column,
+                            value=high,
+                            reference=named.classes_source,
+                            n=n,
+                        )
+                    )
+        return named.classes
+    n = 1 + max(
+        int(baseline.labels.max()),
+        int(baseline.predictions.max()),
+        int(pruned.predictions.max()),
+    )
+    return tuple(str(k) for k in range(n))
+
+
+# Files a report directory may hold; anything else there is the user's and is never replaced.
+REPORT_FILES = frozenset(
+    {"summary.json", "examples.parquet", "classes.csv", "report.html", "junit.xml"}
+)
+NOT_A_REPORT = (
+    "{path}: exists and holds {entry!r}, which is not part of a pie-audit report; "
+    "refusing to replace it"
+)
+
+
+@contextlib.contextmanager
+def replace_directory(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling directory that atomically replaces ``final`` on success.
+
+    ``final`` may be missing, empty, or hold a previous report (only :data:`REPORT_FILES`);
+    anything else raises :class:`OutputError` before anything is written. Readers see either
+    the old report or the new one, never a mix; on error the old one is left untouched.
+    """
+    final = Path(final)
+    if final.exists():
+        if not final.is_dir():
+            raise OutputError(NOT_A_DIRECTORY.format(path=final))
+        for entry in final.iterdir():
+            if entry.name not in REPORT_FILES:
+                raise OutputError(NOT_A_REPORT.format(path=final, entry=entry.name))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent))
+        # mkdtemp creates 0700; the finished directory gets the usual permissions.
+        os.chmod(tmp, 0o777 & ~_umask())
+    except OSError as e:
+        raise OutputError(f"{final.parent}: cannot write there ({e.strerror})") from e
+    try:
+        yield tmp
+        if not final.exists():
+            os.rename(tmp, final)
+            return
+        # POSIX has no portable directory swap: park the old report beside it, move the new
+        # one in, and put the old one back if that fails.
+        old = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-old-", dir=final.parent))
+        os.rename(final, old / final.name)
+        try:
+            os.rename(tmp, final)
+        except BaseException:
+            os.rename(old / final.name, final)
+            raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
