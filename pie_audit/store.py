@@ -379,7 +379,8 @@ def load_population(path: Path) -> Population:
     predictions = np.empty((len(files), ref_ids.size), dtype=np.int64)
     predictions[0] = first
     for m, file in enumerate(files[1:], start=1):
-        ids, labels, predictions[m] = _read_matching(file, ref_ids, ref_labels, files[0])
+        ids, labels, predictions[m] = read_predictions(file)
+        _check_same_examples(file, ids, labels, files[0], ref_ids, ref_labels)
 
     runs: list[dict[str, Any] | None] = []
     classes: tuple[str, ...] | None = None
@@ -408,14 +409,6 @@ def load_population(path: Path) -> Population:
         classes=classes,
         classes_source=source,
     )
-
-
-def _read_matching(
-    file: Path, ref_ids: np.ndarray, ref_labels: np.ndarray, reference: Path
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ids, labels, predictions = read_predictions(file)
-    _check_same_examples(file, ids, labels, reference, ref_ids, ref_labels)
-    return ids, labels, predictions
 
 
 def _check_same_examples(
@@ -505,21 +498,16 @@ def check_populations(baseline: Population, pruned: Population) -> tuple[str, ..
     if named.classes is not None:
         n = len(named.classes)
         for population in (baseline, pruned):
-            for column, values in (("label", population.labels), ("prediction", None)):
-                if values is None:
-                    rows = population.predictions.max(axis=1)
-                    m = int(rows.argmax())
-                    high, file = rows[m], population.path / population.models[m] / PREDICTIONS_FILE
-                else:
-                    high, file = values.max(), population.reference_file
+            per_model = population.predictions.max(axis=1)
+            m = int(per_model.argmax())
+            for column, high, file in (
+                ("label", population.labels.max(), population.reference_file),
+                ("prediction", per_model[m], population.path / population.models[m] / PREDICTIONS_FILE),
+            ):
                 if high >= n:
                     raise FormatError(
                         CLASS_OUT_OF_RANGE.format(
-                            path=file,
-                            column=column,
-                            value=high,
-                            reference=named.classes_source,
-                            n=n,
+                            path=file, column=column, value=high, reference=named.classes_source, n=n
                         )
                     )
         return named.classes
