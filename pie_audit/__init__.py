@@ -9,6 +9,9 @@ from .errors import ConfigError, DatasetError, FormatError, OutputError, PieAudi
 
 __version__ = "0.1.0"
 
+from .compare import CompareResult, compare  # noqa: E402  (compare.py reads __version__)
+from .gate import GateRules  # noqa: E402
+
 __all__ = [
     "__version__",
     "PieAuditError",
@@ -16,4 +19,7 @@ __all__ = [
     "DatasetError",
     "FormatError",
     "OutputError",
+    "compare",
+    "CompareResult",
+    "GateRules",
 ]

@@ -1,0 +1,240 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pie_audit
+from pie_audit.compare import (
+    OUTPUT_FILES,
+    CompareResult,
+    write_outputs,
+)
+from pie_audit.errors import ConfigError, FormatError, OutputError
+from pie_audit.gate import GateRules
+from pie_audit.stats import CLASS_COLUMNS
+from pie_audit.store import load_population
+from synthetic import planted_predictions, write_population
+
+SUMMARY_KEYS = {
+    "schema_version",
+    "tool",
+    "settings",
+    "n_examples",
+    "n_classes",
+    "baseline",
+    "pruned",
+    "pies",
+    "impacted",
+    "classes",
+    "gate",
+    "notes",
+}
+CLASS_KEYS = {"name", "n_pies", *CLASS_COLUMNS}
+
+
+def test_planted_harm_is_flagged_and_fails_the_gate(harmed_populations):
+    result = pie_audit.compare(*harmed_populations)
+    assert isinstance(result, CompareResult)
+    assert result.harmed["label"].tolist() == [2]
+    assert not result.gate.passed
+    assert result.gate.failures[0].classes == ("2",)
+    assert result.pies.count > 0
+
+
+def test_identical_populations_flag_nothing_and_pass(identical_populations):
+    result = pie_audit.compare(*identical_populations)
+    assert result.gate.passed
+    assert result.pies.count == 0 and result.pies.fraction == 0.0
+    assert (result.examples["score"] == 0).all()
+    assert not result.classes["significant"].any()
+    assert result.pies.baseline_accuracy_pies is None
+    assert result.pies.baseline_accuracy_non_pies == pytest.approx(result.baseline_accuracy.mean())
+
+
+def test_pie_accuracies_and_counts(harmed_populations):
+    result = pie_audit.compare(*harmed_populations)
+    base = load_population(harmed_populations[0])
+    pie = result.examples["pie"].to_numpy()
+    correct = base.predictions == base.labels
+    assert result.pies.count == pie.sum()
+    assert result.pies.baseline_accuracy_pies == pytest.approx(correct[:, pie].mean())
+    assert result.pies.baseline_accuracy_non_pies == pytest.approx(correct[:, ~pie].mean())
+    tied = result.examples["baseline_tied"] | result.examples["pruned_tied"]
+    assert result.pies.n_tied == tied.sum()
+    per_class = np.bincount(base.labels[pie], minlength=5)
+    assert result.classes["n_pies"].tolist() == per_class.tolist()
+    # The paper's central finding holds in the planted case: PIEs are harder for both.
+    assert result.pies.pruned_accuracy_pies < result.pies.pruned_accuracy_non_pies
+
+
+def test_frames_are_sorted_and_typed(harmed_populations):
+    result = pie_audit.compare(*harmed_populations)
+    assert result.examples["example_id"].is_monotonic_increasing
+    assert result.classes["name"].tolist() == ["0", "1", "2", "3", "4"]
+    assert list(result.baseline_accuracy.index) == [f"model-{m:03d}" for m in range(8)]
+    assert result.baseline_runs == {f"model-{m:03d}": None for m in range(8)}
+
+
+def test_invariant_to_order_of_models_and_examples(tmp_path, harmed_populations, audit_labels):
+    result = pie_audit.compare(*harmed_populations)
+    # Same models under other names (so listed in another order), rows shuffled in every file.
+    base = load_population(harmed_populations[0]).predictions
+    pruned = load_population(harmed_populations[1]).predictions
+    rng = np.random.default_rng(9)
+    b = write_population(tmp_path / "b2", base[rng.permutation(8)], audit_labels, shuffle_seed=1)
+    p = write_population(tmp_path / "p2", pruned[rng.permutation(8)], audit_labels, shuffle_seed=2)
+    again = pie_audit.compare(b, p)
+    pd.testing.assert_frame_equal(again.examples, result.examples)
+    pd.testing.assert_frame_equal(again.classes, result.classes, rtol=1e-12)
+    assert again.to_summary()["pies"] == result.to_summary()["pies"]
+
+
+def test_summary_schema_is_strict_json(harmed_populations):
+    result = pie_audit.compare(*harmed_populations)
+    summary = json.loads(json.dumps(result.to_summary(), allow_nan=False))
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["n_examples"] == 400
+    for role in ("baseline", "pruned"):
+        assert summary[role]["n_models"] == 8
+        assert 0 <= summary[role]["accuracy_mean"] <= 1
+        assert summary[role]["accuracy_std"] > 0
+    assert set(summary["pies"]) >= {"count", "fraction", "n_tied"}
+    assert len(summary["classes"]) == 5
+    for row in summary["classes"]:
+        assert set(row) == CLASS_KEYS
+        assert isinstance(row["label"], int) and isinstance(row["significant"], bool)
+        assert 0 <= row["baseline_recall_mean"] <= 1
+    assert summary["classes"][2]["direction"] == "harmed"
+    assert summary["gate"]["passed"] is False
+    assert summary["gate"]["failures"][0]["classes"] == ["2"]
+    assert summary["impacted"]["harmed"] == 1
+
+
+def test_degenerate_cases_give_documented_values(tmp_path, audit_labels):
+    # One model per population, class names with an extra class that has no example.
+    base = planted_predictions(1, audit_labels, accuracy=0.9, n_classes=5, seed=1)
+    pruned = planted_predictions(1, audit_labels, accuracy=0.8, n_classes=5, seed=2)
+    names = ["a", "b", "c", "d", "e", "f"]
+    b = write_population(tmp_path / "b", base, audit_labels, classes=names)
+    p = write_population(tmp_path / "p", pruned, audit_labels, classes=names)
+    result = pie_audit.compare(b, p)
+    summary = json.loads(json.dumps(result.to_summary(), allow_nan=False))
+    assert summary["baseline"]["accuracy_std"] is None
+    assert all(row["p_value"] is None and not row["significant"] for row in summary["classes"])
+    assert summary["classes"][5]["support"] == 0
+    assert summary["classes"][5]["baseline_recall_mean"] is None
+    assert summary["classes"][5]["direction"] == "none"
+    assert summary["gate"]["passed"] is True
+    assert len(summary["notes"]) == 3
+    assert summary["baseline"]["n_models"] == 1
+    assert result.baseline_runs["model-000"]["classes"] == names
+
+
+def test_infinite_t_is_null_in_json(tmp_path):
+    labels = np.array([0, 0, 1, 2])
+    b = write_population(tmp_path / "b", np.array([[0, 0, 1, 2], [0, 0, 1, 0]]), labels)
+    p = write_population(tmp_path / "p", np.array([[0, 0, 0, 0], [0, 0, 0, 1]]), labels)
+    result = pie_audit.compare(b, p)
+    assert result.classes.loc[1, "t_statistic"] == -np.inf
+    row = result.to_summary()["classes"][1]
+    assert row["t_statistic"] is None and row["p_value"] == 0.0
+
+
+def test_tie_break_option(tmp_path):
+    labels = np.array([0, 1])
+    b = write_population(tmp_path / "b", np.array([[0, 1], [0, 1]]), labels)
+    p = write_population(tmp_path / "p", np.array([[0, 1], [1, 1]]), labels)
+    lowest = pie_audit.compare(b, p)
+    highest = pie_audit.compare(b, p, tie_break="highest")
+    assert lowest.pies.count == 0 and highest.pies.count == 1
+    assert lowest.pies.n_tied == highest.pies.n_tied == 1
+
+
+def test_gate_rules_are_applied(harmed_populations):
+    result = pie_audit.compare(
+        *harmed_populations, rules=GateRules(max_class_drop=None, max_accuracy_drop=0.5)
+    )
+    assert result.gate.passed
+    result = pie_audit.compare(
+        *harmed_populations, rules=GateRules(max_class_drop=None, max_pie_fraction=0.0)
+    )
+    assert [f.rule for f in result.gate.failures] == ["max_pie_fraction"]
+
+
+def test_bad_settings_fail_before_reading(tmp_path):
+    with pytest.raises(ConfigError):
+        pie_audit.compare(tmp_path / "missing", tmp_path / "missing", correction="bonferroni")
+    with pytest.raises(ConfigError):
+        pie_audit.compare(tmp_path / "missing", tmp_path / "missing", tie_break="random")
+
+
+def test_incompatible_populations(tmp_path, audit_labels):
+    base = planted_predictions(2, audit_labels, accuracy=0.9, n_classes=5, seed=1)
+    b = write_population(tmp_path / "b", base, audit_labels)
+    p = write_population(tmp_path / "p", base[:, :300], audit_labels[:300])
+    with pytest.raises(FormatError, match="evaluated on different examples"):
+        pie_audit.compare(b, p)
+
+
+def test_compare_populations_in_memory(harmed_populations):
+    base, pruned = (load_population(p) for p in harmed_populations)
+    result = pie_audit.compare(base, pruned)
+    pd.testing.assert_frame_equal(result.classes, pie_audit.compare(*harmed_populations).classes)
+
+
+# --- outputs ----------------------------------------------------------------------------------
+
+
+def test_write_outputs(tmp_path, harmed_populations):
+    result = pie_audit.compare(*harmed_populations)
+    out = write_outputs(result, tmp_path / "reports" / "run")
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(result.to_summary()))
+    examples = pd.read_parquet(out / "examples.parquet")
+    pd.testing.assert_frame_equal(examples, result.examples)
+    classes = pd.read_csv(out / "classes.csv")
+    assert classes["label"].tolist() == list(range(5))
+    np.testing.assert_allclose(classes["q_value"], result.classes["q_value"])
+    html = (out / "report.html").read_text()
+    assert "Gate FAILED" in html
+
+
+def test_write_outputs_replaces_a_previous_report(tmp_path, harmed_populations, identical_populations):
+    out = tmp_path / "report"
+    write_outputs(pie_audit.compare(*harmed_populations), out)
+    (out / "report.html").write_text("stale")
+    write_outputs(pie_audit.compare(*identical_populations), out)
+    assert json.loads((out / "summary.json").read_text())["gate"]["passed"] is True
+    assert (out / "report.html").read_text() != "stale"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "pruned", "report", "same-base", "same-pruned"]
+
+
+def test_write_outputs_refuses_a_foreign_directory(tmp_path, identical_populations):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    with pytest.raises(OutputError):
+        write_outputs(pie_audit.compare(*identical_populations), out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_report_escapes_names(tmp_path, audit_labels):
+    names = ["<script>alert(1)</script>", "b", "c", "d", "e"]
+    base = planted_predictions(4, audit_labels, accuracy=0.9, n_classes=5, seed=1)
+    pruned = planted_predictions(4, audit_labels, accuracy=0.9, n_classes=5, seed=2, class_accuracy={0: 0.3})
+    b = write_population(tmp_path / "b<&>", base, audit_labels, classes=names)
+    p = write_population(tmp_path / "p", pruned, audit_labels)
+    out = write_outputs(pie_audit.compare(b, p), tmp_path / "out")
+    html = (out / "report.html").read_text()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "b&lt;&amp;&gt;" in html
+
+
+def test_nothing_written_on_bad_input(tmp_path, identical_populations):
+    shutil.rmtree(identical_populations[1] / "model-003")
+    (identical_populations[1] / "model-003").mkdir()
+    with pytest.raises(FormatError):
+        pie_audit.compare(*identical_populations)
