@@ -156,6 +156,17 @@ def test_invariant_to_order_of_models_and_examples(planted):
     pd.testing.assert_frame_equal(shuffled, table, rtol=1e-12)
 
 
+def test_relabelling_classes_permutes_the_rows(planted):
+    base, pruned, labels = planted
+    table = class_statistics(base, pruned, labels)
+    relabel = np.array([3, 0, 4, 1, 2])
+    moved = class_statistics(relabel[base], relabel[pruned], relabel[labels])
+    columns = ["support", "normalized_change", "t_statistic", "p_value", "q_value", "direction"]
+    pd.testing.assert_frame_equal(
+        moved.loc[relabel, columns].reset_index(drop=True), table[columns], rtol=1e-12
+    )
+
+
 def test_single_model_population_is_not_tested(planted):
     base, pruned, labels = planted
     table = class_statistics(base, pruned[:1], labels)
