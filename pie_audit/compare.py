@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,9 @@ from .gate import GateResult, GateRules, evaluate_gate
 from .pie import TIE_BREAKS, accuracy_on, pie_table
 from .stats import BAD_ALPHA, BAD_CORRECTION, CORRECTIONS, class_statistics, per_model_accuracy
 from .store import Population, check_populations, load_population, replace_directory
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .thumbnails import Thumbnails
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -112,6 +115,11 @@ class CompareResult:
         """Classes significantly helped, most helped first."""
         rows = self.classes[self.classes["direction"] == "helped"]
         return rows.sort_values(["normalized_change", "label"], ascending=[False, True])
+
+    def top_pies(self, limit: int) -> pd.DataFrame:
+        """The ``limit`` PIEs whose populations' votes differ most (``score``), ties by example id."""
+        pies = self.examples[self.examples["pie"]]
+        return pies.sort_values(["score", "example_id"], ascending=[False, True]).head(limit)
 
     def to_summary(self) -> dict[str, Any]:
         """The content of ``summary.json``: strict JSON types, ``None`` for undefined values."""
@@ -310,7 +318,14 @@ def _notes(baseline: Population, pruned: Population, classes: pd.DataFrame) -> t
     return tuple(notes)
 
 
-def write_outputs(result: CompareResult, out: str | Path) -> Path:
+def write_outputs(
+    result: CompareResult,
+    out: str | Path,
+    *,
+    thumbnails: Thumbnails | None = None,
+    command: Sequence[str] | None = None,
+    sweep_link: str | None = None,
+) -> Path:
     """Write ``summary.json``, ``examples.parquet``, ``classes.csv`` and ``report.html``.
 
     The files are written into a temporary directory that then replaces ``out`` atomically:
@@ -321,6 +336,12 @@ def write_outputs(result: CompareResult, out: str | Path) -> Path:
     result : CompareResult
     out : str or Path
         The report directory.
+    thumbnails : Thumbnails, optional
+        Images for the report's PIE gallery (:func:`pie_audit.thumbnails.pie_thumbnails`).
+    command : sequence of str, optional
+        The command line, recorded in the report's provenance.
+    sweep_link : str, optional
+        Relative link from ``report.html`` back to a sweep page.
 
     Returns
     -------
@@ -332,14 +353,16 @@ def write_outputs(result: CompareResult, out: str | Path) -> Path:
     OutputError
         ``out`` holds files that are not a report, or cannot be written.
     """
-    from .report import render_minimal_report
+    from .report import render_report
 
     out = Path(out)
+    # Rendered first: the slowest step, and nothing is replaced if it fails.
+    html = render_report(result, thumbnails=thumbnails, command=command, sweep_link=sweep_link)
     with replace_directory(out) as tmp:
         with open(tmp / SUMMARY_FILE, "w", encoding="utf-8") as fh:
             json.dump(result.to_summary(), fh, indent=2, allow_nan=False)
             fh.write("\n")
         result.examples.to_parquet(tmp / EXAMPLES_FILE, index=False)
         result.classes.to_csv(tmp / CLASSES_FILE, index=False)
-        (tmp / REPORT_FILE).write_text(render_minimal_report(result), encoding="utf-8")
+        (tmp / REPORT_FILE).write_text(html, encoding="utf-8")
     return out

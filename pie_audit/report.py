@@ -1,102 +1,407 @@
-"""HTML rendering of an audit's results; it renders, never computes.
+"""The HTML report of one audit and the sweep page over several: they render, never compute.
 
-Only a minimal, dependency-free page for now; the report issue designs the real one.
+:func:`render_report` turns a :class:`~pie_audit.compare.CompareResult` into one
+self-contained HTML file (inline styles, figures, thumbnails and a small table sorter; no
+network access, see the Content-Security-Policy in the template). :func:`render_sweep` does
+the same for the table of :func:`pie_audit.sweep.sweep_table`.
+
+The functions here only select and format values for the Jinja2 templates under
+``pie_audit/templates``; the templates only lay them out. Autoescaping is on, so every string
+from the inputs (class names, paths, configs, commands) reaches the page as text. The figures
+are the only markup passed through unescaped: matplotlib writes them and escapes their text.
 """
 
 from __future__ import annotations
 
-import html
-from typing import TYPE_CHECKING
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .thumbnails import GALLERY_SIZE, Thumbnails
 
 if TYPE_CHECKING:  # pragma: no cover
     from .compare import CompareResult
 
-__all__ = ["render_minimal_report"]
+__all__ = ["render_report", "render_sweep", "class_labels"]
 
-_TOP_PIES = 20
+_MAX_LABEL = 40
+_DASH = "\u2014"
+RULE_TEXT = {
+    "max_class_drop": "largest significant drop in a class's normalized recall",
+    "max_pie_fraction": "fraction of test examples that are PIEs",
+    "max_accuracy_drop": "drop in mean top-1 accuracy",
+    "max_harmed_classes": "classes significantly harmed",
+}
 
 
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+def _environment():  # noqa: ANN202 - jinja2 is imported lazily
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    # autoescape=True for every template (also .css/.js includes, which hold no variables).
+    return Environment(
+        loader=PackageLoader("pie_audit", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
-def render_minimal_report(result: CompareResult) -> str:
-    """A small self-contained HTML page: verdict, PIEs, impacted classes, top PIEs.
+def _pct(value: Any, digits: int = 1) -> str:
+    value = _finite(value)
+    return _DASH if value is None else f"{100 * value:.{digits}f}%"
 
-    Every value taken from the inputs (paths, class names, messages) is HTML-escaped.
+
+def _points(value: Any, digits: int = 2) -> str:
+    value = _finite(value)
+    return _DASH if value is None else f"{100 * value:+.{digits}f}"
+
+
+def _p(value: Any) -> str:
+    value = _finite(value)
+    if value is None:
+        return _DASH
+    return "<0.0001" if value < 1e-4 else f"{value:.2g}" if value < 0.01 else f"{value:.3f}"
+
+
+def _relation(value: Any) -> str:
+    """A p- or q-value to follow its symbol in prose: ``= 0.012`` or ``< 0.0001``."""
+    text = _p(value)
+    return f"< {text[1:]}" if text.startswith("<") else f"= {text}"
+
+
+def _sort_key(value: Any) -> str:
+    """A cell's ``data-v``: the raw number, or empty for an undefined value (sorted last)."""
+    value = _finite(value)
+    return "" if value is None else repr(value)
+
+
+def class_labels(names: Sequence[str]) -> list[str]:
+    """How a class is shown in figures: its name, with the label when the name is not the label."""
+    shown = []
+    for label, name in enumerate(names):
+        name = name if len(name) <= _MAX_LABEL else name[: _MAX_LABEL - 1] + "\u2026"
+        shown.append(name if name == str(label) else f"{name} [{label}]")
+    return shown
+
+
+def _significance(row: Any) -> str:
+    if _finite(row.p_value) is None:
+        return "not tested"
+    return row.direction if row.significant else "no"
+
+
+def _class_rows(classes: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = []
+    for r in classes.itertuples(index=False):
+        rows.append(
+            {
+                "label": int(r.label),
+                "name": r.name,
+                "support": int(r.support),
+                "n_pies": int(r.n_pies),
+                "cells": [
+                    (_pct(r.baseline_recall_mean), _sort_key(r.baseline_recall_mean)),
+                    (_pct(r.pruned_recall_mean), _sort_key(r.pruned_recall_mean)),
+                    (_points(r.recall_change), _sort_key(r.recall_change)),
+                    (_points(r.normalized_change), _sort_key(r.normalized_change)),
+                ],
+                "ci": (
+                    f"[{_points(r.ci_low)}, {_points(r.ci_high)}]" if _finite(r.ci_low) is not None else _DASH,
+                    _sort_key(r.ci_low),
+                ),
+                "p": (_p(r.p_value), _sort_key(r.p_value)),
+                "q": (_p(r.q_value), _sort_key(r.q_value)),
+                "significance": _significance(r),
+                "direction": r.direction,
+            }
+        )
+    return rows
+
+
+def _impacted(frame: pd.DataFrame, names: Sequence[str]) -> list[dict[str, str]]:
+    return [
+        {
+            "name": names[int(r.label)],
+            "change": _points(r.normalized_change),
+            "ci": f"[{_points(r.ci_low)}, {_points(r.ci_high)}]",
+            "q": _relation(r.q_value),
+        }
+        for r in frame.itertuples(index=False)
+    ]
+
+
+def _population(role: str, path: Any, accuracy: pd.Series, provenance: Any) -> dict[str, str]:
+    values = accuracy.to_numpy(dtype=float)
+    return {
+        "role": role,
+        "path": str(path),
+        "n_models": str(len(values)),
+        "mean": _pct(values.mean(), 2),
+        "std": _pct(values.std(ddof=1), 2) if len(values) > 1 else _DASH,
+        "range": f"{_pct(values.min(), 2)} \u2013 {_pct(values.max(), 2)}",
+        "target": _pct(provenance.sparsity_target) if provenance.sparsity_target is not None else "not recorded",
+        "achieved": _pct(provenance.sparsity_achieved, 2)
+        if provenance.sparsity_achieved is not None
+        else "not recorded",
+    }
+
+
+def _gate_rows(result: CompareResult) -> list[dict[str, str]]:
+    rules = result.gate.rules
+    failed = {f.rule for f in result.gate.failures}
+    harmed = result.harmed
+    observed = {
+        "max_class_drop": (
+            _points(-float(harmed["normalized_change"].iloc[0])).lstrip("+") + " points"
+            if len(harmed)
+            else "no class significantly harmed"
+        ),
+        "max_pie_fraction": _pct(result.pies.fraction, 2),
+        "max_accuracy_drop": f"{_points(result.baseline_accuracy.mean() - result.pruned_accuracy.mean())} points",
+        "max_harmed_classes": str(len(harmed)),
+    }
+    limits = {
+        "max_class_drop": lambda v: f"{100 * v:.2f} points",
+        "max_pie_fraction": lambda v: _pct(v, 2),
+        "max_accuracy_drop": lambda v: f"{100 * v:.2f} points",
+        "max_harmed_classes": str,
+    }
+    rows = []
+    for rule, text in RULE_TEXT.items():
+        limit = getattr(rules, rule)
+        rows.append(
+            {
+                "rule": rule.replace("_", "-"),
+                "what": text,
+                "limit": "off" if limit is None else limits[rule](limit),
+                "observed": observed[rule],
+                "status": "off" if limit is None else "failed" if rule in failed else "passed",
+            }
+        )
+    return rows
+
+
+def _gallery(result: CompareResult, thumbnails: Thumbnails, names: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": int(r.example_id),
+            "image": thumbnails.images.get(int(r.example_id)),
+            "label": names[int(r.label)],
+            "baseline": names[int(r.baseline_modal)],
+            "baseline_share": _pct(r.baseline_share, 0) + (" (tied)" if r.baseline_tied else ""),
+            "pruned": names[int(r.pruned_modal)],
+            "pruned_share": _pct(r.pruned_share, 0) + (" (tied)" if r.pruned_tied else ""),
+            "score": f"{r.score:.2f}",
+            "baseline_right": bool(r.baseline_modal == r.label),
+            "pruned_right": bool(r.pruned_modal == r.label),
+        }
+        for r in result.top_pies(GALLERY_SIZE).itertuples(index=False)
+    ]
+
+
+def _provenance(role: str, path: Any, provenance: Any) -> dict[str, Any]:
+    return {
+        "role": role,
+        "path": str(path),
+        "models": f"{provenance.n_models} ({provenance.n_records} with run.json)",
+        "seeds": ", ".join(map(str, provenance.seeds)) or "not recorded",
+        "finished": " \u2013 ".join(dict.fromkeys(provenance.finished)) or "not recorded",
+        "fields": [{"label": label, "texts": values} for label, values in provenance.fields],
+    }
+
+
+def render_report(
+    result: CompareResult,
+    *,
+    thumbnails: Thumbnails | None = None,
+    command: Sequence[str] | None = None,
+    created_at: datetime | None = None,
+    sweep_link: str | None = None,
+) -> str:
+    """The audit as one self-contained HTML page.
 
     Parameters
     ----------
     result : CompareResult
+    thumbnails : Thumbnails, optional
+        Images of the gallery's PIEs (:meth:`CompareResult.top_pies`), as made by
+        :func:`pie_audit.thumbnails.pie_thumbnails`; without them the gallery shows ids
+        and labels, and the thumbnails' ``note`` says why.
+    command : sequence of str, optional
+        The command line that made the report, for its provenance.
+    created_at : datetime, optional
+        Shown as the report's time; default now (UTC).
+    sweep_link : str, optional
+        Relative link back to a sweep page this report belongs to.
 
     Returns
     -------
     str
         An HTML document.
     """
-    gate = result.gate
+    from markupsafe import Markup
+
+    from .plots import MAX_PLOTTED_CLASSES, accuracy_svg, class_change_svg, pies_per_class_svg
+    from .provenance import population_provenance
+
+    thumbnails = thumbnails if thumbnails is not None else Thumbnails(note="no images were requested")
+    created_at = created_at or datetime.now(timezone.utc)
+    names = [str(n) for n in result.classes["name"]]
+    shown = class_labels(names)
+    base_prov = population_provenance(result.baseline_runs.values())
+    pruned_prov = population_provenance(result.pruned_runs.values())
+    gallery = _gallery(result, thumbnails, names)
+    n_classes = len(result.classes)
+    n_pie_classes = int((result.classes["n_pies"] > 0).sum())
     pies = result.pies
-    verdict = "PASSED" if gate.passed else "FAILED"
-    parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>pie-audit: {_e(result.pruned_dir.name)} vs {_e(result.baseline_dir.name)}</title>",
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}"
-        ".failed{color:#b00}.passed{color:#070}</style></head><body>",
-        "<h1>pie-audit compare</h1>",
-        f"<p>Baseline: <code>{_e(result.baseline_dir)}</code> "
-        f"({len(result.baseline_accuracy)} models, mean accuracy "
-        f"{_pct(float(result.baseline_accuracy.mean()))})<br>"
-        f"Pruned: <code>{_e(result.pruned_dir)}</code> "
-        f"({len(result.pruned_accuracy)} models, mean accuracy "
-        f"{_pct(float(result.pruned_accuracy.mean()))})</p>",
-        f'<h2 class="{verdict.lower()}">Gate {verdict}</h2>',
+    context = {
+        "title": f"pie-audit: {result.pruned_dir.name} vs {result.baseline_dir.name}",
+        "baseline_name": result.baseline_dir.name,
+        "pruned_name": result.pruned_dir.name,
+        "created_at": created_at.isoformat(timespec="seconds"),
+        "version": __version__,
+        "sweep_link": sweep_link,
+        "passed": result.gate.passed,
+        "failures": [f.message for f in result.gate.failures],
+        "gate_rows": _gate_rows(result),
+        "populations": [
+            _population("baseline", result.baseline_dir, result.baseline_accuracy, base_prov),
+            _population("pruned", result.pruned_dir, result.pruned_accuracy, pruned_prov),
+        ],
+        "n_examples": len(result.examples),
+        "n_classes": n_classes,
+        "pie_count": pies.count,
+        "pie_fraction": _pct(pies.fraction, 2),
+        "n_tied": pies.n_tied,
+        "harmed": _impacted(result.harmed, names),
+        "helped": _impacted(result.helped, names),
+        "settings": {
+            "alpha": result.settings.get("alpha"),
+            "correction": result.settings.get("correction"),
+        },
+        "settings_items": [(k, str(v)) for k, v in result.settings.items()],
+        "class_rows": _class_rows(result.classes),
+        "change_svg": Markup(class_change_svg(result.classes, class_labels=shown)),
+        "change_limited": n_classes > MAX_PLOTTED_CLASSES,
+        "max_plotted": MAX_PLOTTED_CLASSES,
+        "pies_svg": Markup(pies_per_class_svg(result.classes, class_labels=shown)),
+        "pies_limited": n_pie_classes > MAX_PLOTTED_CLASSES,
+        "n_pie_classes": n_pie_classes,
+        "accuracy_svg": Markup(accuracy_svg(result.baseline_accuracy, result.pruned_accuracy)),
+        "pie_accuracy": [
+            {
+                "role": role,
+                "all": _pct(acc.mean(), 2),
+                "pies": _pct(on_pies, 2),
+                "non_pies": _pct(on_rest, 2),
+            }
+            for role, acc, on_pies, on_rest in (
+                ("baseline", result.baseline_accuracy, pies.baseline_accuracy_pies, pies.baseline_accuracy_non_pies),
+                ("pruned", result.pruned_accuracy, pies.pruned_accuracy_pies, pies.pruned_accuracy_non_pies),
+            )
+        ],
+        "gallery": gallery,
+        "gallery_note": None if any(g["image"] for g in gallery) or not gallery else thumbnails.note,
+        "models": [
+            {"role": role, "name": name, "accuracy": _pct(a, 2), "v": _sort_key(a)}
+            for role, series in (("baseline", result.baseline_accuracy), ("pruned", result.pruned_accuracy))
+            for name, a in series.items()
+        ],
+        "provenance": [
+            _provenance("baseline", result.baseline_dir, base_prov),
+            _provenance("pruned", result.pruned_dir, pruned_prov),
+        ],
+        "command": " ".join(command) if command else None,
+        "notes": list(result.notes),
+    }
+    return _environment().get_template("report.html").render(context)
+
+
+def render_sweep(
+    sweep: pd.DataFrame,
+    *,
+    baseline: str,
+    command: Sequence[str] | None = None,
+    created_at: datetime | None = None,
+) -> str:
+    """The sweep page: accuracy, PIE fraction and impacted classes against sparsity, with links.
+
+    Parameters
+    ----------
+    sweep : DataFrame
+        :func:`pie_audit.sweep.sweep_table`'s rows, in the order the populations were given.
+    baseline : str
+        The baseline population's path, as given.
+    command : sequence of str, optional
+        The command line that made the page.
+    created_at : datetime, optional
+        Default now (UTC).
+
+    Returns
+    -------
+    str
+        An HTML document.
+    """
+    from markupsafe import Markup
+
+    from .plots import sweep_svg
+
+    created_at = created_at or datetime.now(timezone.utc)
+    has_target = bool(sweep["sparsity_target"].notna().all())
+    has_achieved = bool(sweep["sparsity_achieved"].notna().all())
+    if has_target:
+        x, xlabel = "sparsity_target", "target sparsity"
+    else:
+        x, xlabel = "position", "population (in the order given)"
+    figures = [Markup(sweep_svg(sweep, x=x, xlabel=xlabel))]
+    if has_achieved:
+        figures.append(Markup(sweep_svg(sweep, x="sparsity_achieved", xlabel="achieved sparsity")))
+    rows = [
+        {
+            "name": r.name,
+            "href": r.href,
+            "target": _pct(r.sparsity_target) if _finite(r.sparsity_target) is not None else _DASH,
+            "target_v": _sort_key(r.sparsity_target),
+            "achieved": _pct(r.sparsity_achieved, 2),
+            "achieved_v": _sort_key(r.sparsity_achieved),
+            "n_models": int(r.n_models),
+            "accuracy": _pct(r.accuracy_mean, 2),
+            "accuracy_v": _sort_key(r.accuracy_mean),
+            "std": _pct(r.accuracy_std, 2),
+            "std_v": _sort_key(r.accuracy_std),
+            "pies": int(r.pie_count),
+            "pie_fraction": _pct(r.pie_fraction, 2),
+            "pie_fraction_v": _sort_key(r.pie_fraction),
+            "harmed": int(r.harmed),
+            "helped": int(r.helped),
+            "passed": bool(r.gate_passed),
+        }
+        for r in sweep.itertuples(index=False)
     ]
-    if gate.failures:
-        parts.append("<ul>" + "".join(f"<li>{_e(f.message)}</li>" for f in gate.failures) + "</ul>")
-    parts.append(
-        f"<h2>PIEs</h2><p>{pies.count} of {len(result.examples)} examples "
-        f"({_pct(pies.fraction)}); {pies.n_tied} with a tied modal label.</p>"
-        "<table><tr><th></th><th>accuracy on PIEs</th><th>on non-PIEs</th></tr>"
-        f"<tr><td>baseline</td><td>{_pct(pies.baseline_accuracy_pies)}</td>"
-        f"<td>{_pct(pies.baseline_accuracy_non_pies)}</td></tr>"
-        f"<tr><td>pruned</td><td>{_pct(pies.pruned_accuracy_pies)}</td>"
-        f"<td>{_pct(pies.pruned_accuracy_non_pies)}</td></tr></table>"
-    )
-    impacted = result.classes[result.classes["direction"] != "none"].sort_values(
-        ["normalized_change", "label"]
-    )
-    parts.append(f"<h2>Impacted classes ({len(impacted)})</h2>")
-    if len(impacted):
-        rows = "".join(
-            f"<tr><td>{_e(r.name)} [{r.label}]</td><td>{_e(r.direction)}</td>"
-            f"<td>{100 * r.normalized_change:+.2f}</td><td>{r.q_value:.3g}</td></tr>"
-            for r in impacted.itertuples()
-        )
-        parts.append(
-            "<table><tr><th>class</th><th>direction</th><th>normalized change (points)</th>"
-            f"<th>q-value</th></tr>{rows}</table>"
-        )
-    top = result.examples[result.examples["pie"]].nlargest(_TOP_PIES, "score")
-    if len(top):
-        names = result.classes["name"].tolist()
-        rows = "".join(
-            f"<tr><td>{r.example_id}</td><td>{_e(names[r.label])}</td>"
-            f"<td>{_e(names[r.baseline_modal])}</td><td>{_e(names[r.pruned_modal])}</td>"
-            f"<td>{r.score:.2f}</td></tr>"
-            for r in top.itertuples()
-        )
-        parts.append(
-            f"<h2>Top {len(top)} PIEs by vote shift</h2><table><tr><th>example</th>"
-            "<th>label</th><th>baseline modal</th><th>pruned modal</th><th>score</th></tr>"
-            f"{rows}</table>"
-        )
-    if result.notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in result.notes) + "</ul>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    context = {
+        "title": f"pie-audit sweep: {len(rows)} pruned population(s) vs {baseline}",
+        "baseline": baseline,
+        "baseline_accuracy": _pct(sweep["baseline_accuracy_mean"].iloc[0], 2),
+        "created_at": created_at.isoformat(timespec="seconds"),
+        "version": __version__,
+        "all_passed": all(r["passed"] for r in rows),
+        "n_failed": sum(not r["passed"] for r in rows),
+        "fallback_x": not has_target,
+        "figures": figures,
+        "rows": rows,
+        "command": " ".join(command) if command else None,
+    }
+    return _environment().get_template("sweep.html").render(context)

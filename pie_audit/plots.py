@@ -1,0 +1,369 @@
+"""The report's figures, drawn with seaborn/matplotlib and returned as inline SVG strings.
+
+Every function takes results computed elsewhere (:class:`pie_audit.compare.CompareResult`'s
+frames and series, or the sweep table) and only draws them. The SVG is made for embedding in
+an HTML page that has light and dark modes:
+
+- text, axes and ticks are drawn in a sentinel colour that is rewritten to ``currentColor``,
+  so they follow the page's text colour;
+- backgrounds are transparent, and text stays text (``svg.fonttype: none``), which keeps a
+  figure small and crisp;
+- element ids get a per-figure prefix, so several figures can share one document.
+
+Figures never go through pyplot's global state: each is a :class:`matplotlib.figure.Figure`
+rendered by the SVG canvas, so no GUI backend is involved.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "COLORS",
+    "MAX_PLOTTED_CLASSES",
+    "most_affected",
+    "class_change_svg",
+    "pies_per_class_svg",
+    "accuracy_svg",
+    "sweep_svg",
+]
+
+# Readable on white and on a dark grey page alike.
+COLORS = {
+    "harmed": "#d1495b",
+    "helped": "#2e86de",
+    "none": "#8c8c8c",
+    "baseline": "#2e86de",
+    "pruned": "#e07b39",
+}
+MAX_PLOTTED_CLASSES = 40
+# Rewritten to currentColor after rendering; no plot uses it as a data colour.
+_FOREGROUND = "#0a0b0c"
+_RC = {
+    "svg.fonttype": "none",
+    # Class names are text, never mathtext: "$5 bill" must not be parsed.
+    "text.parse_math": False,
+    "svg.hashsalt": "pie-audit",
+    "font.family": "sans-serif",
+    "font.size": 9,
+    "text.color": _FOREGROUND,
+    "axes.labelcolor": _FOREGROUND,
+    "axes.edgecolor": _FOREGROUND,
+    "xtick.color": _FOREGROUND,
+    "ytick.color": _FOREGROUND,
+    "grid.color": _FOREGROUND,
+    "grid.alpha": 0.15,
+    "axes.facecolor": "none",
+    "figure.facecolor": "none",
+    "savefig.transparent": True,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+_WIDTH_IN = 7.0
+
+
+def most_affected(classes: pd.DataFrame, *, limit: int = MAX_PLOTTED_CLASSES) -> pd.DataFrame:
+    """The ``limit`` classes with the largest absolute normalized change, most harmed first.
+
+    Significant classes come before non-significant ones of larger change, so a plot of a
+    thousand classes never leaves out a class the audit flagged (unless more than ``limit``
+    are flagged). Classes without a defined change (no support) are left out.
+
+    Parameters
+    ----------
+    classes : DataFrame
+        :attr:`CompareResult.classes`: needs ``label``, ``normalized_change`` and
+        ``significant``.
+    limit : int
+        At most this many rows.
+
+    Returns
+    -------
+    DataFrame
+        At most ``limit`` rows of ``classes``, sorted by ``normalized_change`` then ``label``.
+    """
+    defined = classes[np.isfinite(classes["normalized_change"].to_numpy(dtype=float))]
+    ranked = defined.assign(_abs=defined["normalized_change"].abs()).sort_values(
+        ["significant", "_abs", "label"], ascending=[False, False, True]
+    )
+    return ranked.head(limit).drop(columns="_abs").sort_values(["normalized_change", "label"])
+
+
+def _figure(height: float):  # noqa: ANN202 - matplotlib types only exist after the lazy import
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(_WIDTH_IN, height), layout="constrained")
+
+
+def _svg(fig, prefix: str, title: str) -> str:  # noqa: ANN001
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context(_RC):
+        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg") :]  # drop the XML declaration and DOCTYPE: the page is HTML
+    svg = svg.replace(_FOREGROUND, "currentColor")
+    # The RDF metadata is noise, and a <style> inside inline SVG would style the whole page
+    # (the report's stylesheet sets the same line joins for its figures).
+    svg = re.sub(r"<metadata>.*?</metadata>|<style[^>]*>.*?</style>", "", svg, flags=re.S)
+    # Scale with the page: keep the viewBox, drop the fixed size in points.
+    svg = re.sub(r'<svg([^>]*?) width="[^"]+" height="[^"]+"', r"<svg\1", svg, count=1)
+    svg = svg.replace("<svg ", f'<svg role="img" aria-label="{html.escape(title)}" class="figure" ', 1)
+    # Ids are unique per figure but not across figures: prefix them.
+    svg = re.sub(r'id="([^"]+)"', rf'id="{prefix}-\1"', svg)
+    svg = re.sub(r"url\(#([^)]+)\)", rf"url(#{prefix}-\1)", svg)
+    svg = re.sub(r'href="#([^"]+)"', rf'href="#{prefix}-\1"', svg)
+    # Comments and indentation are matplotlib's: they only cost bytes.
+    svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
+    svg = re.sub(r">\s+<", "><", svg)
+    return svg.strip()
+
+
+def _draw(draw, height: float, prefix: str, title: str) -> str:  # noqa: ANN001
+    import matplotlib
+
+    with matplotlib.rc_context(_RC):
+        fig = _figure(height)
+        draw(fig)
+        return _svg(fig, prefix, title)
+
+
+def _class_height(n: int) -> float:
+    return max(1.6, 0.5 + 0.17 * n)
+
+
+def class_change_svg(
+    classes: pd.DataFrame, *, class_labels: Sequence[str], limit: int = MAX_PLOTTED_CLASSES
+) -> str:
+    """Normalized recall change per class, with its confidence interval, significant classes coloured.
+
+    Parameters
+    ----------
+    classes : DataFrame
+        :attr:`CompareResult.classes`.
+    class_labels : sequence of str
+        The text to show for each class, indexed by label (names may repeat; the label tells
+        them apart).
+    limit : int
+        With more classes than this, only :func:`most_affected` are drawn.
+
+    Returns
+    -------
+    str
+        An ``<svg>`` element; empty string when no class has a defined change.
+    """
+    import seaborn as sns
+
+    rows = most_affected(classes, limit=limit)
+    if rows.empty:
+        return ""
+    frame = pd.DataFrame(
+        {
+            "class": [class_labels[label] for label in rows["label"]],
+            "change": 100 * rows["normalized_change"].to_numpy(dtype=float),
+            "low": 100 * rows["ci_low"].to_numpy(dtype=float),
+            "high": 100 * rows["ci_high"].to_numpy(dtype=float),
+            "direction": rows["direction"].to_numpy(),
+        }
+    )
+
+    def draw(fig) -> None:  # noqa: ANN001
+        ax = fig.add_subplot()
+        y = np.arange(len(frame))
+        for direction, color in (("none", COLORS["none"]), ("harmed", COLORS["harmed"]), ("helped", COLORS["helped"])):
+            part = frame["direction"].to_numpy() == direction
+            if part.any():
+                ax.hlines(y[part], frame["low"][part], frame["high"][part], color=color, linewidth=1.5)
+        sns.scatterplot(
+            x=frame["change"],
+            y=y,
+            hue=frame["direction"],
+            hue_order=["harmed", "helped", "none"],
+            palette={k: COLORS[k] for k in ("harmed", "helped", "none")},
+            s=28,
+            ax=ax,
+            zorder=3,
+            legend=True,
+        )
+        ax.axvline(0, color=_FOREGROUND, linewidth=0.8)
+        ax.set_yticks(y, frame["class"])
+        ax.set_ylim(len(frame) - 0.3, -0.7)  # most harmed at the top
+        ax.set_xlabel("normalized recall change (points), with confidence interval")
+        ax.set_ylabel("")
+        ax.grid(axis="x")
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.set_title("")
+            sns.move_legend(ax, "lower right", ncols=3, bbox_to_anchor=(1, 1.0))
+
+    return _draw(draw, _class_height(len(frame)) + 0.4, "change", "Normalized recall change per class")
+
+
+def pies_per_class_svg(
+    classes: pd.DataFrame, *, class_labels: Sequence[str], limit: int = MAX_PLOTTED_CLASSES
+) -> str:
+    """Bar chart of the number of PIEs per class; with many classes, the ``limit`` with most PIEs.
+
+    Parameters
+    ----------
+    classes : DataFrame
+        :attr:`CompareResult.classes`: needs ``label`` and ``n_pies``.
+    class_labels : sequence of str
+        Text for each class, indexed by label.
+    limit : int
+
+    Returns
+    -------
+    str
+        An ``<svg>`` element; empty string when there is no PIE.
+    """
+    import seaborn as sns
+
+    rows = classes[classes["n_pies"] > 0].sort_values(["n_pies", "label"], ascending=[False, True]).head(limit)
+    if rows.empty:
+        return ""
+    frame = pd.DataFrame(
+        {"class": [class_labels[label] for label in rows["label"]], "pies": rows["n_pies"].to_numpy()}
+    )
+
+    def draw(fig) -> None:  # noqa: ANN001
+        ax = fig.add_subplot()
+        sns.barplot(x=frame["pies"], y=np.arange(len(frame)).astype(str), color=COLORS["pruned"], orient="h", ax=ax)
+        ax.set_yticks(np.arange(len(frame)), frame["class"])
+        ax.set_xlabel("PIEs (test examples)")
+        ax.set_ylabel("")
+        ax.grid(axis="x")
+
+    return _draw(draw, _class_height(len(frame)), "pies", "PIEs per class")
+
+
+def accuracy_svg(baseline: pd.Series, pruned: pd.Series) -> str:
+    """Per-model top-1 accuracy of both populations: a box per population and one dot per model.
+
+    Parameters
+    ----------
+    baseline, pruned : Series
+        Accuracy of each model (fraction), as in :attr:`CompareResult.baseline_accuracy`.
+
+    Returns
+    -------
+    str
+        An ``<svg>`` element.
+    """
+    import seaborn as sns
+
+    frame = pd.DataFrame(
+        {
+            "accuracy": 100 * np.concatenate([baseline.to_numpy(dtype=float), pruned.to_numpy(dtype=float)]),
+            "population": ["baseline"] * len(baseline) + ["pruned"] * len(pruned),
+        }
+    )
+    palette = {"baseline": COLORS["baseline"], "pruned": COLORS["pruned"]}
+
+    def draw(fig) -> None:  # noqa: ANN001
+        ax = fig.add_subplot()
+        # matplotlib's own boxplot: seaborn 0.13's passes the deprecated ``vert`` argument.
+        for position, (name, values) in enumerate((("baseline", baseline), ("pruned", pruned))):
+            ax.boxplot(
+                100 * values.to_numpy(dtype=float),
+                positions=[position],
+                orientation="horizontal",
+                widths=0.5,
+                showfliers=False,
+                boxprops={"color": palette[name]},
+                whiskerprops={"color": palette[name]},
+                capprops={"color": palette[name]},
+                medianprops={"color": palette[name]},
+            )
+        sns.stripplot(
+            data=frame, x="accuracy", y="population", hue="population", palette=palette, size=5, ax=ax, legend=False
+        )
+        ax.set_yticks([0, 1], ["baseline", "pruned"])
+        ax.set_xlabel("top-1 accuracy of each model (%)")
+        ax.set_ylabel("")
+        ax.grid(axis="x")
+
+    return _draw(draw, 1.8, "accuracy", "Per-model accuracy in both populations")
+
+
+def sweep_svg(sweep: pd.DataFrame, *, x: str, xlabel: str) -> str:
+    """Accuracy, PIE fraction and impacted classes of each pruned population against ``x``.
+
+    Parameters
+    ----------
+    sweep : DataFrame
+        One row per pruned population with columns ``x``, ``accuracy_mean``,
+        ``accuracy_std`` (may be NaN), ``baseline_accuracy_mean``, ``pie_fraction``,
+        ``harmed`` and ``helped``.
+    x : str
+        The column for the horizontal axis (e.g. ``sparsity_target`` or ``position``).
+    xlabel : str
+        Its label.
+
+    Returns
+    -------
+    str
+        An ``<svg>`` element with three panels side by side.
+    """
+    import seaborn as sns
+
+    frame = sweep.sort_values(x)
+    xs = frame[x].to_numpy(dtype=float)
+
+    def draw(fig) -> None:  # noqa: ANN001
+        axes = fig.subplots(1, 3)
+        ax = axes[0]
+        ax.axhline(
+            100 * float(frame["baseline_accuracy_mean"].iloc[0]),
+            color=COLORS["baseline"],
+            linestyle="--",
+            linewidth=1,
+            label="baseline",
+        )
+        ax.errorbar(
+            xs,
+            100 * frame["accuracy_mean"].to_numpy(dtype=float),
+            yerr=100 * frame["accuracy_std"].fillna(0).to_numpy(dtype=float),
+            color=COLORS["pruned"],
+            marker="o",
+            capsize=3,
+            label="pruned",
+        )
+        ax.set_ylabel("mean accuracy (%)")
+        ax.legend(loc="lower left")
+        sns.lineplot(x=xs, y=100 * frame["pie_fraction"].to_numpy(dtype=float), marker="o", color=COLORS["pruned"], ax=axes[1])
+        axes[1].set_ylabel("PIEs (% of test examples)")
+        impacted = pd.DataFrame(
+            {
+                "x": np.concatenate([xs, xs]),
+                "classes": np.concatenate([frame["harmed"].to_numpy(), frame["helped"].to_numpy()]),
+                "direction": ["harmed"] * len(xs) + ["helped"] * len(xs),
+            }
+        )
+        sns.lineplot(
+            data=impacted,
+            x="x",
+            y="classes",
+            hue="direction",
+            palette={"harmed": COLORS["harmed"], "helped": COLORS["helped"]},
+            marker="o",
+            ax=axes[2],
+        )
+        axes[2].set_ylabel("significantly impacted classes")
+        axes[2].yaxis.get_major_locator().set_params(integer=True)
+        legend = axes[2].get_legend()
+        if legend is not None:
+            legend.set_title("")
+        for ax in axes:
+            ax.set_xlabel(xlabel)
+            ax.grid(True)
+
+    return _draw(draw, 2.6, f"sweep-{x}", f"Accuracy, PIE fraction and impacted classes against {xlabel}")

@@ -1,0 +1,127 @@
+"""What a population's ``run.json`` files say about how its models were made.
+
+A population's models usually share everything but their seed; :func:`population_provenance`
+reduces the per-model records to the seeds plus, for each recorded field, the distinct values
+found (one value when the models agree). Pure functions over the dicts that
+:func:`pie_audit.store.load_population` read; nothing here touches the filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["PROVENANCE_FIELDS", "Provenance", "population_provenance"]
+
+# (label, dotted path into run.json), in the order the report lists them.
+PROVENANCE_FIELDS = (
+    ("architecture", "arch"),
+    ("dataset", "dataset.name"),
+    ("dataset hash", "dataset.hash"),
+    ("test examples", "dataset.n_examples"),
+    ("split", "dataset.split_description"),
+    ("target sparsity", "sparsity.target"),
+    ("pruning", "pruning.config"),
+    ("training config", "config"),
+    ("command", "command"),
+    ("git commit", "git_commit"),
+    ("device", "device"),
+    ("versions", "versions"),
+)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """A population's provenance, summarised over its models.
+
+    Attributes
+    ----------
+    n_models : int
+    n_records : int
+        Models with a ``run.json``.
+    seeds : tuple of int
+        Recorded seeds, sorted.
+    sparsity_target : float or None
+        The target sparsity when every record agrees on one, else ``None``.
+    sparsity_achieved : float or None
+        Mean achieved sparsity over the records that give one.
+    finished : tuple of str
+        Earliest and latest ``finished_at`` (empty when none is recorded).
+    fields : tuple of (str, tuple of str)
+        For each of :data:`PROVENANCE_FIELDS` that any record has: its label and the distinct
+        values, as compact JSON (strings as themselves), in first-seen order.
+    """
+
+    n_models: int
+    n_records: int
+    seeds: tuple[int, ...]
+    sparsity_target: float | None
+    sparsity_achieved: float | None
+    finished: tuple[str, ...]
+    fields: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def _get(record: Mapping[str, Any], path: str) -> Any:
+    value: Any = record
+    for key in path.split("."):
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return " ".join(value)  # a command line
+    return json.dumps(value, sort_keys=True, separators=(", ", ": "), default=str)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def population_provenance(runs: Iterable[Mapping[str, Any] | None]) -> Provenance:
+    """Summarise the ``run.json`` records of one population.
+
+    Parameters
+    ----------
+    runs : iterable of (dict or None)
+        One entry per model; ``None`` where a model has no ``run.json``.
+
+    Returns
+    -------
+    Provenance
+
+    Examples
+    --------
+    >>> p = population_provenance([{"seed": 1, "arch": "mlp"}, {"seed": 0, "arch": "mlp"}, None])
+    >>> p.n_models, p.n_records, p.seeds, p.fields
+    (3, 2, (0, 1), (('architecture', ('mlp',)),))
+    """
+    runs = list(runs)
+    records = [r for r in runs if isinstance(r, Mapping)]
+    seeds = sorted(s for r in records if isinstance(s := r.get("seed"), int) and not isinstance(s, bool))
+    targets = {_number(_get(r, "sparsity.target")) for r in records}
+    achieved = [a for r in records if (a := _number(_get(r, "sparsity.achieved"))) is not None]
+    finished = sorted(f for r in records if isinstance(f := r.get("finished_at"), str))
+    fields = []
+    for label, path in PROVENANCE_FIELDS:
+        values = [_text(v) for r in records if (v := _get(r, path)) is not None]
+        if values:
+            fields.append((label, tuple(dict.fromkeys(values))))
+    return Provenance(
+        n_models=len(runs),
+        n_records=len(records),
+        seeds=tuple(seeds),
+        sparsity_target=targets.pop() if len(targets) == 1 else None,
+        sparsity_achieved=sum(achieved) / len(achieved) if achieved else None,
+        finished=(finished[0], finished[-1]) if finished else (),
+        fields=tuple(fields),
+    )

@@ -1,0 +1,183 @@
+"""Thumbnails of test examples for the report's PIE gallery, as PNG data URIs.
+
+Images come from the dataset that the models' ``run.json`` names, and only when that dataset
+is available here *and* its test split matches the recorded hash and the audited labels: a
+mismatched dataset must never show the wrong pictures. When images cannot be shown, the
+gallery shows ids and labels, and :attr:`Thumbnails.note` says why.
+
+torch (through :mod:`pie_audit.data`) is imported only when a dataset is actually loaded, so
+auditing predictions from another framework stays fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import PieAuditError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .compare import CompareResult
+
+__all__ = ["GALLERY_SIZE", "THUMBNAIL_SIZE", "Thumbnails", "png_data_uri", "dataset_thumbnails", "pie_thumbnails"]
+
+GALLERY_SIZE = 64  # PIEs shown in the report's gallery
+THUMBNAIL_SIZE = 64
+IMAGES_OFF = "images were turned off (--no-images), so the gallery shows ids and labels only"
+NO_DATASET = "the models' run.json names no dataset, so the gallery shows ids and labels only"
+NO_HASH = "run.json records no hash for dataset '{name}', so its images cannot be checked and are not shown"
+UNAVAILABLE = "dataset '{name}' is not available here ({reason}); the gallery shows ids and labels only"
+HASH_MISMATCH = (
+    "the test split of dataset '{name}' found here has hash {found}, not the {expected} recorded in "
+    "run.json; its images are not shown"
+)
+LABEL_MISMATCH = (
+    "dataset '{name}' gives example {example_id} label {found}, but the predictions say {expected}; "
+    "its images are not shown"
+)
+ID_OUT_OF_RANGE = "example id {example_id} is outside dataset '{name}' ({n} test examples); its images are not shown"
+
+
+@dataclass(frozen=True)
+class Thumbnails:
+    """Images for some examples, or the reason there are none.
+
+    Attributes
+    ----------
+    images : mapping of int to str
+        ``data:image/png;base64,...`` URI per example id.
+    note : str or None
+        Why no image is shown; ``None`` when images were requested and found.
+    """
+
+    images: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))
+    note: str | None = None
+
+
+def png_data_uri(image: np.ndarray, *, size: int = THUMBNAIL_SIZE) -> str:
+    """Encode one image as a small PNG data URI, min-max scaled to the full grey/colour range.
+
+    Parameters
+    ----------
+    image : ndarray of shape (C, H, W) or (H, W)
+        Any real values (e.g. normalised pixels); C is 1 (grey) or 3 (RGB).
+    size : int
+        Images larger than ``size`` pixels on a side are shrunk to fit; smaller ones are kept
+        at their size (the page scales them up without smoothing).
+
+    Returns
+    -------
+    str
+    """
+    from PIL import Image
+
+    array = np.asarray(image, dtype=np.float64)
+    if array.ndim == 3:
+        array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+    low, high = float(array.min()), float(array.max())
+    scaled = (array - low) / (high - low) if high > low else np.zeros_like(array)
+    picture = Image.fromarray(np.round(255 * scaled).astype(np.uint8))
+    if max(picture.size) > size:
+        picture.thumbnail((size, size))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _dataset_record(runs: Iterable[Mapping[str, Any] | None]) -> Mapping[str, Any] | None:
+    for run in runs:
+        record = run.get("dataset") if isinstance(run, Mapping) else None
+        if isinstance(record, Mapping) and isinstance(record.get("name"), str):
+            return record
+    return None
+
+
+def dataset_thumbnails(
+    runs: Iterable[Mapping[str, Any] | None],
+    example_ids: np.ndarray,
+    labels: np.ndarray,
+    *,
+    data_root: str | Path = "data",
+    size: int = THUMBNAIL_SIZE,
+) -> Thumbnails:
+    """Thumbnails of the given test examples from the dataset the runs were evaluated on.
+
+    Parameters
+    ----------
+    runs : iterable of (dict or None)
+        ``run.json`` contents (e.g. ``CompareResult.baseline_runs.values()``); the first one
+        with a ``dataset`` record names the dataset and its hash.
+    example_ids : ndarray of shape (K,)
+        The examples to draw: indices into the dataset's test split.
+    labels : ndarray of shape (K,)
+        Their labels according to the predictions; each must match the dataset's.
+    data_root : path
+        Where the dataset files are looked for (never downloaded).
+    size : int
+        Largest side of a thumbnail, in pixels.
+
+    Returns
+    -------
+    Thumbnails
+        With ``images`` for every id, or with none and a ``note`` saying why.
+    """
+    record = _dataset_record(runs)
+    if record is None:
+        return Thumbnails(note=NO_DATASET)
+    name = record["name"]
+    expected = record.get("hash")
+    if not isinstance(expected, str):
+        return Thumbnails(note=NO_HASH.format(name=name))
+    from .data import dataset_hash, load_dataset
+
+    try:
+        dataset = load_dataset(name, data_root=data_root, download=False)
+    except PieAuditError as e:
+        return Thumbnails(note=UNAVAILABLE.format(name=name, reason=e))
+    test_labels = dataset.y_test.numpy()
+    found = dataset_hash(dataset.example_ids, test_labels)
+    if found != expected:
+        return Thumbnails(note=HASH_MISMATCH.format(name=name, found=found, expected=expected))
+    n = len(test_labels)
+    images = {}
+    for example_id, label in zip(np.asarray(example_ids).tolist(), np.asarray(labels).tolist(), strict=True):
+        if not 0 <= example_id < n:
+            return Thumbnails(note=ID_OUT_OF_RANGE.format(example_id=example_id, name=name, n=n))
+        if int(test_labels[example_id]) != label:
+            return Thumbnails(
+                note=LABEL_MISMATCH.format(
+                    name=name, example_id=example_id, found=int(test_labels[example_id]), expected=label
+                )
+            )
+        images[int(example_id)] = png_data_uri(dataset.x_test[example_id].numpy(), size=size)
+    return Thumbnails(images=MappingProxyType(images))
+
+
+def pie_thumbnails(
+    result: CompareResult, *, data_root: str | Path = "data", limit: int = GALLERY_SIZE
+) -> Thumbnails:
+    """Thumbnails of the report gallery's PIEs (:meth:`CompareResult.top_pies`).
+
+    Parameters
+    ----------
+    result : CompareResult
+    data_root : path
+        Where the dataset named in the models' ``run.json`` is looked for.
+    limit : int
+        How many PIEs the gallery shows.
+
+    Returns
+    -------
+    Thumbnails
+        See :func:`dataset_thumbnails`.
+    """
+    top = result.top_pies(limit)
+    runs = [*result.baseline_runs.values(), *result.pruned_runs.values()]
+    return dataset_thumbnails(runs, top["example_id"].to_numpy(), top["label"].to_numpy(), data_root=data_root)

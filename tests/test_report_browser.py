@@ -1,0 +1,113 @@
+"""The report in a real headless browser (Debian's chromium through Playwright).
+
+Renders without console errors or any network request, sorts its class table, fits a narrow
+window, hides navigation in print, and leaves screenshots (light wide, dark narrow).
+Skipped where chromium is missing, unless the CI variable is set: CI must run it.
+"""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import pie_audit
+from pie_audit.compare import write_outputs
+from pie_audit.thumbnails import GALLERY_SIZE, Thumbnails, png_data_uri
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # we run as root in containers
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+        reason="chromium is not installed (CI installs it and runs this test)",
+    ),
+]
+
+
+@pytest.fixture
+def report(tmp_path, harmed_populations):
+    result = pie_audit.compare(*harmed_populations, n_bootstrap=200)
+    top = result.top_pies(GALLERY_SIZE)
+    images = {int(i): png_data_uri(np.outer(np.arange(8), np.ones(8)) * (i % 7)) for i in top["example_id"]}
+    write_outputs(result, tmp_path / "report", thumbnails=Thumbnails(images=images), command=["pie-audit", "compare"])
+    return result, tmp_path / "report" / "report.html"
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_page(browser, url, **context):
+    page = browser.new_context(**context).new_page()
+    problems, requests = [], []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(url, wait_until="load")
+    return page, problems, requests
+
+
+def column(page, index):
+    return page.eval_on_selector_all(
+        "#class-table tbody tr", f"rows => rows.map(r => r.cells[{index}].textContent.trim())"
+    )
+
+
+def test_renders_offline_without_errors_and_sorts(browser, report, tmp_path):
+    result, path = report
+    url = path.as_uri()
+    page, problems, requests = open_page(browser, url, viewport={"width": 1280, "height": 900}, color_scheme="light")
+    assert problems == []
+    assert [r for r in requests if r != url and not r.startswith("data:")] == []
+    assert page.title() == "pie-audit: pruned vs base"
+    assert page.locator(".verdict .badge").inner_text() == "Gate FAILED"
+    assert page.locator(".pie img").count() == min(result.pies.count, GALLERY_SIZE)
+    assert page.locator("svg.figure").count() == 3
+
+    classes = result.classes
+    header = page.locator("#class-table thead th").nth(6)  # normalized change
+    header.locator("button").click()
+    expected = classes.sort_values(["normalized_change", "label"])["label"].astype(str).tolist()
+    assert column(page, 0) == expected
+    assert header.get_attribute("aria-sort") == "ascending"
+    header.locator("button").click()
+    assert column(page, 0) == classes.sort_values("normalized_change", ascending=False)["label"].astype(str).tolist()
+    assert header.get_attribute("aria-sort") == "descending"
+    assert page.locator("#class-table thead th").nth(0).get_attribute("aria-sort") == "none"
+    # A text column sorts by its text.
+    page.locator("#class-table thead th").nth(1).locator("button").click()
+    assert column(page, 1) == sorted(classes["name"])
+    page.screenshot(path=tmp_path / "report-light-wide.png", full_page=True)
+    assert (tmp_path / "report-light-wide.png").stat().st_size > 10_000
+    assert problems == []
+
+
+def test_narrow_dark_and_print(browser, report, tmp_path):
+    _, path = report
+    page, problems, requests = open_page(browser, path.as_uri(), viewport={"width": 390, "height": 844}, color_scheme="dark")
+    # Nothing but the scrolling table wrappers may be wider than a phone.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(22, 25, 29)"
+    # The figures' text and axes follow the page's (light) text colour.
+    assert page.evaluate("getComputedStyle(document.querySelector('svg.figure')).color") == "rgb(227, 230, 234)"
+    page.screenshot(path=tmp_path / "report-dark-narrow.png", full_page=True)
+    page.emulate_media(media="print")
+    assert page.locator("nav.toc").is_hidden()
+    assert problems == []
+    assert [r for r in requests if r != path.as_uri() and not r.startswith("data:")] == []
