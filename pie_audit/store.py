@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -529,20 +529,27 @@ NOT_A_REPORT = (
 )
 
 
+def _is_report_file(entry: Path) -> bool:
+    return entry.name in REPORT_FILES
+
+
 @contextlib.contextmanager
-def replace_directory(final: Path) -> Iterator[Path]:
+def replace_directory(final: Path, *, accept: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield a temporary sibling directory that atomically replaces ``final`` on success.
 
-    ``final`` may be missing, empty, or hold a previous report (only :data:`REPORT_FILES`);
-    anything else raises :class:`OutputError` before anything is written. Readers see either
-    the old report or the new one, never a mix; on error the old one is left untouched.
+    ``final`` may be missing, empty, or hold a previous report (only :data:`REPORT_FILES`, or
+    the entries for which ``accept`` is true); anything else raises :class:`OutputError` before
+    anything is written. Readers see either the old report or the new one, never a mix; on
+    error the old one is left untouched.
     """
     final = Path(final)
+    if accept is None:
+        accept = _is_report_file
     if final.exists():
         if not final.is_dir():
             raise OutputError(NOT_A_DIRECTORY.format(path=final))
         for entry in final.iterdir():
-            if entry.name not in REPORT_FILES:
+            if not accept(entry):
                 raise OutputError(NOT_A_REPORT.format(path=final, entry=entry.name))
     try:
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,88 @@
+"""``pie-audit report``: audit several pruned populations against one baseline, with a sweep page.
+
+Writes ``OUT/<pruned name>/`` (the files of ``pie-audit compare``) per pruned population and
+``OUT/index.html``, the sweep page. Exit codes: 0 when every gate passes, 1 when any fails,
+2 on bad input or usage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import app
+from .compare import (
+    EXIT_GATE_FAILED,
+    Alpha,
+    Config,
+    Correction,
+    DataRoot,
+    MaxAccuracyDrop,
+    MaxClassDrop,
+    MaxHarmedClasses,
+    MaxPieFraction,
+    NBootstrap,
+    NoImages,
+    Quiet,
+    Seed,
+    TieBreak,
+    command_line,
+    compare_settings,
+    thumbnails,
+)
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    baseline: Annotated[Path, typer.Argument(help="Baseline population directory.", show_default=False)],
+    pruned: Annotated[
+        list[Path], typer.Argument(help="Pruned population directories, e.g. one per sparsity.", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option(help="Sweep directory: OUT/index.html and OUT/<PRUNED name>/.")],
+    alpha: Alpha = None,
+    correction: Correction = None,
+    tie_break: TieBreak = None,
+    max_class_drop: MaxClassDrop = None,
+    max_pie_fraction: MaxPieFraction = None,
+    max_accuracy_drop: MaxAccuracyDrop = None,
+    max_harmed_classes: MaxHarmedClasses = None,
+    config: Config = None,
+    seed: Seed = None,
+    n_bootstrap: NBootstrap = None,
+    data_root: DataRoot = Path("data"),
+    no_images: NoImages = False,
+    quiet: Quiet = False,
+) -> None:
+    """Compare each pruned population with the baseline and write a sweep page linking the reports.
+
+    Exit 0 when every gate passes, 1 when any fails, 2 on bad input.
+    """
+    from ..sweep import sweep, write_sweep
+
+    rules, options = compare_settings(ctx.params)
+    results = sweep(baseline, pruned, rules=rules, **options)
+    images = [thumbnails(result, data_root, no_images) for _, result in results]
+    write_sweep(results, out, baseline=baseline, thumbnails=images, command=command_line())
+    failed = [name for name, result in results if not result.gate.passed]
+    if not quiet:
+        _print_summary(results, out)
+    if failed:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def _print_summary(results, out: Path) -> None:  # noqa: ANN001 - CompareResults, imported lazily
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    for name, result in results:
+        status = "[green]PASSED[/]" if result.gate.passed else "[red]FAILED[/]"
+        console.print(f"{status} ", end="")
+        console.print(
+            f"{name}: accuracy {result.pruned_accuracy.mean():.2%}, PIEs {result.pies.fraction:.2%}, "
+            f"classes harmed {int((result.classes['direction'] == 'harmed').sum())}",
+            markup=False,
+        )
+    console.print(f"sweep: {out / 'index.html'}", markup=False)
