@@ -236,13 +236,15 @@ def pies_per_class_svg(
 
     def draw(fig) -> None:  # noqa: ANN001
         ax = fig.add_subplot()
-        sns.barplot(x=frame["pies"], y=np.arange(len(frame)).astype(str), color=COLORS["pruned"], orient="h", ax=ax)
+        sns.barplot(
+            x=frame["pies"], y=np.arange(len(frame)).astype(str), color=COLORS["pruned"], orient="h", width=0.6, ax=ax
+        )
         ax.set_yticks(np.arange(len(frame)), frame["class"])
         ax.set_xlabel("PIEs (test examples)")
         ax.set_ylabel("")
         ax.grid(axis="x")
 
-    return _draw(draw, _class_height(len(frame)), "pies", "PIEs per class")
+    return _draw(draw, _class_height(len(frame)) - 0.3, "pies", "PIEs per class")
 
 
 def accuracy_svg(baseline: pd.Series, pruned: pd.Series) -> str:

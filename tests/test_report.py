@@ -197,7 +197,8 @@ def test_gallery_without_images_shows_ids_labels_and_why(harmed_result):
     assert "<img" not in html
     assert f'<p class="note">{escape(NO_DATASET)}</p>' in html
     first = harmed_result.top_pies(1).iloc[0]
-    assert f'<div class="noimg" aria-hidden="true">#{first.example_id}</div>' in html
+    assert f"<dt>example</dt><dd>#{first.example_id} &middot; {first.score:.2f}</dd>" in html
+    assert len(re.findall(r'<figure class="pie">', html)) == len(harmed_result.top_pies(GALLERY_SIZE))
 
 
 def test_gallery_with_images(harmed_result):
