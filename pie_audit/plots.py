@@ -241,6 +241,7 @@ def pies_per_class_svg(
         )
         ax.set_yticks(np.arange(len(frame)), frame["class"])
         ax.set_xlabel("PIEs (test examples)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("")
         ax.grid(axis="x")
 

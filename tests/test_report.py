@@ -170,7 +170,7 @@ def test_every_user_string_is_escaped(tmp_path, audit_labels):
     assert "<img src=x" not in html and "<b>bold" not in html and "<i>x" not in html
     assert html.count("<script") == 1  # the report's own table sorter
     escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
-    assert f"<td>{escaped}</td>" in html  # the class table
+    assert f'<td class="name">{escaped}</td>' in html  # the class table
     assert escaped in re.search(r'<svg[^>]*aria-label="Normalized.*?</svg>', html, re.S).group(0)  # the figure
     assert "q&#34;uote" in html and "b&lt;&amp;&gt;" in html
     assert "&lt;img src=x onerror=alert(2)&gt;" in html
@@ -256,3 +256,20 @@ def test_1000_classes_with_a_64_image_gallery_stays_under_5_mb(imagenet_like):
     shown = set(re.findall(r"\[(\d+)\]</text>", figure))
     assert len(shown) == MAX_PLOTTED_CLASSES
     assert {str(label) for label in imagenet_like.harmed["label"]} <= shown
+
+
+def test_degenerate_audit_renders_undefined_values_as_dashes(tmp_path):
+    # One model per population (nothing can be tested) and a class without test examples.
+    labels = np.arange(40) % 3
+    names = ["a", "b", "c", "never seen"]
+    base = write_population(tmp_path / "b", planted_predictions(1, labels, accuracy=0.9, n_classes=3, seed=1), labels, classes=names)
+    pruned = write_population(tmp_path / "p", planted_predictions(1, labels, accuracy=0.6, n_classes=3, seed=2), labels, classes=names)
+    result = pie_audit.compare(base, pruned, n_bootstrap=50)
+    html = render(result)
+    rows = class_table(html)
+    assert len(rows) == 4
+    assert rows[3][3] == ("", "\u2014") and rows[3][10] == ("", "not tested")  # recall, significance
+    assert rows[0][7] == ("", "\u2014")  # no interval with one model
+    for note in result.notes:
+        assert f'<p class="note">Note: {escape(note)}</p>' in html
+    assert "Gate PASSED" in html
