@@ -9,6 +9,7 @@ different configuration is refused rather than mixed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -32,7 +33,10 @@ from .store import (
     write_json,
     write_predictions,
 )
+from .joint import default_jointly, train_models_jointly
 from .training import PruneConfig, TrainConfig, TrainedModel, resolve_device, train_model
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "POPULATION_FILE",
@@ -71,16 +75,20 @@ class PopulationSpec:
 class TrainingCallback(Protocol):
     """Receives progress events; the CLI draws them with rich."""
 
-    def model_started(self, seed: int, index: int, total: int) -> None: ...
-    def epoch_done(self, seed: int, epoch: int, epochs: int) -> None: ...
+    def started(self, total: int) -> None: ...
+    def group_started(self, seeds: Sequence[int]) -> None: ...
+    def epoch_done(self, epoch: int, epochs: int) -> None: ...
     def model_done(self, seed: int, result: TrainedModel | None) -> None: ...
 
 
 class _Silent:
-    def model_started(self, seed: int, index: int, total: int) -> None:
+    def started(self, total: int) -> None:
         pass
 
-    def epoch_done(self, seed: int, epoch: int, epochs: int) -> None:
+    def group_started(self, seeds: Sequence[int]) -> None:
+        pass
+
+    def epoch_done(self, epoch: int, epochs: int) -> None:
         pass
 
     def model_done(self, seed: int, result: TrainedModel | None) -> None:
@@ -178,6 +186,7 @@ def _write_model(out: Path, result: TrainedModel, *, dataset: Dataset, spec: Pop
         "steps": result.steps,
         "wall_time_s": result.wall_time_s,
         "device": result.device,
+        "jointly": result.extra.get("jointly", 1),
         "versions": _versions(),
         "git_commit": _git_commit(),
         "command": list(command) if command is not None else None,
@@ -201,6 +210,7 @@ def train_population(
     train: TrainConfig,
     prune: PruneConfig,
     device: str = "auto",
+    jointly: int | None = None,
     callback: TrainingCallback | None = None,
     command: Sequence[str] | None = None,
 ) -> list[Path]:
@@ -219,6 +229,9 @@ def train_population(
     prune : PruneConfig
         ``prune.sparsity == 0`` trains the dense baseline.
     device : {"auto", "cpu", "cuda", "mps"}
+    jointly : int, optional
+        Models trained at once (1: one at a time). Default: chosen from the device and the model
+        by :func:`pie_audit.joint.default_jointly`.
     callback : TrainingCallback, optional
         Progress events.
     command : sequence of str, optional
@@ -233,6 +246,8 @@ def train_population(
         raise ConfigError(f"population must be >= 1, got {population}")
     if seed_start < 0:
         raise ConfigError(f"seed-start must be >= 0, got {seed_start}")
+    if jointly is not None and jointly < 1:
+        raise ConfigError(f"jointly must be >= 1, got {jointly}")
     torch_device = resolve_device(device)
     out = Path(out)
     callback = callback or _Silent()
@@ -258,24 +273,45 @@ def train_population(
         write_json(out / POPULATION_FILE, {"format": "pie-audit/population/1", "spec": spec.to_dict()})
 
     seeds = list(range(seed_start, seed_start + population))
-    dirs = []
-    for index, seed in enumerate(seeds):
-        final = out / model_dir_name(seed)
-        callback.model_started(seed, index, len(seeds))
-        if final.is_dir():
+    callback.started(len(seeds))
+    todo = []
+    for seed in seeds:
+        if (out / model_dir_name(seed)).is_dir():
             callback.model_done(seed, None)
         else:
-            result = train_model(
-                dataset,
-                arch=arch,
-                seed=seed,
-                config=train,
-                prune=prune,
-                device=torch_device,
-                on_epoch=lambda e, n, s=seed: callback.epoch_done(s, e, n),
-            )
-            _write_model(out, result, dataset=dataset, spec=spec, command=command)
-            callback.model_done(seed, result)
-        dirs.append(final)
-    return dirs
+            todo.append(seed)
+    if jointly is None:
+        jointly = default_jointly(arch, dataset, torch_device, len(todo) or 1)
 
+    while todo:
+        group = todo[:jointly]
+        callback.group_started(group)
+        try:
+            results = _train_group(
+                dataset, arch=arch, seeds=group, train=train, prune=prune,
+                device=torch_device, on_epoch=callback.epoch_done,
+            )  # fmt: skip
+        except torch.cuda.OutOfMemoryError:
+            if jointly == 1:
+                raise
+            # Too many models for this device's memory: halve K and retry the same seeds.
+            jointly = max(1, jointly // 2)
+            logger.warning("out of device memory; training %d models at a time", jointly)
+            torch.cuda.empty_cache()
+            continue
+        for result in results:
+            _write_model(out, result, dataset=dataset, spec=spec, command=command)
+            callback.model_done(result.seed, result)
+        todo = todo[len(group):]
+    return [out / model_dir_name(seed) for seed in seeds]
+
+
+def _train_group(dataset: Dataset, *, arch: str, seeds: Sequence[int], train: TrainConfig,
+                 prune: PruneConfig, device: torch.device, on_epoch) -> list[TrainedModel]:
+    if len(seeds) == 1:
+        return [
+            train_model(dataset, arch=arch, seed=seeds[0], config=train, prune=prune,
+                        device=device, on_epoch=on_epoch)
+        ]  # fmt: skip
+    return train_models_jointly(dataset, arch=arch, seeds=seeds, config=train, prune=prune,
+                                device=device, on_epoch=on_epoch)  # fmt: skip

@@ -69,7 +69,7 @@ def test_run_json(pruned_population):
         "features.0.weight", "features.3.weight", "classifier.1.weight"
     }  # fmt: skip
     assert run["pruning"]["schedule"]["final"] == 0.9
-    assert run["config"]["epochs"] == 3
+    assert run["config"]["epochs"] == 10
     preds = pq.read_table(dirs[1] / "predictions.parquet").to_pandas()
     assert run["accuracy"] == pytest.approx(float((preds["prediction"] == preds["label"]).mean()))
     assert run["device"] == "cpu" and run["versions"]["torch"] == torch.__version__
@@ -109,7 +109,7 @@ def test_refuses_a_different_configuration(pruned_population):
             tiny_digits(), arch="small-cnn", out=out, population=1,
             train=TINY_CONFIG, prune=PruneConfig(sparsity=0.5, begin=0.1, end=0.6), device="cpu",
         )  # fmt: skip
-    with pytest.raises(OutputError, match=r"train.epochs is 3 there, 4 now"):
+    with pytest.raises(OutputError, match=r"train.epochs is 10 there, 4 now"):
         train_population(
             tiny_digits(), arch="small-cnn", out=out, population=1,
             train=TrainConfig(epochs=4, batch_size=32), prune=PRUNE_90, device="cpu",
@@ -130,18 +130,22 @@ def test_refuses_a_foreign_non_empty_directory(tmp_path):
 def test_killed_run_resumes(tmp_path):
     """Kill a population run mid-way with SIGKILL, re-run it, and get the full population."""
     out = tmp_path / "pop"
+    # One model at a time, so the kill lands between two finished models.
     common = [sys.executable, "-m", "pie_audit", "train", "--epochs", "15", "--sparsity", "0.5",
-              "--quiet", "--device", "cpu"]  # fmt: skip
+              "--quiet", "--device", "cpu", "--jointly", "1"]  # fmt: skip
     cmd = [*common, "--population", "4", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not (out / "seed-0000").is_dir():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "first model never finished"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "seed-0000").is_dir():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "first model never finished"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     finished = sorted(p.name for p in out.iterdir() if p.name.startswith("seed-"))
     assert 1 <= len(finished) < 4, "the run was not interrupted mid-way"
     for name in finished:  # whatever looks finished is complete

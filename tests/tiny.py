@@ -6,7 +6,7 @@ from functools import lru_cache
 from pie_audit.data import Dataset, load_dataset
 from pie_audit.training import PruneConfig, TrainConfig
 
-TINY_CONFIG = TrainConfig(epochs=3, batch_size=32, lr=0.05)
+TINY_CONFIG = TrainConfig(epochs=10, batch_size=32, lr=0.05)
 PRUNE_90 = PruneConfig(sparsity=0.9, begin=0.1, end=0.6)
 
 

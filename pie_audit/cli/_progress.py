@@ -42,16 +42,19 @@ class TrainingProgress:
         if self._live:
             self._progress.stop()
 
-    def model_started(self, seed: int, index: int, total: int) -> None:
+    def started(self, total: int) -> None:
+        if self._live:
+            self._models = self._progress.add_task("models", total=total)
+
+    def group_started(self, seeds) -> None:
         if not self._live:
             return
-        if self._models is None:
-            self._models = self._progress.add_task("models", total=total)
         if self._epochs is not None:
             self._progress.remove_task(self._epochs)
-        self._epochs = self._progress.add_task(f"  seed {seed}", total=None)
+        label = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
+        self._epochs = self._progress.add_task(f"  {label}", total=None)
 
-    def epoch_done(self, seed: int, epoch: int, epochs: int) -> None:
+    def epoch_done(self, epoch: int, epochs: int) -> None:
         if self._live and self._epochs is not None:
             self._progress.update(self._epochs, completed=epoch, total=epochs)
 

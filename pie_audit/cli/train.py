@@ -33,6 +33,7 @@ def train(
     exclude: Annotated[Optional[list[str]], typer.Option(help="Module name or regex to keep dense (repeatable).")] = None,
     prune_final: Annotated[bool, typer.Option(help="Also prune the final classifier.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    jointly: Annotated[Optional[int], typer.Option(help="Models trained at once on the device (1: one at a time). Default: chosen from the device and model.")] = None,
     data_root: Annotated[Path, typer.Option(help="Where dataset files are looked up.")] = Path("data"),
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -50,6 +51,8 @@ def train(
     # Cheap checks first, so a typo fails before any data is read.
     if population < 1:
         raise ConfigError(f"--population must be >= 1, got {population}")
+    if jointly is not None and jointly < 1:
+        raise ConfigError(f"--jointly must be >= 1, got {jointly}")
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     from ..data import DATASETS
@@ -86,6 +89,7 @@ def train(
             train=config,
             prune=prune,
             device=device,
+            jointly=jointly,
             callback=progress,
             command=["pie-audit", *sys.argv[1:]],
         )
