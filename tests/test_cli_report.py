@@ -27,11 +27,11 @@ def _isolated_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-def population(path, labels, *, seed, accuracy, sparsity=None, harm=None):
+def population(path, labels, *, seed, accuracy, sparsity=None, harm=None, n_classes=N_CLASSES):
     predictions = planted_predictions(
-        6, labels, accuracy=accuracy, n_classes=N_CLASSES, seed=seed, class_accuracy=harm
+        6, labels, accuracy=accuracy, n_classes=n_classes, seed=seed, class_accuracy=harm
     )
-    write_population(path, predictions, labels, classes=[f"class {c}" for c in range(N_CLASSES)])
+    write_population(path, predictions, labels, classes=[f"class {c}" for c in range(n_classes)])
     if sparsity is not None:
         for m, run_json in enumerate(sorted(path.glob("*/run.json"))):
             record = json.loads(run_json.read_text())
@@ -134,3 +134,29 @@ def test_sweep_table_values(sweep_dirs):
     assert row["pie_fraction"] == result.pies.fraction
     assert row["harmed"] == len(result.harmed) and row["gate_passed"] == result.gate.passed
     assert row["href"] == "sparse-90/report.html"
+
+
+@pytest.fixture(scope="module")
+def digits_record():
+    from pie_audit.data import dataset_hash, load_dataset
+
+    data = load_dataset("digits")
+    labels = data.y_test.numpy()
+    return {"name": "digits", "hash": dataset_hash(data.example_ids, labels)}, labels
+
+
+def test_compare_shows_digits_images_unless_told_not_to(tmp_path, digits_record):
+    record, labels = digits_record
+    dirs = []
+    for name, seed, accuracy in (("base", 1, 0.95), ("pruned", 2, 0.8)):
+        path = population(tmp_path / name, labels, seed=seed, accuracy=accuracy, n_classes=10)
+        for run_json in path.glob("*/run.json"):
+            run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "dataset": record}))
+        dirs.append(path)
+    run("compare", *dirs, "--out", tmp_path / "with", "--quiet", "--n-bootstrap", 50, "--max-class-drop", 1)
+    html = (tmp_path / "with" / "report.html").read_text()
+    n_pies = json.loads((tmp_path / "with" / "summary.json").read_text())["pies"]["count"]
+    assert html.count('<img src="data:image/png;base64,') == min(n_pies, 64) > 0
+    run("compare", *dirs, "--out", tmp_path / "without", "--quiet", "--n-bootstrap", 50, "--no-images")
+    html = (tmp_path / "without" / "report.html").read_text()
+    assert "<img" not in html and "images were turned off (--no-images)" in html
