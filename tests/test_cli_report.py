@@ -160,3 +160,12 @@ def test_compare_shows_digits_images_unless_told_not_to(tmp_path, digits_record)
     run("compare", *dirs, "--out", tmp_path / "without", "--quiet", "--n-bootstrap", 50, "--no-images")
     html = (tmp_path / "without" / "report.html").read_text()
     assert "<img" not in html and "images were turned off (--no-images)" in html
+
+
+def test_help_keeps_bracketed_text(capsys, monkeypatch):
+    # Rich reads "[...]" as markup: the defaults and the settings table must survive it.
+    monkeypatch.setenv("COLUMNS", "200")
+    assert run("report", "--help") == 0
+    out = capsys.readouterr().out
+    assert "pyproject.toml with [tool.pie-audit] settings" in out
+    assert "Significance level for q-values. [default: 0.05]" in out

@@ -19,16 +19,16 @@ DEFAULT_CONFIG = Path("pyproject.toml")
 
 
 # Options shared with ``pie-audit report`` (the sweep), declared once.
-Alpha = Annotated[Optional[float], typer.Option(help="Significance level for q-values. [default: 0.05]")]
+Alpha = Annotated[Optional[float], typer.Option(help="Significance level for q-values. \\[default: 0.05]")]
 Correction = Annotated[
-    Optional[str], typer.Option(help="fdr_bh (Benjamini-Hochberg) or none (raw p). [default: fdr_bh]")
+    Optional[str], typer.Option(help="fdr_bh (Benjamini-Hochberg) or none (raw p). \\[default: fdr_bh]")
 ]
 TieBreak = Annotated[
-    Optional[str], typer.Option(help="Tied modal labels: lowest or highest class index. [default: lowest]")
+    Optional[str], typer.Option(help="Tied modal labels: lowest or highest class index. \\[default: lowest]")
 ]
 MaxClassDrop = Annotated[
     Optional[float],
-    typer.Option(help="Fail when a class is significantly harmed by more than this (normalized recall, fraction). [default: 0.02]"),
+    typer.Option(help="Fail when a class is significantly harmed by more than this (normalized recall, fraction). \\[default: 0.02]"),
 ]
 MaxPieFraction = Annotated[Optional[float], typer.Option(help="Fail when the PIE fraction exceeds this.")]
 MaxAccuracyDrop = Annotated[
@@ -39,10 +39,10 @@ MaxHarmedClasses = Annotated[
 ]
 Config = Annotated[
     Optional[Path],
-    typer.Option(help="pyproject.toml with [tool.pie-audit] settings. Default: ./pyproject.toml if present."),
+    typer.Option(help="pyproject.toml with \\[tool.pie-audit] settings. Default: ./pyproject.toml if present."),
 ]
-Seed = Annotated[Optional[int], typer.Option(help="Bootstrap seed. [default: 0]")]
-NBootstrap = Annotated[Optional[int], typer.Option(help="Bootstrap resamples. [default: 1000]")]
+Seed = Annotated[Optional[int], typer.Option(help="Bootstrap seed. \\[default: 0]")]
+NBootstrap = Annotated[Optional[int], typer.Option(help="Bootstrap resamples. \\[default: 1000]")]
 DataRoot = Annotated[
     Path, typer.Option(help="Where to find the dataset named in run.json, for the report's PIE images.")
 ]
