@@ -29,6 +29,7 @@ from torch.func import functional_call, stack_module_state
 
 from .data import Dataset
 from .errors import ConfigError
+from .packing import pack_input, pack_model, packable, unpack_output
 from .pruning import apply_masks_, magnitude_masks, prunable_weights, sparsity_report
 from .training import (
     PruneConfig,
@@ -102,16 +103,43 @@ def default_jointly(
     return 1
 
 
+class _Forward:
+    """``forward(params, buffers, x)`` of K stacked models on ``x`` of shape (K, B, C, H, W).
+
+    Packed grouped convolutions when the architecture allows (:mod:`pie_audit.packing`), else
+    ``vmap(functional_call)``. ``train()``/``eval()`` switch the underlying module's mode.
+    """
+
+    def __init__(self, arch: str, model: nn.Module, k: int):
+        self.k = k
+        self.packed = packable(arch, model)
+        self.module = pack_model(model, k) if self.packed else copy.deepcopy(model).to("meta")
+        self._vmapped = torch.vmap(self._call)
+
+    def _call(self, p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.module, (p, b), (x,))
+
+    def __call__(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        if self.packed:
+            return unpack_output(self._call(params, buffers, pack_input(x)), self.k)
+        return self._vmapped(params, buffers, x)
+
+    def train(self, mode: bool = True) -> None:
+        self.module.train(mode)
+
+
 @torch.no_grad()
 def _evaluate_jointly(
-    call: Callable, params: dict, buffers: dict, x: torch.Tensor, *, batch_size: int,
+    forward: _Forward, params: dict, buffers: dict, x: torch.Tensor, *, batch_size: int,
     device: torch.device,
 ) -> np.ndarray:
     """Softmax probabilities of K models on the same inputs, shape (K, N, C), float32."""
+    forward.train(False)
     out = []
     for start in range(0, len(x), batch_size):
+        chunk = x[start : start + batch_size]
         with autocast(device):
-            logits = torch.vmap(call, in_dims=(0, 0, None))(params, buffers, x[start : start + batch_size])
+            logits = forward(params, buffers, chunk.expand(forward.k, *chunk.shape))
         out.append(torch.softmax(logits.float(), dim=-1).cpu())
     return torch.cat(out, dim=1).numpy()
 
@@ -161,12 +189,9 @@ def train_models_jointly(
     params, buffers = stack_module_state(models)
     params = {n: p.detach().to(device).requires_grad_(True) for n, p in params.items()}
     buffers = {n: b.to(device) for n, b in buffers.items()}
-    # A stateless copy of the architecture: functional_call swaps the stacked tensors in.
-    base = copy.deepcopy(models[0]).to("meta")
+    state_keys = list(models[0].state_dict())
+    forward = _Forward(arch, models[0], k)
     del models
-
-    def call(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(base, (p, b), (x,))
 
     generators = [torch.Generator().manual_seed(derive_seeds(s)[1]) for s in seeds]
     x_train = dataset.x_train.to(device)
@@ -184,11 +209,10 @@ def train_models_jointly(
         nesterov=config.momentum > 0,
     )
     masks: dict[str, torch.Tensor] | None = None
-    forward = torch.vmap(call)
 
     step = 0
     for epoch in range(config.epochs):
-        base.train()
+        forward.train()
         orders = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
         for first in range(0, n, config.batch_size):
             idx = orders[:, first : first + config.batch_size]  # (K, B)
@@ -226,9 +250,8 @@ def train_models_jointly(
         if on_epoch is not None:
             on_epoch(epoch + 1, config.epochs)
 
-    base.eval()
     probabilities = _evaluate_jointly(
-        call, params, buffers, dataset.x_test.to(device), batch_size=config.eval_batch_size,
+        forward, params, buffers, dataset.x_test.to(device), batch_size=config.eval_batch_size,
         device=device,
     )
     labels = dataset.y_test.numpy()
@@ -238,7 +261,7 @@ def train_models_jointly(
         state = {name: p[i].detach().cpu().clone() for name, p in params.items()}
         state |= {name: b[i].detach().cpu().clone() for name, b in buffers.items()}
         # Same key order as the module's own state_dict.
-        state = {key: state[key] for key in base.state_dict().keys()}
+        state = {key: state[key] for key in state_keys}
         results.append(
             TrainedModel(
                 seed=seed,

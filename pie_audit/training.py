@@ -265,8 +265,9 @@ def train_model(
     if config.augment and not dataset.augment:
         config = replace(config, augment=False)
     model = init_model(arch, dataset, seed).to(device)
-    # channels_last lets cuDNN pick its fastest (NHWC, tensor-core) convolution kernels.
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    # channels_last (NHWC) convolutions are faster on CUDA (tensor cores) and, measured with
+    # oneDNN, on CPUs too (1.2-1.8x for small-cnn; bench/train_population.py --cpu-variants).
+    memory_format = torch.channels_last
     model = model.to(memory_format=memory_format)
     _, data_seed = derive_seeds(seed)
     generator = torch.Generator().manual_seed(data_seed)
