@@ -154,8 +154,10 @@ def class_statistics(
       Means and changes are reported; ``ci_low``, ``ci_high``, ``t_statistic``, ``p_value``
       and ``q_value`` are NaN; no class is significant.
     - **Zero variance in both populations** (every model has the same recall, in each
-      population): if the two centred means are equal, t = 0 and p = 1; otherwise every model
-      agrees on a shift, t = ±inf and p = 0. These p-values take part in the correction.
+      population): if the recall itself did not change (say 100% in every model of both), the
+      class did not move and t = 0, p = 1, even though overall accuracy moved; if it changed
+      and the centred means differ, every model agrees on a shift: t = ±inf and p = 0. These
+      p-values take part in the correction.
     - Zero variance in one population only is an ordinary Welch test.
 
     ``direction`` is ``"harmed"`` for a significant class with ``normalized_change < 0``,
@@ -191,7 +193,9 @@ def class_statistics(
         # As in the paper's code: centre each population's recalls on its mean accuracy, so
         # the null hypothesis is "this class moved by as much as overall accuracy did".
         t[present], p[present] = _welch(
-            base_r[:, present] - base_a.mean(), pruned_r[:, present] - pruned_a.mean()
+            base_r[:, present] - base_a.mean(),
+            pruned_r[:, present] - pruned_a.mean(),
+            recall_moved=base_r[0, present] != pruned_r[0, present],
         )
         # Resampling models moves a population's mean accuracy too, so the bootstrap works on
         # each model's recall minus its own accuracy; the means are the same point estimate.
@@ -256,15 +260,23 @@ def _column_means(values: np.ndarray, present: np.ndarray) -> np.ndarray:
     return out
 
 
-def _welch(base: np.ndarray, pruned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sided Welch t-test per column, with the zero-variance rule of class_statistics."""
+def _welch(
+    base: np.ndarray, pruned: np.ndarray, *, recall_moved: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided Welch t-test per column, with the zero-variance rule of class_statistics.
+
+    ``recall_moved`` says, per column, whether the uncentred recall differs between the first
+    baseline and the first pruned model; it only matters for columns constant in both populations.
+    """
     from scipy import stats
 
     t = np.zeros(base.shape[1])
     p = np.ones(base.shape[1])
     constant = (np.ptp(base, axis=0) == 0) & (np.ptp(pruned, axis=0) == 0)
     shift = pruned[0] - base[0]
-    moved = constant & (shift != 0)
+    # A class whose recall is the same constant in both populations (say 100% everywhere) did not
+    # move; only overall accuracy did, and that carries sampling noise this test cannot see.
+    moved = constant & (shift != 0) & recall_moved
     t[moved] = np.sign(shift[moved]) * np.inf
     p[moved] = 0.0
     regular = ~constant

@@ -197,10 +197,11 @@ def test_zero_variance_in_both_populations():
     base = np.array([[0, 0, 1, 2], [0, 0, 1, 0]])
     pruned = np.array([[0, 0, 0, 0], [0, 0, 0, 1]])
     table = class_statistics(base, pruned, labels)
-    # Class 0: recall 1 everywhere while accuracy fell by 0.375: every model agrees it moved
-    # 0.375 more than accuracy did.
+    # Class 0: recall 1 everywhere while accuracy fell by 0.375: the class itself did not move,
+    # so it is not flagged, though its normalized change is reported.
     assert table.loc[0, "normalized_change"] == pytest.approx(0.375)
-    assert table.loc[0, "t_statistic"] == np.inf and table.loc[0, "p_value"] == 0.0
+    assert table.loc[0, "t_statistic"] == 0.0 and table.loc[0, "p_value"] == 1.0
+    assert table.loc[0, "direction"] == "none"
     assert table.loc[1, "normalized_change"] == pytest.approx(-1 + 0.375)
     assert table.loc[1, "t_statistic"] == -np.inf and table.loc[1, "p_value"] == 0.0
     assert table.loc[1, "direction"] == "harmed"
