@@ -121,6 +121,18 @@ class CompareResult:
         pies = self.examples[self.examples["pie"]]
         return pies.sort_values(["score", "example_id"], ascending=[False, True]).head(limit)
 
+    def __repr__(self) -> str:
+        # A notebook cell evaluating a result should show the verdict, not a DataFrame dump.
+        n = len(self.examples)
+        verdict = "passed" if self.gate.passed else f"FAILED ({len(self.gate.failures)} rule(s))"
+        return (
+            f"<CompareResult: {n} examples, {len(self.classes)} classes; accuracy "
+            f"{self.baseline_accuracy.mean():.2%} ({len(self.baseline_accuracy)} baseline models) -> "
+            f"{self.pruned_accuracy.mean():.2%} ({len(self.pruned_accuracy)} pruned); "
+            f"{self.pies.count} PIEs ({self.pies.fraction:.2%}); {len(self.harmed)} classes harmed, "
+            f"{len(self.helped)} helped; gate {verdict}>"
+        )
+
     def to_summary(self) -> dict[str, Any]:
         """The content of ``summary.json``: strict JSON types, ``None`` for undefined values."""
         return {

@@ -152,10 +152,10 @@ def check_output_dir(out: Path, spec: PopulationSpec) -> None:
             if diff:
                 raise OutputError(
                     f"{out}: holds runs of a different configuration ({diff}); "
-                    "choose another --out"
+                    "choose another output directory"
                 )
         elif any(not p.name.startswith(".") for p in out.iterdir()):
-            raise OutputError(f"{out}: not empty and not a pie-audit population; choose another --out")
+            raise OutputError(f"{out}: not empty and not a pie-audit population; choose another output directory")
         if not os.access(out, os.W_OK):
             raise OutputError(f"{out}: not writable")
     else:

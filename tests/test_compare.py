@@ -239,3 +239,14 @@ def test_nothing_written_on_bad_input(tmp_path, identical_populations):
     (identical_populations[1] / "model-003").mkdir()
     with pytest.raises(FormatError):
         pie_audit.compare(*identical_populations)
+
+
+def test_repr_is_a_one_line_verdict(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 30)
+    preds = np.where(rng.random((2, 30)) < 0.9, labels, (labels + 1) % 3)
+    write_population(tmp_path / "b", preds, labels)
+    write_population(tmp_path / "p", preds, labels)
+    text = repr(pie_audit.compare(tmp_path / "b", tmp_path / "p"))
+    assert text.startswith("<CompareResult: 30 examples, 3 classes; accuracy ")
+    assert "0 PIEs (0.00%)" in text and text.endswith("gate passed>")
