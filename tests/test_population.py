@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,24 @@ def test_killed_run_resumes(tmp_path):
     a = pq.read_table(out / "seed-0003" / "predictions.parquet").to_pandas()
     b = pq.read_table(fresh / "seed-0003" / "predictions.parquet").to_pandas()
     assert a.equals(b)
+
+
+def test_out_of_device_memory_halves_k_and_retries(tmp_path, monkeypatch):
+    from pie_audit import population as population_module
+
+    groups = []
+    real = population_module._train_group
+
+    def fake(dataset, *, seeds, **kw):
+        groups.append(list(seeds))
+        if len(seeds) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(dataset, seeds=seeds, **kw)
+
+    monkeypatch.setattr(population_module, "_train_group", fake)
+    dirs = train_population(
+        tiny_digits(), arch="small-cnn", out=tmp_path / "pop", population=5, jointly=8,
+        train=replace(TINY_CONFIG, epochs=1), prune=PruneConfig(), device="cpu",
+    )  # fmt: skip
+    assert groups == [[0, 1, 2, 3, 4], [0, 1, 2, 3], [0, 1], [2, 3], [4]]
+    assert all((d / "predictions.parquet").is_file() for d in dirs)
