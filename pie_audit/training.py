@@ -68,8 +68,10 @@ class TrainConfig:
             raise ConfigError("weight decay must be >= 0 and momentum in [0, 1)")
 
 
-#: Per-dataset defaults, chosen so a population trains in minutes on a CPU and reaches the
-#: accuracy the field expects of these models (digits ~98%, Fashion-MNIST ~91%, CIFAR-10 ~94%).
+#: Per-dataset defaults. Measured on 2 CPU cores: digits 98.1% dense and 97.4% at 90% sparsity
+#: (16 models each, ~1 s a model jointly); Fashion-MNIST 92.4% at 90% sparsity (one model, 223 s).
+#: CIFAR-10 follows the usual ResNet-18 recipe (warm-up, crops and flips); it needs a GPU and has
+#: not been measured yet.
 DEFAULT_TRAIN_CONFIGS: dict[str, TrainConfig] = {
     "digits": TrainConfig(epochs=20, batch_size=64, lr=0.05),
     "fashion-mnist": TrainConfig(epochs=15, batch_size=128, lr=0.05),
