@@ -5,12 +5,12 @@ The public API is re-exported here; everything else is private to its module.
 
 from __future__ import annotations
 
+from ._version import __version__
+from .compare import CompareResult, compare
 from .errors import ConfigError, DatasetError, FormatError, OutputError, PieAuditError
-
-__version__ = "0.1.0"
-
-from .compare import CompareResult, compare  # noqa: E402  (compare.py reads __version__)
-from .gate import GateRules  # noqa: E402
+from .gate import GateRules
+from .outputs import pie_gallery, write_outputs
+from .settings import Settings
 
 __all__ = [
     "__version__",
@@ -22,4 +22,7 @@ __all__ = [
     "compare",
     "CompareResult",
     "GateRules",
+    "Settings",
+    "pie_gallery",
+    "write_outputs",
 ]

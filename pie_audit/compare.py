@@ -1,50 +1,41 @@
 """The audit: compare a baseline population with a pruned one.
 
-:func:`compare` reads both population directories, finds the PIEs (:mod:`pie_audit.pie`),
-tests every class (:mod:`pie_audit.stats`), applies the CI gate (:mod:`pie_audit.gate`) and
-returns a :class:`CompareResult`. :func:`write_outputs` writes that result as a report
-directory, atomically. ``docs/audit.md`` documents the statistics and the ``summary.json`` schema.
+:func:`compare` reads both populations, finds the PIEs (:mod:`pie_audit.pie`), tests every class
+(:mod:`pie_audit.stats`), applies the CI gate (:mod:`pie_audit.gate`) and returns a
+:class:`CompareResult`, which computes every value derived from them once. Nothing here writes:
+:mod:`pie_audit.outputs` writes a result as a report directory. ``docs/audit.md`` documents the
+statistics and the ``summary.json`` schema.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .errors import ConfigError
+from ._version import __version__
 from .gate import GateResult, GateRules, evaluate_gate
-from .pie import TIE_BREAKS, accuracy_on, pie_table
-from .stats import BAD_ALPHA, BAD_CORRECTION, CORRECTIONS, class_statistics, per_model_accuracy
-from .store import Population, check_populations, load_population, replace_directory
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .thumbnails import Thumbnails
+from .pie import accuracy_on, pie_table
+from .settings import Settings, resolve_settings
+from .stats import class_statistics, per_model_accuracy
+from .store import Population, check_populations, load_population
 
 __all__ = [
     "SCHEMA_VERSION",
-    "OUTPUT_FILES",
     "PieSummary",
+    "PopulationSummary",
     "CompareResult",
     "compare",
-    "write_outputs",
 ]
 
 SCHEMA_VERSION = 1
-SUMMARY_FILE = "summary.json"
-EXAMPLES_FILE = "examples.parquet"
-CLASSES_FILE = "classes.csv"
-REPORT_FILE = "report.html"
-OUTPUT_FILES = (SUMMARY_FILE, EXAMPLES_FILE, CLASSES_FILE, REPORT_FILE)
-BAD_TIE_BREAK = "tie_break must be one of {choices}, not {value!r}"
 
 
 @dataclass(frozen=True)
@@ -64,6 +55,33 @@ class PieSummary:
     baseline_accuracy_non_pies: float | None
     pruned_accuracy_pies: float | None
     pruned_accuracy_non_pies: float | None
+
+
+@dataclass(frozen=True)
+class PopulationSummary:
+    """One population's models and the spread of their top-1 accuracies.
+
+    ``accuracy_std`` is the sample standard deviation, undefined (``None``) for one model.
+    """
+
+    path: Path
+    n_models: int
+    accuracy_mean: float
+    accuracy_std: float | None
+    accuracy_min: float
+    accuracy_max: float
+
+    @classmethod
+    def of(cls, path: Path, accuracy: pd.Series) -> PopulationSummary:
+        values = accuracy.to_numpy(dtype=float)
+        return cls(
+            path=path,
+            n_models=len(values),
+            accuracy_mean=float(values.mean()),
+            accuracy_std=float(values.std(ddof=1)) if len(values) > 1 else None,
+            accuracy_min=float(values.min()),
+            accuracy_max=float(values.max()),
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,6 +122,31 @@ class CompareResult:
     settings: Mapping[str, Any]
     notes: tuple[str, ...] = ()
 
+    @cached_property
+    def baseline(self) -> PopulationSummary:
+        """The baseline population's size and accuracy spread."""
+        return PopulationSummary.of(self.baseline_dir, self.baseline_accuracy)
+
+    @cached_property
+    def pruned(self) -> PopulationSummary:
+        """The pruned population's size and accuracy spread."""
+        return PopulationSummary.of(self.pruned_dir, self.pruned_accuracy)
+
+    @property
+    def accuracy_drop(self) -> float:
+        """Mean baseline accuracy minus mean pruned accuracy (positive when pruning lost accuracy)."""
+        return self.baseline.accuracy_mean - self.pruned.accuracy_mean
+
+    @cached_property
+    def n_harmed(self) -> int:
+        """How many classes are significantly harmed."""
+        return int((self.classes["direction"] == "harmed").sum())
+
+    @cached_property
+    def n_helped(self) -> int:
+        """How many classes are significantly helped."""
+        return int((self.classes["direction"] == "helped").sum())
+
     @property
     def harmed(self) -> pd.DataFrame:
         """Classes significantly harmed, worst first."""
@@ -127,10 +170,10 @@ class CompareResult:
         verdict = "passed" if self.gate.passed else f"FAILED ({len(self.gate.failures)} rule(s))"
         return (
             f"<CompareResult: {n} examples, {len(self.classes)} classes; accuracy "
-            f"{self.baseline_accuracy.mean():.2%} ({len(self.baseline_accuracy)} baseline models) -> "
-            f"{self.pruned_accuracy.mean():.2%} ({len(self.pruned_accuracy)} pruned); "
-            f"{self.pies.count} PIEs ({self.pies.fraction:.2%}); {len(self.harmed)} classes harmed, "
-            f"{len(self.helped)} helped; gate {verdict}>"
+            f"{self.baseline.accuracy_mean:.2%} ({self.baseline.n_models} baseline models) -> "
+            f"{self.pruned.accuracy_mean:.2%} ({self.pruned.n_models} pruned); "
+            f"{self.pies.count} PIEs ({self.pies.fraction:.2%}); {self.n_harmed} classes harmed, "
+            f"{self.n_helped} helped; gate {verdict}>"
         )
 
     def to_summary(self) -> dict[str, Any]:
@@ -141,8 +184,8 @@ class CompareResult:
             "settings": dict(self.settings),
             "n_examples": len(self.examples),
             "n_classes": len(self.classes),
-            "baseline": _population_summary(self.baseline_dir, self.baseline_accuracy),
-            "pruned": _population_summary(self.pruned_dir, self.pruned_accuracy),
+            "baseline": _population_summary(self.baseline, self.baseline_accuracy),
+            "pruned": _population_summary(self.pruned, self.pruned_accuracy),
             "pies": {
                 "count": self.pies.count,
                 "fraction": self.pies.fraction,
@@ -154,10 +197,7 @@ class CompareResult:
                 "pruned_accuracy_pies": self.pies.pruned_accuracy_pies,
                 "pruned_accuracy_non_pies": self.pies.pruned_accuracy_non_pies,
             },
-            "impacted": {
-                "harmed": int((self.classes["direction"] == "harmed").sum()),
-                "helped": int((self.classes["direction"] == "helped").sum()),
-            },
+            "impacted": {"harmed": self.n_harmed, "helped": self.n_helped},
             "classes": [
                 {key: _json_value(value) for key, value in row.items()}
                 for row in self.classes.to_dict(orient="records")
@@ -167,13 +207,12 @@ class CompareResult:
         }
 
 
-def _population_summary(path: Path, accuracy: pd.Series) -> dict[str, Any]:
+def _population_summary(summary: PopulationSummary, accuracy: pd.Series) -> dict[str, Any]:
     return {
-        "path": str(path),
-        "n_models": len(accuracy),
-        "accuracy_mean": float(accuracy.mean()),
-        # The sample standard deviation is undefined for one model.
-        "accuracy_std": float(accuracy.std(ddof=1)) if len(accuracy) > 1 else None,
+        "path": str(summary.path),
+        "n_models": summary.n_models,
+        "accuracy_mean": summary.accuracy_mean,
+        "accuracy_std": summary.accuracy_std,
         "models": [{"name": name, "accuracy": float(a)} for name, a in accuracy.items()],
     }
 
@@ -187,29 +226,24 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _check_settings(alpha: float, correction: str, tie_break: str) -> None:
-    # Checked before any file is read, so that a typo fails fast.
-    if correction not in CORRECTIONS:
-        raise ConfigError(BAD_CORRECTION.format(choices=", ".join(CORRECTIONS), value=correction))
-    if tie_break not in TIE_BREAKS:
-        raise ConfigError(BAD_TIE_BREAK.format(choices=", ".join(TIE_BREAKS), value=tie_break))
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise ConfigError(BAD_ALPHA.format(value=alpha))
-
-
 def compare(
     baseline: str | Path | Population,
     pruned: str | Path | Population,
     *,
-    alpha: float = 0.05,
-    correction: str = "fdr_bh",
-    tie_break: str = "lowest",
-    rules: GateRules = GateRules(),
-    n_bootstrap: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
+    alpha: float | None = None,
+    correction: str | None = None,
+    tie_break: str | None = None,
+    rules: GateRules | Mapping[str, float | int | None] | None = None,
+    n_bootstrap: int | None = None,
+    confidence: float | None = None,
+    seed: int | None = None,
+    config: str | Path | None = None,
 ) -> CompareResult:
     """Audit what pruning did: PIEs, per-class disparate impact and the CI gate.
+
+    Every setting left out is taken from ``config`` when given, else from the defaults of
+    :class:`pie_audit.settings.Settings` (shown below); ``pie-audit compare`` resolves its flags
+    the same way, so the same options and ``pyproject.toml`` give the same result.
 
     Parameters
     ----------
@@ -222,14 +256,19 @@ def compare(
         Multiple-testing correction across classes; ``"none"`` is the paper's raw p rule.
     tie_break : {"lowest", "highest"}, default="lowest"
         Which label wins a tied modal vote; ``"highest"`` is the paper's code.
-    rules : GateRules
-        The CI gate's limits.
+    rules : GateRules or mapping, optional
+        The CI gate's limits: a :class:`GateRules` replaces them all; a mapping
+        (``{"max_pie_fraction": 0.05}``) replaces only the rules it names. Default
+        ``GateRules()``.
     n_bootstrap : int, default=1000
         Bootstrap resamples for the ``normalized_change`` interval.
     confidence : float, default=0.95
         Level of that interval.
     seed : int, default=0
         Seed of the bootstrap.
+    config : str or Path, optional
+        A ``pyproject.toml`` whose ``[tool.pie-audit]`` table supplies the settings not given
+        here (:func:`pie_audit.settings.read_settings`).
 
     Returns
     -------
@@ -240,9 +279,39 @@ def compare(
     FormatError
         Either population is missing, malformed, or incompatible with the other.
     ConfigError
-        An invalid setting.
+        An invalid setting, or an unreadable ``config``.
     """
-    _check_settings(alpha, correction, tie_break)
+    options: dict[str, Any] = {
+        "alpha": alpha,
+        "correction": correction,
+        "tie_break": tie_break,
+        "n_bootstrap": n_bootstrap,
+        "confidence": confidence,
+        "seed": seed,
+    }
+    if rules is not None and not isinstance(rules, GateRules):
+        options |= dict(rules)
+    # Checked before any file is read, so that a typo fails fast.
+    settings = resolve_settings(options, config=config)
+    if isinstance(rules, GateRules):
+        settings = replace(settings, rules=rules)
+    return compare_populations(baseline, pruned, settings=settings)
+
+
+def compare_populations(
+    baseline: str | Path | Population, pruned: str | Path | Population, *, settings: Settings
+) -> CompareResult:
+    """:func:`compare` with settings already resolved (:func:`pie_audit.settings.resolve_settings`).
+
+    Parameters
+    ----------
+    baseline, pruned : str, Path or Population
+    settings : Settings
+
+    Returns
+    -------
+    CompareResult
+    """
     baseline = baseline if isinstance(baseline, Population) else load_population(Path(baseline))
     pruned = pruned if isinstance(pruned, Population) else load_population(Path(pruned))
     names = check_populations(baseline, pruned)
@@ -252,18 +321,18 @@ def compare(
         pruned.predictions,
         labels,
         example_ids=baseline.example_ids,
-        tie_break=tie_break,
+        tie_break=settings.tie_break,
     )
     stats = class_statistics(
         baseline.predictions,
         pruned.predictions,
         labels,
         n_classes=len(names),
-        alpha=alpha,
-        correction=correction,
-        n_bootstrap=n_bootstrap,
-        confidence=confidence,
-        seed=seed,
+        alpha=settings.alpha,
+        correction=settings.correction,
+        n_bootstrap=settings.n_bootstrap,
+        confidence=settings.confidence,
+        seed=settings.seed,
     )
     is_pie = examples["pie"].to_numpy()
     stats.insert(1, "name", list(names))
@@ -287,7 +356,7 @@ def compare(
         stats,
         pie_fraction=pies.fraction,
         accuracy_drop=float(base_acc.mean() - pruned_acc.mean()),
-        rules=rules,
+        rules=settings.rules,
         class_names=names,
     )
     return CompareResult(
@@ -301,16 +370,7 @@ def compare(
         gate=gate,
         baseline_dir=baseline.path,
         pruned_dir=pruned.path,
-        settings=MappingProxyType(
-            {
-                "alpha": alpha,
-                "correction": correction,
-                "tie_break": tie_break,
-                "n_bootstrap": n_bootstrap,
-                "confidence": confidence,
-                "seed": seed,
-            }
-        ),
+        settings=MappingProxyType(settings.statistics()),
         notes=_notes(baseline, pruned, stats),
     )
 
@@ -328,53 +388,3 @@ def _notes(baseline: Population, pruned: Population, classes: pd.DataFrame) -> t
         shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
         notes.append(f"{len(empty)} class(es) have no test example and were not tested: {shown}")
     return tuple(notes)
-
-
-def write_outputs(
-    result: CompareResult,
-    out: str | Path,
-    *,
-    thumbnails: Thumbnails | None = None,
-    command: Sequence[str] | None = None,
-    sweep_link: str | None = None,
-) -> Path:
-    """Write ``summary.json``, ``examples.parquet``, ``classes.csv`` and ``report.html``.
-
-    The files are written into a temporary directory that then replaces ``out`` atomically:
-    ``out`` may be missing or hold a previous report; anything else is refused.
-
-    Parameters
-    ----------
-    result : CompareResult
-    out : str or Path
-        The report directory.
-    thumbnails : Thumbnails, optional
-        Images for the report's PIE gallery (:func:`pie_audit.thumbnails.pie_thumbnails`).
-    command : sequence of str, optional
-        The command line, recorded in the report's provenance.
-    sweep_link : str, optional
-        Relative link from ``report.html`` back to a sweep page.
-
-    Returns
-    -------
-    Path
-        ``out``.
-
-    Raises
-    ------
-    OutputError
-        ``out`` holds files that are not a report, or cannot be written.
-    """
-    from .report import render_report
-
-    out = Path(out)
-    # Rendered first: the slowest step, and nothing is replaced if it fails.
-    html = render_report(result, thumbnails=thumbnails, command=command, sweep_link=sweep_link)
-    with replace_directory(out) as tmp:
-        with open(tmp / SUMMARY_FILE, "w", encoding="utf-8") as fh:
-            json.dump(result.to_summary(), fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        result.examples.to_parquet(tmp / EXAMPLES_FILE, index=False)
-        result.classes.to_csv(tmp / CLASSES_FILE, index=False)
-        (tmp / REPORT_FILE).write_text(html, encoding="utf-8")
-    return out

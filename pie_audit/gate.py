@@ -1,4 +1,4 @@
-"""The CI gate: rules over an audit's results, ``[tool.pie-audit]`` settings, JUnit XML.
+"""The CI gate: rules over an audit's results, and the verdict as JUnit XML.
 
 The gate passes unless a rule fails. Rules (all fractions in [0, 1]):
 
@@ -16,10 +16,7 @@ The gate passes unless a rule fails. Rules (all fractions in [0, 1]):
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -32,8 +29,6 @@ __all__ = [
     "GateFailure",
     "GateResult",
     "evaluate_gate",
-    "read_settings",
-    "rules_from",
     "junit_xml",
 ]
 
@@ -41,15 +36,7 @@ __all__ = [
 # does not count as "more than" the limit.
 _SLACK = 1e-9
 
-SETTINGS_TABLE = "tool.pie-audit"
-NO_CONFIG = "{path}: no such file"
-BAD_TOML = "{path}: not valid TOML ({reason})"
-UNKNOWN_KEY = "{path}: unknown key '{key}' in [tool.pie-audit]; known keys: {known}"
-BAD_VALUE = "{path}: [tool.pie-audit] {key} must be {expected}, not {value!r}"
 BAD_RULE = "{rule} must be {expected}, not {value!r}"
-
-# Settings that `compare` reads from [tool.pie-audit] besides the gate rules.
-COMPARE_SETTINGS = {"alpha": float, "correction": str, "tie-break": str, "n-bootstrap": int, "seed": int}
 
 
 @dataclass(frozen=True)
@@ -217,83 +204,6 @@ def _class_name(label: int, class_names: list[str] | tuple[str, ...] | None) -> 
 def _points(fraction: float, *, signed: bool = False) -> str:
     """A fraction as percentage points: 0.02 -> '2.0 points'."""
     return f"{100 * fraction:{'+' if signed else ''}.1f} points"
-
-
-def read_settings(path: Path, *, required: bool = True) -> dict[str, Any]:
-    """Read ``[tool.pie-audit]`` from a ``pyproject.toml``.
-
-    Keys use dashes (``max-class-drop``); underscores are accepted too. Sub-tables belong to
-    other commands and are ignored; an unknown key is an error, so that a typo cannot turn a
-    rule off silently.
-
-    Parameters
-    ----------
-    path : Path
-        The ``pyproject.toml``.
-    required : bool, default=True
-        When False, a missing file gives ``{}`` instead of an error.
-
-    Returns
-    -------
-    dict
-        Keys with underscores (``max_class_drop``, ``alpha``, ``correction``, ``tie_break``,
-        ``n_bootstrap``, ``seed``) mapped to their values; only the keys present.
-
-    Raises
-    ------
-    ConfigError
-        Missing file (when required), invalid TOML, an unknown key or a value of the wrong type.
-    """
-    path = Path(path)
-    if not path.is_file():
-        if required:
-            raise ConfigError(NO_CONFIG.format(path=path))
-        return {}
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    try:
-        with open(path, "rb") as fh:
-            document = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(BAD_TOML.format(path=path, reason=e)) from e
-    table = document.get("tool", {}).get("pie-audit", {})
-    return _parse_settings(path, table)
-
-
-def _parse_settings(path: Path, table: Mapping[str, Any]) -> dict[str, Any]:
-    kinds: dict[str, type] = {
-        "max-class-drop": float,
-        "max-pie-fraction": float,
-        "max-accuracy-drop": float,
-        "max-harmed-classes": int,
-        **COMPARE_SETTINGS,
-    }
-    settings: dict[str, Any] = {}
-    for raw, value in table.items():
-        if isinstance(value, dict):
-            continue
-        key = raw.replace("_", "-")
-        if key not in kinds:
-            raise ConfigError(UNKNOWN_KEY.format(path=path, key=raw, known=", ".join(kinds)))
-        kind = kinds[key]
-        ok = (
-            isinstance(value, (int, float)) and not isinstance(value, bool)
-            if kind is float
-            else isinstance(value, kind) and not isinstance(value, bool)
-        )
-        if not ok:
-            expected = {float: "a number", int: "an integer", str: "a string"}[kind]
-            raise ConfigError(BAD_VALUE.format(path=path, key=raw, expected=expected, value=value))
-        settings[key.replace("-", "_")] = value
-    return settings
-
-
-def rules_from(settings: Mapping[str, Any], base: GateRules = GateRules()) -> GateRules:
-    """``base`` with the rule keys found in ``settings`` replaced."""
-    names = {f.name for f in fields(GateRules)}
-    return replace(base, **{k: v for k, v in settings.items() if k in names})
 
 
 def junit_xml(result: GateResult, *, name: str = "pie-audit gate") -> str:

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -22,17 +21,11 @@ from typing import Protocol
 
 import torch
 
-from . import __version__
+from ._atomic import atomic_directory, remove_stale_temporaries, write_json
+from ._version import __version__
 from .data import Dataset, dataset_hash
 from .errors import ConfigError, OutputError
-from .store import (
-    MODEL_FILE,
-    PREDICTIONS_FILE,
-    RUN_FILE,
-    atomic_directory,
-    write_json,
-    write_predictions,
-)
+from .store import MODEL_FILE, PREDICTIONS_FILE, RUN_FILE, write_predictions
 from .joint import default_jointly, train_models_jointly
 from .training import PruneConfig, TrainConfig, TrainedModel, resolve_device, train_model
 
@@ -48,7 +41,6 @@ __all__ = [
 ]
 
 POPULATION_FILE = "population.json"
-_TMP_PREFIX = ".tmp-"
 
 
 def model_dir_name(seed: int) -> str:
@@ -266,9 +258,8 @@ def train_population(
     check_output_dir(out, spec)
 
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(f"{_TMP_PREFIX}*"):
-        # Left by a run that was killed mid-write; never a finished model.
-        shutil.rmtree(stale, ignore_errors=True)
+    # Left by a run that was killed mid-write; never a finished model.
+    remove_stale_temporaries(out)
     if not (out / POPULATION_FILE).is_file():
         write_json(out / POPULATION_FILE, {"format": "pie-audit/population/1", "spec": spec.to_dict()})
 

@@ -14,22 +14,24 @@ are the only markup passed through unescaped: matplotlib writes them and escapes
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from . import __version__
-from .thumbnails import GALLERY_SIZE, Thumbnails
+from ._version import __version__
+from .compare import CompareResult, PopulationSummary
+from .thumbnails import Thumbnails
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .compare import CompareResult
+__all__ = ["GALLERY_SIZE", "Gallery", "render_report", "render_sweep", "class_labels"]
 
-__all__ = ["render_report", "render_sweep", "class_labels"]
+#: PIEs shown in the report's gallery.
+GALLERY_SIZE = 64
 
 _MAX_LABEL = 40
+NO_IMAGES = "no images were requested, so the gallery shows ids and labels only"
 _DASH = "\u2014"
 RULE_TEXT = {
     "max_class_drop": "largest significant drop in a class's normalized recall",
@@ -37,6 +39,23 @@ RULE_TEXT = {
     "max_accuracy_drop": "drop in mean top-1 accuracy",
     "max_harmed_classes": "classes significantly harmed",
 }
+
+
+@dataclass(frozen=True, eq=False)
+class Gallery:
+    """The PIEs a report's gallery shows and their images.
+
+    Attributes
+    ----------
+    rows : DataFrame
+        Rows of :attr:`CompareResult.examples`, in the order shown
+        (:meth:`CompareResult.top_pies`).
+    thumbnails : Thumbnails
+        Images of those examples by id, or the reason there are none.
+    """
+
+    rows: pd.DataFrame
+    thumbnails: Thumbnails
 
 
 def _environment():  # noqa: ANN202 - jinja2 is imported lazily
@@ -143,15 +162,14 @@ def _impacted(frame: pd.DataFrame, names: Sequence[str]) -> list[dict[str, str]]
     ]
 
 
-def _population(role: str, path: Any, accuracy: pd.Series, provenance: Any) -> dict[str, str]:
-    values = accuracy.to_numpy(dtype=float)
+def _population(role: str, summary: PopulationSummary, provenance: Any) -> dict[str, str]:
     return {
         "role": role,
-        "path": str(path),
-        "n_models": str(len(values)),
-        "mean": _pct(values.mean(), 2),
-        "std": _pct(values.std(ddof=1), 2) if len(values) > 1 else _DASH,
-        "range": f"{_pct(values.min(), 2)} \u2013 {_pct(values.max(), 2)}",
+        "path": str(summary.path),
+        "n_models": str(summary.n_models),
+        "mean": _pct(summary.accuracy_mean, 2),
+        "std": _pct(summary.accuracy_std, 2),
+        "range": f"{_pct(summary.accuracy_min, 2)} \u2013 {_pct(summary.accuracy_max, 2)}",
         "target": _pct(provenance.sparsity_target) if provenance.sparsity_target is not None else "not recorded",
         "achieved": _pct(provenance.sparsity_achieved, 2)
         if provenance.sparsity_achieved is not None
@@ -170,8 +188,8 @@ def _gate_rows(result: CompareResult) -> list[dict[str, str]]:
             else "no class significantly harmed"
         ),
         "max_pie_fraction": _pct(result.pies.fraction, 2),
-        "max_accuracy_drop": f"{_points(result.baseline_accuracy.mean() - result.pruned_accuracy.mean())} points",
-        "max_harmed_classes": str(len(harmed)),
+        "max_accuracy_drop": f"{_points(result.accuracy_drop)} points",
+        "max_harmed_classes": str(result.n_harmed),
     }
     limits = {
         "max_class_drop": lambda v: f"{100 * v:.2f} points",
@@ -194,7 +212,8 @@ def _gate_rows(result: CompareResult) -> list[dict[str, str]]:
     return rows
 
 
-def _gallery(result: CompareResult, thumbnails: Thumbnails, names: Sequence[str]) -> list[dict[str, Any]]:
+def _gallery(gallery: Gallery, names: Sequence[str]) -> list[dict[str, Any]]:
+    thumbnails = gallery.thumbnails
     return [
         {
             "id": int(r.example_id),
@@ -208,7 +227,7 @@ def _gallery(result: CompareResult, thumbnails: Thumbnails, names: Sequence[str]
             "baseline_right": bool(r.baseline_modal == r.label),
             "pruned_right": bool(r.pruned_modal == r.label),
         }
-        for r in result.top_pies(GALLERY_SIZE).itertuples(index=False)
+        for r in gallery.rows.itertuples(index=False)
     ]
 
 
@@ -226,7 +245,7 @@ def _provenance(role: str, path: Any, provenance: Any) -> dict[str, Any]:
 def render_report(
     result: CompareResult,
     *,
-    thumbnails: Thumbnails | None = None,
+    gallery: Gallery | None = None,
     command: Sequence[str] | None = None,
     created_at: datetime | None = None,
     sweep_link: str | None = None,
@@ -236,10 +255,10 @@ def render_report(
     Parameters
     ----------
     result : CompareResult
-    thumbnails : Thumbnails, optional
-        Images of the gallery's PIEs (:meth:`CompareResult.top_pies`), as made by
-        :func:`pie_audit.thumbnails.pie_thumbnails`; without them the gallery shows ids
-        and labels, and the thumbnails' ``note`` says why.
+    gallery : Gallery, optional
+        The PIEs to show and their images (:func:`pie_audit.outputs.pie_gallery`); without
+        images the gallery shows ids and labels, and the thumbnails' ``note`` says why.
+        Default: the top :data:`GALLERY_SIZE` PIEs, without images.
     command : sequence of str, optional
         The command line that made the report, for its provenance.
     created_at : datetime, optional
@@ -257,13 +276,14 @@ def render_report(
     from .plots import MAX_PLOTTED_CLASSES, accuracy_svg, class_change_svg, pies_per_class_svg
     from .provenance import population_provenance
 
-    thumbnails = thumbnails if thumbnails is not None else Thumbnails(note="no images were requested")
+    if gallery is None:
+        gallery = Gallery(rows=result.top_pies(GALLERY_SIZE), thumbnails=Thumbnails(note=NO_IMAGES))
     created_at = created_at or datetime.now(timezone.utc)
     names = [str(n) for n in result.classes["name"]]
     shown = class_labels(names)
     base_prov = population_provenance(result.baseline_runs.values())
     pruned_prov = population_provenance(result.pruned_runs.values())
-    gallery = _gallery(result, thumbnails, names)
+    cards = _gallery(gallery, names)
     n_classes = len(result.classes)
     n_pie_classes = int((result.classes["n_pies"] > 0).sum())
     pies = result.pies
@@ -278,8 +298,8 @@ def render_report(
         "failures": [f.message for f in result.gate.failures],
         "gate_rows": _gate_rows(result),
         "populations": [
-            _population("baseline", result.baseline_dir, result.baseline_accuracy, base_prov),
-            _population("pruned", result.pruned_dir, result.pruned_accuracy, pruned_prov),
+            _population("baseline", result.baseline, base_prov),
+            _population("pruned", result.pruned, pruned_prov),
         ],
         "n_examples": len(result.examples),
         "n_classes": n_classes,
@@ -313,8 +333,8 @@ def render_report(
                 ("pruned", result.pruned_accuracy, pies.pruned_accuracy_pies, pies.pruned_accuracy_non_pies),
             )
         ],
-        "gallery": gallery,
-        "gallery_note": None if any(g["image"] for g in gallery) or not gallery else thumbnails.note,
+        "gallery": cards,
+        "gallery_note": None if any(c["image"] for c in cards) or not cards else gallery.thumbnails.note,
         "models": [
             {"role": role, "name": name, "accuracy": _pct(a, 2), "v": _sort_key(a)}
             for role, series in (("baseline", result.baseline_accuracy), ("pruned", result.pruned_accuracy))
@@ -333,6 +353,7 @@ def render_report(
 def render_sweep(
     sweep: pd.DataFrame,
     *,
+    links: Sequence[str],
     baseline: str,
     command: Sequence[str] | None = None,
     created_at: datetime | None = None,
@@ -343,6 +364,8 @@ def render_sweep(
     ----------
     sweep : DataFrame
         :func:`pie_audit.sweep.sweep_table`'s rows, in the order the populations were given.
+    links : sequence of str
+        Relative link to each row's report, in the same order.
     baseline : str
         The baseline population's path, as given.
     command : sequence of str, optional
@@ -372,7 +395,7 @@ def render_sweep(
     rows = [
         {
             "name": r.name,
-            "href": r.href,
+            "href": link,
             "target": _pct(r.sparsity_target) if _finite(r.sparsity_target) is not None else _DASH,
             "target_v": _sort_key(r.sparsity_target),
             "achieved": _pct(r.sparsity_achieved, 2),
@@ -389,7 +412,7 @@ def render_sweep(
             "helped": int(r.helped),
             "passed": bool(r.gate_passed),
         }
-        for r in sweep.itertuples(index=False)
+        for r, link in zip(sweep.itertuples(index=False), links, strict=True)
     ]
     context = {
         "title": f"pie-audit sweep: {len(rows)} pruned population(s) vs {baseline}",

@@ -21,19 +21,14 @@ the file and the problem; see ``docs/audit.md``.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import FormatError, OutputError
+from .errors import FormatError
 
 __all__ = [
     "PREDICTIONS_FILE",
@@ -41,80 +36,24 @@ __all__ = [
     "MODEL_FILE",
     "REQUIRED_COLUMNS",
     "probability_column",
-    "atomic_directory",
-    "atomic_file",
     "write_predictions",
-    "write_json",
     "model_dirs",
     "Population",
     "read_predictions",
     "read_run",
     "load_population",
     "check_populations",
-    "replace_directory",
 ]
 
 PREDICTIONS_FILE = "predictions.parquet"
 RUN_FILE = "run.json"
 MODEL_FILE = "model.pt"
 REQUIRED_COLUMNS = ("example_id", "label", "prediction")
-_TMP_PREFIX = ".tmp-"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def probability_column(k: int) -> str:
     """Name of the column holding the probability of class ``k``."""
     return f"prob_{k}"
-
-
-@contextlib.contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory that is renamed to ``final`` on success.
-
-    An interrupted write leaves only a hidden ``.tmp-*`` directory, never a directory at
-    ``final`` that looks finished. ``final`` must not exist yet.
-    """
-    final = Path(final)
-    if final.exists():
-        raise OutputError(f"{final}: already exists; refusing to overwrite it")
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent))
-        # mkdtemp creates 0700; the finished directory gets the usual permissions.
-        os.chmod(tmp, 0o777 & ~_umask())
-    except OSError as e:
-        raise OutputError(f"{final.parent}: cannot write there ({e.strerror})") from e
-    try:
-        yield tmp
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_file(final: Path, mode: str = "w") -> Iterator[Any]:
-    """Open a temporary sibling of ``final`` for writing; rename it into place on success."""
-    final = Path(final)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent)
-        os.chmod(name, 0o666 & ~_umask())
-    except OSError as e:
-        raise OutputError(f"{final.parent}: cannot write there ({e.strerror})") from e
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-        os.replace(name, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
-        raise
 
 
 def write_predictions(
@@ -148,23 +87,6 @@ def write_predictions(
     for k in range(probabilities.shape[1]):
         columns[probability_column(k)] = pa.array(probabilities[:, k])
     pq.write_table(pa.table(columns), path)
-
-
-def write_json(path: Path, obj: Mapping[str, Any]) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    with atomic_file(Path(path)) as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default)
-        fh.write("\n")
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def model_dirs(population: Path) -> list[Path]:
@@ -517,63 +439,3 @@ def check_populations(baseline: Population, pruned: Population) -> tuple[str, ..
         int(pruned.predictions.max()),
     )
     return tuple(str(k) for k in range(n))
-
-
-# Files a report directory may hold; anything else there is the user's and is never replaced.
-REPORT_FILES = frozenset(
-    {"summary.json", "examples.parquet", "classes.csv", "report.html", "junit.xml"}
-)
-NOT_A_REPORT = (
-    "{path}: exists and holds {entry!r}, which is not part of a pie-audit report; "
-    "refusing to replace it"
-)
-
-
-def _is_report_file(entry: Path) -> bool:
-    return entry.name in REPORT_FILES
-
-
-@contextlib.contextmanager
-def replace_directory(final: Path, *, accept: Callable[[Path], bool] | None = None) -> Iterator[Path]:
-    """Yield a temporary sibling directory that atomically replaces ``final`` on success.
-
-    ``final`` may be missing, empty, or hold a previous report (only :data:`REPORT_FILES`, or
-    the entries for which ``accept`` is true); anything else raises :class:`OutputError` before
-    anything is written. Readers see either the old report or the new one, never a mix; on
-    error the old one is left untouched.
-    """
-    final = Path(final)
-    if accept is None:
-        accept = _is_report_file
-    if final.exists():
-        if not final.is_dir():
-            raise OutputError(NOT_A_DIRECTORY.format(path=final))
-        for entry in final.iterdir():
-            if not accept(entry):
-                raise OutputError(NOT_A_REPORT.format(path=final, entry=entry.name))
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent))
-        # mkdtemp creates 0700; the finished directory gets the usual permissions.
-        os.chmod(tmp, 0o777 & ~_umask())
-    except OSError as e:
-        raise OutputError(f"{final.parent}: cannot write there ({e.strerror})") from e
-    try:
-        yield tmp
-        if not final.exists():
-            os.rename(tmp, final)
-            return
-        # POSIX has no portable directory swap: park the old report beside it, move the new
-        # one in, and put the old one back if that fails.
-        old = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-old-", dir=final.parent))
-        os.rename(final, old / final.name)
-        try:
-            os.rename(tmp, final)
-        except BaseException:
-            os.rename(old / final.name, final)
-            raise
-        finally:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -1,33 +1,29 @@
 """A sweep: one baseline audited against several pruned populations (e.g. one per sparsity).
 
-:func:`sweep` runs :func:`pie_audit.compare.compare` once per pruned population, reading the
-baseline only once; :func:`sweep_table` tabulates the results with each population's sparsity
-from its ``run.json``; :func:`write_sweep` writes ``DIR/<name>/`` (a full compare report per
-pruned population) and ``DIR/index.html`` (the sweep page), atomically.
+:func:`sweep` runs the audit once per pruned population, reading the baseline only once;
+:func:`sweep_table` tabulates the results with each population's sparsity from its ``run.json``.
+:func:`pie_audit.outputs.write_sweep` writes them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import pandas as pd
 
-from .errors import ConfigError, OutputError
-from .store import REPORT_FILES, load_population, replace_directory
+from .compare import CompareResult, compare_populations
+from .errors import ConfigError
+from .provenance import population_provenance
+from .settings import Settings, resolve_settings
+from .store import load_population
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .compare import CompareResult
-    from .thumbnails import Thumbnails
+__all__ = ["SWEEP_PAGE", "SWEEP_COLUMNS", "sweep_names", "sweep", "sweep_table"]
 
-__all__ = ["SWEEP_PAGE", "SWEEP_COLUMNS", "sweep_names", "sweep", "sweep_table", "write_sweep"]
-
+#: The sweep page's file name in a sweep directory, which no pruned population may take.
 SWEEP_PAGE = "index.html"
 SWEEP_COLUMNS = (
     "name",
-    "href",
     "position",
     "sparsity_target",
     "sparsity_achieved",
@@ -47,9 +43,6 @@ DUPLICATE_NAME = (
     "report directory per name, so give them distinct directory names"
 )
 RESERVED_NAME = "pruned population {path} cannot be named {name!r}: the sweep page uses that name"
-NOT_A_SWEEP = (
-    "{path}: exists and holds {entry!r}, which is not part of a pie-audit sweep; refusing to replace it"
-)
 
 
 def sweep_names(pruned_dirs: Sequence[str | Path]) -> list[str]:
@@ -74,7 +67,10 @@ def sweep_names(pruned_dirs: Sequence[str | Path]) -> list[str]:
 
 
 def sweep(
-    baseline_dir: str | Path, pruned_dirs: Sequence[str | Path], **options: Any
+    baseline_dir: str | Path,
+    pruned_dirs: Sequence[str | Path],
+    *,
+    settings: Settings | None = None,
 ) -> list[tuple[str, CompareResult]]:
     """Audit every pruned population against one baseline.
 
@@ -83,19 +79,22 @@ def sweep(
     baseline_dir : str or Path
     pruned_dirs : sequence of str or Path
         Pruned population directories, with distinct names (see :func:`sweep_names`).
-    **options
-        Passed to :func:`pie_audit.compare.compare` (``rules``, ``alpha``, ...).
+    settings : Settings, optional
+        Statistics options and gate rules for every audit
+        (:func:`pie_audit.settings.resolve_settings`); default :class:`Settings` ``()``.
 
     Returns
     -------
     list of (str, CompareResult)
         Name and result per pruned population, in the order given.
     """
-    from .compare import compare
-
+    settings = settings if settings is not None else resolve_settings()
     names = sweep_names(pruned_dirs)
     baseline = load_population(Path(baseline_dir))
-    return [(name, compare(baseline, Path(path), **options)) for name, path in zip(names, pruned_dirs, strict=True)]
+    return [
+        (name, compare_populations(baseline, Path(path), settings=settings))
+        for name, path in zip(names, pruned_dirs, strict=True)
+    ]
 
 
 def sweep_table(results: Sequence[tuple[str, CompareResult]]) -> pd.DataFrame:
@@ -109,34 +108,29 @@ def sweep_table(results: Sequence[tuple[str, CompareResult]]) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        Columns :data:`SWEEP_COLUMNS`: ``name``; ``href`` (relative link to its report);
-        ``position`` (1, 2, ... in the order given); ``sparsity_target`` and
+        Columns :data:`SWEEP_COLUMNS`: ``name``; ``position`` (1, 2, ... in the order given); ``sparsity_target`` and
         ``sparsity_achieved`` (from ``run.json``, NaN when not recorded); ``n_models``;
         ``accuracy_mean``, ``accuracy_std`` (NaN for one model) and ``baseline_accuracy_mean``;
         ``pie_count``, ``pie_fraction``; ``harmed``, ``helped`` (significant classes);
         ``gate_passed``.
     """
-    from .provenance import population_provenance
-
     rows = []
     for position, (name, result) in enumerate(results, start=1):
         provenance = population_provenance(result.pruned_runs.values())
-        accuracy = result.pruned_accuracy
         rows.append(
             {
                 "name": name,
-                "href": f"{quote(name)}/report.html",
                 "position": position,
                 "sparsity_target": provenance.sparsity_target,
                 "sparsity_achieved": provenance.sparsity_achieved,
-                "n_models": len(accuracy),
-                "accuracy_mean": float(accuracy.mean()),
-                "accuracy_std": float(accuracy.std(ddof=1)) if len(accuracy) > 1 else None,
-                "baseline_accuracy_mean": float(result.baseline_accuracy.mean()),
+                "n_models": result.pruned.n_models,
+                "accuracy_mean": result.pruned.accuracy_mean,
+                "accuracy_std": result.pruned.accuracy_std,
+                "baseline_accuracy_mean": result.baseline.accuracy_mean,
                 "pie_count": result.pies.count,
                 "pie_fraction": result.pies.fraction,
-                "harmed": int((result.classes["direction"] == "harmed").sum()),
-                "helped": int((result.classes["direction"] == "helped").sum()),
+                "harmed": result.n_harmed,
+                "helped": result.n_helped,
                 "gate_passed": result.gate.passed,
             }
         )
@@ -144,62 +138,3 @@ def sweep_table(results: Sequence[tuple[str, CompareResult]]) -> pd.DataFrame:
     for column in ("sparsity_target", "sparsity_achieved", "accuracy_std"):
         table[column] = table[column].astype("float64")
     return table
-
-
-def _is_sweep_entry(entry: Path) -> bool:
-    if entry.name == SWEEP_PAGE:
-        return entry.is_file()
-    return entry.is_dir() and all(e.name in REPORT_FILES for e in entry.iterdir())
-
-
-def write_sweep(
-    results: Sequence[tuple[str, CompareResult]],
-    out: str | Path,
-    *,
-    baseline: str | Path,
-    thumbnails: Sequence[Thumbnails | None] | None = None,
-    command: Sequence[str] | None = None,
-) -> Path:
-    """Write each compare into ``out/<name>/`` and the sweep page into ``out/index.html``.
-
-    Everything is written into a temporary directory that then replaces ``out``: ``out`` may be
-    missing or hold a previous sweep (``index.html`` and report directories); anything else is
-    refused before anything is written.
-
-    Parameters
-    ----------
-    results : sequence of (str, CompareResult)
-        As returned by :func:`sweep`.
-    out : str or Path
-    baseline : str or Path
-        The baseline directory, as the user gave it (shown on the page).
-    thumbnails : sequence of (Thumbnails or None), optional
-        Gallery images per result, in the same order.
-    command : sequence of str, optional
-        The command line, recorded on every page.
-
-    Returns
-    -------
-    Path
-        ``out``.
-
-    Raises
-    ------
-    OutputError
-        ``out`` holds something that is not a sweep, or cannot be written.
-    """
-    from .compare import write_outputs
-    from .report import render_sweep
-
-    out = Path(out)
-    if out.is_dir():
-        for entry in out.iterdir():
-            if not _is_sweep_entry(entry):
-                raise OutputError(NOT_A_SWEEP.format(path=out, entry=entry.name))
-    thumbnails = list(thumbnails) if thumbnails is not None else [None] * len(results)
-    page = render_sweep(sweep_table(results), baseline=str(baseline), command=command)
-    with replace_directory(out, accept=_is_sweep_entry) as tmp:
-        for (name, result), images in zip(results, thumbnails, strict=True):
-            write_outputs(result, tmp / name, thumbnails=images, command=command, sweep_link=f"../{SWEEP_PAGE}")
-        (tmp / SWEEP_PAGE).write_text(page, encoding="utf-8")
-    return out

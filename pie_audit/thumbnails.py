@@ -17,20 +17,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import PieAuditError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .compare import CompareResult
+__all__ = ["THUMBNAIL_SIZE", "Thumbnails", "png_data_uri", "dataset_thumbnails"]
 
-__all__ = ["GALLERY_SIZE", "THUMBNAIL_SIZE", "Thumbnails", "png_data_uri", "dataset_thumbnails", "pie_thumbnails"]
-
-GALLERY_SIZE = 64  # PIEs shown in the report's gallery
 THUMBNAIL_SIZE = 64
-IMAGES_OFF = "images were turned off (--no-images), so the gallery shows ids and labels only"
 NO_DATASET = "the models' run.json names no dataset, so the gallery shows ids and labels only"
 NO_HASH = "run.json records no hash for dataset '{name}', so its images cannot be checked and are not shown"
 UNAVAILABLE = "dataset '{name}' is not available here ({reason}); the gallery shows ids and labels only"
@@ -158,26 +153,3 @@ def dataset_thumbnails(
             )
         images[int(example_id)] = png_data_uri(dataset.x_test[example_id].numpy(), size=size)
     return Thumbnails(images=MappingProxyType(images))
-
-
-def pie_thumbnails(
-    result: CompareResult, *, data_root: str | Path = "data", limit: int = GALLERY_SIZE
-) -> Thumbnails:
-    """Thumbnails of the report gallery's PIEs (:meth:`CompareResult.top_pies`).
-
-    Parameters
-    ----------
-    result : CompareResult
-    data_root : path
-        Where the dataset named in the models' ``run.json`` is looked for.
-    limit : int
-        How many PIEs the gallery shows.
-
-    Returns
-    -------
-    Thumbnails
-        See :func:`dataset_thumbnails`.
-    """
-    top = result.top_pies(limit)
-    runs = [*result.baseline_runs.values(), *result.pruned_runs.values()]
-    return dataset_thumbnails(runs, top["example_id"].to_numpy(), top["label"].to_numpy(), data_root=data_root)

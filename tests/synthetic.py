@@ -40,10 +40,12 @@ def write_population(
     classes: list[str] | None = None,
     shuffle_seed: int | None = None,
     prefix: str = "model-",
+    run: dict | None = None,
 ) -> Path:
     """Write one model directory per row of ``predictions`` (only the required columns).
 
-    With ``shuffle_seed``, each file's rows are in a different random order.
+    With ``shuffle_seed``, each file's rows are in a different random order. With ``classes``
+    or ``run``, each model gets a ``run.json`` holding them (and its seed).
     """
     path = Path(path)
     predictions = np.asarray(predictions)
@@ -61,6 +63,7 @@ def write_population(
             }
         )
         pq.write_table(table, model / "predictions.parquet")
-        if classes is not None:
-            (model / "run.json").write_text(json.dumps({"seed": m, "classes": classes}))
+        if classes is not None or run is not None:
+            record = {"seed": m, **({"classes": classes} if classes is not None else {}), **(run or {})}
+            (model / "run.json").write_text(json.dumps(record))
     return path

@@ -1,17 +1,14 @@
 import json
 import shutil
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import pie_audit
-from pie_audit.compare import (
-    OUTPUT_FILES,
-    CompareResult,
-    write_outputs,
-)
-from pie_audit.errors import ConfigError, FormatError, OutputError
+from pie_audit.compare import CompareResult
+from pie_audit.errors import ConfigError, FormatError
 from pie_audit.gate import GateRules
 from pie_audit.stats import CLASS_COLUMNS
 from pie_audit.store import load_population
@@ -184,56 +181,6 @@ def test_compare_populations_in_memory(harmed_populations):
     pd.testing.assert_frame_equal(result.classes, pie_audit.compare(*harmed_populations).classes)
 
 
-# --- outputs ----------------------------------------------------------------------------------
-
-
-def test_write_outputs(tmp_path, harmed_populations):
-    result = pie_audit.compare(*harmed_populations)
-    out = write_outputs(result, tmp_path / "reports" / "run")
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary == json.loads(json.dumps(result.to_summary()))
-    examples = pd.read_parquet(out / "examples.parquet")
-    pd.testing.assert_frame_equal(examples, result.examples)
-    classes = pd.read_csv(out / "classes.csv")
-    assert classes["label"].tolist() == list(range(5))
-    np.testing.assert_allclose(classes["q_value"], result.classes["q_value"])
-    html = (out / "report.html").read_text()
-    assert "Gate FAILED" in html
-
-
-def test_write_outputs_replaces_a_previous_report(tmp_path, harmed_populations, identical_populations):
-    out = tmp_path / "report"
-    write_outputs(pie_audit.compare(*harmed_populations), out)
-    (out / "report.html").write_text("stale")
-    write_outputs(pie_audit.compare(*identical_populations), out)
-    assert json.loads((out / "summary.json").read_text())["gate"]["passed"] is True
-    assert (out / "report.html").read_text() != "stale"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "pruned", "report", "same-base", "same-pruned"]
-
-
-def test_write_outputs_refuses_a_foreign_directory(tmp_path, identical_populations):
-    out = tmp_path / "mine"
-    out.mkdir()
-    (out / "notes.txt").write_text("keep")
-    with pytest.raises(OutputError):
-        write_outputs(pie_audit.compare(*identical_populations), out)
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
-
-
-def test_report_escapes_names(tmp_path, audit_labels):
-    names = ["<script>alert(1)</script>", "b", "c", "d", "e"]
-    base = planted_predictions(4, audit_labels, accuracy=0.9, n_classes=5, seed=1)
-    pruned = planted_predictions(4, audit_labels, accuracy=0.9, n_classes=5, seed=2, class_accuracy={0: 0.3})
-    b = write_population(tmp_path / "b<&>", base, audit_labels, classes=names)
-    p = write_population(tmp_path / "p", pruned, audit_labels)
-    out = write_outputs(pie_audit.compare(b, p), tmp_path / "out")
-    html = (out / "report.html").read_text()
-    # The class name is text; the only script is the report's own table sorter.
-    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
-    assert "b&lt;&amp;&gt;" in html
-
-
 def test_nothing_written_on_bad_input(tmp_path, identical_populations):
     shutil.rmtree(identical_populations[1] / "model-003")
     (identical_populations[1] / "model-003").mkdir()
@@ -250,3 +197,57 @@ def test_repr_is_a_one_line_verdict(tmp_path):
     text = repr(pie_audit.compare(tmp_path / "b", tmp_path / "p"))
     assert text.startswith("<CompareResult: 30 examples, 3 classes; accuracy ")
     assert "0 PIEs (0.00%)" in text and text.endswith("gate passed>")
+
+
+def test_swapping_baseline_and_pruned_negates_the_effects(harmed_populations):
+    forward = pie_audit.compare(*harmed_populations, n_bootstrap=200)
+    backward = pie_audit.compare(*reversed(harmed_populations), n_bootstrap=200)
+    f, b = forward.classes, backward.classes
+    for column in ("recall_change", "normalized_change", "t_statistic"):
+        np.testing.assert_allclose(b[column], -f[column], atol=1e-12)
+    np.testing.assert_allclose(b["p_value"], f["p_value"])
+    np.testing.assert_allclose(b["q_value"], f["q_value"])
+    np.testing.assert_array_equal(b["baseline_recall_mean"], f["pruned_recall_mean"])
+    swapped = {"harmed": "helped", "helped": "harmed", "none": "none"}
+    assert b["direction"].tolist() == [swapped[d] for d in f["direction"]]
+    assert (backward.n_harmed, backward.n_helped) == (forward.n_helped, forward.n_harmed)
+    assert backward.accuracy_drop == pytest.approx(-forward.accuracy_drop)
+    # A PIE is symmetric: the two modal labels differ whichever side is called pruned.
+    np.testing.assert_array_equal(backward.examples["pie"], forward.examples["pie"])
+    assert backward.pies.count == forward.pies.count
+
+
+def test_derived_values_agree_with_the_frames(harmed_populations):
+    result = pie_audit.compare(*harmed_populations)
+    assert result.n_harmed == len(result.harmed) == 1
+    assert result.n_helped == len(result.helped)
+    assert result.baseline.n_models == 8 and result.pruned.n_models == 8
+    assert result.baseline.accuracy_mean == pytest.approx(result.baseline_accuracy.mean())
+    assert result.pruned.accuracy_std == pytest.approx(result.pruned_accuracy.std(ddof=1))
+    assert result.pruned.accuracy_min == result.pruned_accuracy.min()
+    assert result.accuracy_drop == pytest.approx(
+        result.baseline_accuracy.mean() - result.pruned_accuracy.mean()
+    )
+    summary = result.to_summary()
+    assert summary["impacted"] == {"harmed": result.n_harmed, "helped": result.n_helped}
+    assert summary["pruned"]["accuracy_std"] == result.pruned.accuracy_std
+
+
+def test_settings_come_from_a_config_file_then_the_arguments(tmp_path, harmed_populations):
+    config = tmp_path / "pyproject.toml"
+    config.write_text(
+        "[tool.pie-audit]\nalpha = 0.01\nmax-class-drop = 0.5\nmax-pie-fraction = 0.0\nseed = 3\n"
+    )
+    result = pie_audit.compare(*harmed_populations, config=config, seed=4, rules={"max_class_drop": 0.01})
+    assert result.settings["alpha"] == 0.01 and result.settings["seed"] == 4
+    assert result.gate.rules == pie_audit.GateRules(max_class_drop=0.01, max_pie_fraction=0.0)
+    # A GateRules replaces every rule, whatever the file says.
+    result = pie_audit.compare(*harmed_populations, config=config, rules=pie_audit.GateRules())
+    assert result.gate.rules == pie_audit.GateRules()
+    assert result.settings["alpha"] == 0.01
+
+
+def test_settings_are_recorded_in_full(harmed_populations):
+    result = pie_audit.compare(*harmed_populations)
+    expected = {f.name for f in fields(pie_audit.Settings)} - {"rules", "source"}
+    assert set(result.settings) == expected

@@ -5,16 +5,7 @@ import pandas as pd
 import pytest
 
 from pie_audit.errors import ConfigError
-from pie_audit.gate import (
-    BAD_VALUE,
-    NO_CONFIG,
-    UNKNOWN_KEY,
-    GateRules,
-    evaluate_gate,
-    junit_xml,
-    read_settings,
-    rules_from,
-)
+from pie_audit.gate import GateRules, evaluate_gate, junit_xml
 
 
 def _classes(changes, directions):
@@ -117,63 +108,6 @@ def test_to_dict():
     }
     assert d["failures"][0]["rule"] == "max_class_drop"
     assert d["failures"][0]["classes"] == ["0"]
-
-
-# --- [tool.pie-audit] -----------------------------------------------------------------------
-
-
-def test_read_settings(tmp_path):
-    path = tmp_path / "pyproject.toml"
-    path.write_text(
-        "[project]\nname = 'x'\n\n[tool.pie-audit]\nmax-class-drop = 0.05\nmax_pie_fraction = 0.1\n"
-        "max-harmed-classes = 2\nalpha = 0.1\ncorrection = 'none'\n\n[tool.pie-audit.train]\nepochs = 3\n"
-    )
-    settings = read_settings(path)
-    assert settings == {
-        "max_class_drop": 0.05,
-        "max_pie_fraction": 0.1,
-        "max_harmed_classes": 2,
-        "alpha": 0.1,
-        "correction": "none",
-    }
-    assert rules_from(settings) == GateRules(max_class_drop=0.05, max_pie_fraction=0.1, max_harmed_classes=2)
-
-
-def test_read_settings_without_table(tmp_path):
-    path = tmp_path / "pyproject.toml"
-    path.write_text("[project]\nname = 'x'\n")
-    assert read_settings(path) == {}
-
-
-def test_read_settings_missing_file(tmp_path):
-    assert read_settings(tmp_path / "pyproject.toml", required=False) == {}
-    with pytest.raises(ConfigError) as e:
-        read_settings(tmp_path / "pyproject.toml")
-    assert str(e.value) == NO_CONFIG.format(path=tmp_path / "pyproject.toml")
-
-
-def test_read_settings_rejects_unknown_key(tmp_path):
-    path = tmp_path / "pyproject.toml"
-    path.write_text("[tool.pie-audit]\nmax-clas-drop = 0.05\n")
-    with pytest.raises(ConfigError) as e:
-        read_settings(path)
-    assert str(e.value).startswith(UNKNOWN_KEY.format(path=path, key="max-clas-drop", known="")[:-1])
-
-
-def test_read_settings_rejects_wrong_type(tmp_path):
-    path = tmp_path / "pyproject.toml"
-    path.write_text("[tool.pie-audit]\nmax-harmed-classes = 'two'\n")
-    with pytest.raises(ConfigError) as e:
-        read_settings(path)
-    assert str(e.value) == BAD_VALUE.format(path=path, key="max-harmed-classes", expected="an integer", value="two")
-
-
-def test_read_settings_rejects_invalid_toml(tmp_path):
-    path = tmp_path / "pyproject.toml"
-    path.write_text("[tool.pie-audit\n")
-    with pytest.raises(ConfigError) as e:
-        read_settings(path)
-    assert str(e.value).startswith(f"{path}: not valid TOML (")
 
 
 # --- JUnit ----------------------------------------------------------------------------------

@@ -11,19 +11,19 @@ from markupsafe import escape
 from synthetic import planted_predictions, write_population
 
 import pie_audit
-from pie_audit.compare import write_outputs
 from pie_audit.plots import MAX_PLOTTED_CLASSES
-from pie_audit.report import render_report
+from pie_audit.report import GALLERY_SIZE, Gallery, render_report
 from pie_audit.store import Population
-from pie_audit.thumbnails import GALLERY_SIZE, NO_DATASET, Thumbnails, png_data_uri
+from pie_audit.thumbnails import NO_DATASET, Thumbnails, png_data_uri
 
 MAX_BYTES = 5 * 1024 * 1024
 WHEN = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 EVIL = "<script>alert(1)</script>"
 
 
-def render(result, **kwargs):
-    return render_report(result, created_at=WHEN, **kwargs)
+def render(result, *, thumbnails=None, **kwargs):
+    gallery = None if thumbnails is None else Gallery(result.top_pies(GALLERY_SIZE), thumbnails)
+    return render_report(result, gallery=gallery, created_at=WHEN, **kwargs)
 
 
 def class_table(html):
@@ -209,13 +209,6 @@ def test_gallery_with_images(harmed_result):
     assert f'<img src="{images[first]}" alt="test example {first}, labelled' in html
     assert html.count("<img ") == len(top)
     assert NO_DATASET not in html
-
-
-def test_write_outputs_uses_the_full_report(tmp_path, harmed_populations):
-    result = pie_audit.compare(*harmed_populations, n_bootstrap=50)
-    out = write_outputs(result, tmp_path / "r", command=["pie-audit", "compare"], sweep_link="../index.html")
-    html = (out / "report.html").read_text()
-    assert 'id="class-table"' in html and '<a href="../index.html">' in html
 
 
 # --- scale --------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import pie_audit
-from pie_audit.compare import write_outputs
-from pie_audit.thumbnails import GALLERY_SIZE, Thumbnails, png_data_uri
+from pie_audit.outputs import write_outputs
+from pie_audit.report import GALLERY_SIZE, Gallery
+from pie_audit.thumbnails import Thumbnails, png_data_uri
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -39,7 +40,8 @@ def report(tmp_path, harmed_populations):
     result = pie_audit.compare(*harmed_populations, n_bootstrap=200)
     top = result.top_pies(GALLERY_SIZE)
     images = {int(i): png_data_uri(np.outer(np.arange(8), np.ones(8)) * (i % 7)) for i in top["example_id"]}
-    write_outputs(result, tmp_path / "report", thumbnails=Thumbnails(images=images), command=["pie-audit", "compare"])
+    gallery = Gallery(top, Thumbnails(images=images))
+    write_outputs(result, tmp_path / "report", gallery=gallery, command=["pie-audit", "compare"])
     return result, tmp_path / "report" / "report.html"
 
 

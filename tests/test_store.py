@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pie_audit.errors import FormatError, OutputError
+from pie_audit.errors import FormatError
 from pie_audit.store import (
     BAD_CLASSES,
     BAD_RUN_JSON,
@@ -25,12 +25,10 @@ from pie_audit.store import (
     NO_PREDICTIONS,
     NO_ROWS,
     NOT_A_DIRECTORY,
-    NOT_A_REPORT,
     NOT_INTEGER,
     check_populations,
     load_population,
     read_predictions,
-    replace_directory,
 )
 from synthetic import write_population
 
@@ -326,39 +324,3 @@ def test_prediction_outside_class_list(tmp_path):
         base,
         pruned,
     )
-
-
-# --- replace_directory ----------------------------------------------------------------------
-
-
-def test_replace_directory_creates_and_replaces_a_report(tmp_path):
-    out = tmp_path / "reports" / "r"
-    with replace_directory(out) as tmp:
-        (tmp / "summary.json").write_text("1")
-        (tmp / "classes.csv").write_text("old")
-    with replace_directory(out) as tmp:
-        (tmp / "summary.json").write_text("2")
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
-    assert (out / "summary.json").read_text() == "2"
-    assert sorted(p.name for p in out.parent.iterdir()) == ["r"]
-
-
-def test_replace_directory_keeps_the_old_report_on_error(tmp_path):
-    out = tmp_path / "r"
-    with replace_directory(out) as tmp:
-        (tmp / "summary.json").write_text("1")
-    with pytest.raises(RuntimeError), replace_directory(out) as tmp:
-        (tmp / "summary.json").write_text("half")
-        raise RuntimeError
-    assert (out / "summary.json").read_text() == "1"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
-
-
-def test_replace_directory_refuses_foreign_content(tmp_path):
-    out = tmp_path / "r"
-    out.mkdir()
-    (out / "thesis.tex").write_text("precious")
-    with pytest.raises(OutputError) as e, replace_directory(out):
-        pass
-    assert str(e.value) == NOT_A_REPORT.format(path=out, entry="thesis.tex")
-    assert (out / "thesis.tex").read_text() == "precious"

@@ -5,8 +5,6 @@ Each command lives in its own module and registers itself on :data:`app`.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 
 import typer
@@ -21,12 +19,14 @@ app = typer.Typer(
     add_completion=False,
 )
 
+EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 
 def _version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from .._version import __version__
 
         typer.echo(f"pie-audit {__version__}")
         raise typer.Exit()
@@ -41,16 +41,8 @@ def _root(
     """Audit what pruning does to a neural network, class by class and example by example."""
 
 
-def fail(message: str) -> "typer.Exit":
-    """Print a one-line error and return the exit to raise (code 2)."""
-    typer.echo(f"pie-audit: error: {message}", err=True)
-    return typer.Exit(EXIT_BAD_INPUT)
-
-
-# Commands register themselves on import; a command module not written yet is simply absent.
-for _command in ("train", "compare", "report"):
-    if importlib.util.find_spec(f"{__name__}.{_command}") is not None:
-        importlib.import_module(f"{__name__}.{_command}")
+# Commands register themselves on ``app`` when imported.
+from . import compare, report, train  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,4 +54,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         typer.echo("pie-audit: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)

@@ -5,49 +5,29 @@ Exit codes: 0 when the gate passes, 1 when it fails, 2 on bad input or usage.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
-from . import app
-
-EXIT_GATE_FAILED = 1
-DEFAULT_CONFIG = Path("pyproject.toml")
-
-
-# Options shared with ``pie-audit report`` (the sweep), declared once.
-Alpha = Annotated[Optional[float], typer.Option(help="Significance level for q-values. \\[default: 0.05]")]
-Correction = Annotated[
-    Optional[str], typer.Option(help="fdr_bh (Benjamini-Hochberg) or none (raw p). \\[default: fdr_bh]")
-]
-TieBreak = Annotated[
-    Optional[str], typer.Option(help="Tied modal labels: lowest or highest class index. \\[default: lowest]")
-]
-MaxClassDrop = Annotated[
-    Optional[float],
-    typer.Option(help="Fail when a class is significantly harmed by more than this (normalized recall, fraction). \\[default: 0.02]"),
-]
-MaxPieFraction = Annotated[Optional[float], typer.Option(help="Fail when the PIE fraction exceeds this.")]
-MaxAccuracyDrop = Annotated[
-    Optional[float], typer.Option(help="Fail when mean accuracy drops by more than this (fraction).")
-]
-MaxHarmedClasses = Annotated[
-    Optional[int], typer.Option(help="Fail when more classes than this are significantly harmed.")
-]
-Config = Annotated[
-    Optional[Path],
-    typer.Option(help="pyproject.toml with \\[tool.pie-audit] settings. Default: ./pyproject.toml if present."),
-]
-Seed = Annotated[Optional[int], typer.Option(help="Bootstrap seed. \\[default: 0]")]
-NBootstrap = Annotated[Optional[int], typer.Option(help="Bootstrap resamples. \\[default: 1000]")]
-DataRoot = Annotated[
-    Path, typer.Option(help="Where to find the dataset named in run.json, for the report's PIE images.")
-]
-NoImages = Annotated[bool, typer.Option("--no-images", help="Show PIEs as ids and labels, without images.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+from . import EXIT_GATE_FAILED, app
+from ._options import (
+    Alpha,
+    Config,
+    Correction,
+    DataRoot,
+    MaxAccuracyDrop,
+    MaxClassDrop,
+    MaxHarmedClasses,
+    MaxPieFraction,
+    NBootstrap,
+    NoImages,
+    Quiet,
+    Seed,
+    TieBreak,
+    command_line,
+    settings_from,
+)
 
 
 @app.command()
@@ -77,63 +57,19 @@ def compare(
 
     Exit 0 when the gate passes, 1 when it fails, 2 on bad input.
     """
-    from ..compare import compare as run_compare
-    from ..compare import write_outputs
-    from ..gate import junit_xml
-    from ..store import atomic_file
+    from ..compare import compare_populations
+    from ..outputs import pie_gallery, write_junit, write_outputs
 
-    rules, options = compare_settings(ctx.params)
-    result = run_compare(baseline, pruned, rules=rules, **options)
+    result = compare_populations(baseline, pruned, settings=settings_from(ctx.params))
     out = out if out is not None else Path("reports") / Path(pruned).resolve().name
-    write_outputs(result, out, thumbnails=thumbnails(result, data_root, no_images), command=command_line())
+    gallery = pie_gallery(result, data_root=None if no_images else data_root)
+    write_outputs(result, out, gallery=gallery, command=command_line())
     if junit is not None:
-        with atomic_file(junit) as fh:
-            fh.write(junit_xml(result.gate))
+        write_junit(result, junit)
     if not quiet:
         _print_verdict(result, out)
     if not result.gate.passed:
         raise typer.Exit(EXIT_GATE_FAILED)
-
-
-SETTINGS = (
-    "alpha",
-    "correction",
-    "tie_break",
-    "seed",
-    "n_bootstrap",
-    "max_class_drop",
-    "max_pie_fraction",
-    "max_accuracy_drop",
-    "max_harmed_classes",
-)
-
-
-def compare_settings(params: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The gate rules and :func:`pie_audit.compare.compare` options of a command's parameters.
-
-    Command-line options win over ``[tool.pie-audit]`` in ``params["config"]`` (default
-    ``./pyproject.toml`` if present), which wins over the defaults.
-    """
-    from ..gate import read_settings, rules_from
-
-    config = params["config"]
-    settings = read_settings(config or DEFAULT_CONFIG, required=config is not None)
-    settings.update({k: params[k] for k in SETTINGS if params[k] is not None})
-    rules = rules_from(settings)
-    options = {k: settings[k] for k in ("alpha", "correction", "tie_break", "seed", "n_bootstrap") if k in settings}
-    return rules, options
-
-
-def thumbnails(result, data_root: Path, no_images: bool):  # noqa: ANN001, ANN201 - lazy imports
-    """The report gallery's images, or the reason there are none."""
-    from ..thumbnails import IMAGES_OFF, Thumbnails, pie_thumbnails
-
-    return Thumbnails(note=IMAGES_OFF) if no_images else pie_thumbnails(result, data_root=data_root)
-
-
-def command_line() -> list[str]:
-    """This process's command line, for the report's provenance."""
-    return ["pie-audit", *sys.argv[1:]]
 
 
 def _print_verdict(result, out: Path) -> None:  # noqa: ANN001 - CompareResult, imported lazily
@@ -142,20 +78,17 @@ def _print_verdict(result, out: Path) -> None:  # noqa: ANN001 - CompareResult, 
     console = Console(highlight=False, soft_wrap=True)
     gate = result.gate
     pies = result.pies
-    base, pruned = result.baseline_accuracy, result.pruned_accuracy
     if gate.passed:
         console.print("[bold green]gate PASSED[/]")
     else:
         console.print(f"[bold red]gate FAILED[/] ({len(gate.failures)} rule(s))")
         for failure in gate.failures:
             console.print(f"  - {failure.message}", markup=False)
-    harmed = int((result.classes["direction"] == "harmed").sum())
-    helped = int((result.classes["direction"] == "helped").sum())
     console.print(
-        f"accuracy {base.mean():.2%} ({len(base)} baseline models) -> "
-        f"{pruned.mean():.2%} ({len(pruned)} pruned models); "
+        f"accuracy {result.baseline.accuracy_mean:.2%} ({result.baseline.n_models} baseline models) -> "
+        f"{result.pruned.accuracy_mean:.2%} ({result.pruned.n_models} pruned models); "
         f"PIEs {pies.count} of {len(result.examples)} ({pies.fraction:.2%}), {pies.n_tied} tied; "
-        f"classes harmed {harmed}, helped {helped}",
+        f"classes harmed {result.n_harmed}, helped {result.n_helped}",
         markup=False,
     )
     for note in result.notes:

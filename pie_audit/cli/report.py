@@ -8,13 +8,12 @@ Writes ``OUT/<pruned name>/`` (the files of ``pie-audit compare``) per pruned po
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from . import app
-from .compare import (
-    EXIT_GATE_FAILED,
+from . import EXIT_GATE_FAILED, app
+from ._options import (
     Alpha,
     Config,
     Correction,
@@ -29,8 +28,7 @@ from .compare import (
     Seed,
     TieBreak,
     command_line,
-    compare_settings,
-    thumbnails,
+    settings_from,
 )
 
 
@@ -60,29 +58,30 @@ def report(
 
     Exit 0 when every gate passes, 1 when any fails, 2 on bad input.
     """
-    from ..sweep import sweep, write_sweep
+    from ..outputs import pie_gallery, write_sweep
+    from ..sweep import sweep
 
-    rules, options = compare_settings(ctx.params)
-    results = sweep(baseline, pruned, rules=rules, **options)
-    images = [thumbnails(result, data_root, no_images) for _, result in results]
-    write_sweep(results, out, baseline=baseline, thumbnails=images, command=command_line())
-    failed = [name for name, result in results if not result.gate.passed]
+    results = sweep(baseline, pruned, settings=settings_from(ctx.params))
+    galleries = [pie_gallery(result, data_root=None if no_images else data_root) for _, result in results]
+    write_sweep(results, out, baseline=baseline, galleries=galleries, command=command_line())
     if not quiet:
         _print_summary(results, out)
-    if failed:
+    if not all(result.gate.passed for _, result in results):
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
 def _print_summary(results, out: Path) -> None:  # noqa: ANN001 - CompareResults, imported lazily
     from rich.console import Console
 
+    from ..outputs import SWEEP_PAGE
+
     console = Console(highlight=False, soft_wrap=True)
     for name, result in results:
         status = "[green]PASSED[/]" if result.gate.passed else "[red]FAILED[/]"
         console.print(f"{status} ", end="")
         console.print(
-            f"{name}: accuracy {result.pruned_accuracy.mean():.2%}, PIEs {result.pies.fraction:.2%}, "
-            f"classes harmed {int((result.classes['direction'] == 'harmed').sum())}",
+            f"{name}: accuracy {result.pruned.accuracy_mean:.2%}, PIEs {result.pies.fraction:.2%}, "
+            f"classes harmed {result.n_harmed}",
             markup=False,
         )
-    console.print(f"sweep: {out / 'index.html'}", markup=False)
+    console.print(f"sweep: {out / SWEEP_PAGE}", markup=False)

@@ -1,0 +1,123 @@
+"""Report and sweep directories: what is written, what is replaced, what is refused."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic import planted_predictions, write_population
+
+import pie_audit
+from pie_audit.data import dataset_hash, load_dataset
+from pie_audit.errors import OutputError
+from pie_audit.outputs import (
+    OUTPUT_FILES,
+    REPORT_FILE,
+    REPORT_FILES,
+    pie_gallery,
+    write_junit,
+    write_outputs,
+)
+from pie_audit.report import GALLERY_SIZE
+from pie_audit.thumbnails import NO_DATASET
+
+def test_write_outputs(tmp_path, harmed_populations):
+    result = pie_audit.compare(*harmed_populations)
+    out = write_outputs(result, tmp_path / "reports" / "run")
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(result.to_summary()))
+    examples = pd.read_parquet(out / "examples.parquet")
+    pd.testing.assert_frame_equal(examples, result.examples)
+    classes = pd.read_csv(out / "classes.csv")
+    assert classes["label"].tolist() == list(range(5))
+    np.testing.assert_allclose(classes["q_value"], result.classes["q_value"])
+    html = (out / "report.html").read_text()
+    assert "Gate FAILED" in html
+
+
+def test_write_outputs_replaces_a_previous_report(tmp_path, harmed_populations, identical_populations):
+    out = tmp_path / "report"
+    write_outputs(pie_audit.compare(*harmed_populations), out)
+    (out / "report.html").write_text("stale")
+    write_outputs(pie_audit.compare(*identical_populations), out)
+    assert json.loads((out / "summary.json").read_text())["gate"]["passed"] is True
+    assert (out / "report.html").read_text() != "stale"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "pruned", "report", "same-base", "same-pruned"]
+
+
+def test_write_outputs_refuses_a_foreign_directory(tmp_path, identical_populations):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    with pytest.raises(OutputError):
+        write_outputs(pie_audit.compare(*identical_populations), out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_report_escapes_names(tmp_path, audit_labels):
+    names = ["<script>alert(1)</script>", "b", "c", "d", "e"]
+    base = planted_predictions(4, audit_labels, accuracy=0.9, n_classes=5, seed=1)
+    pruned = planted_predictions(4, audit_labels, accuracy=0.9, n_classes=5, seed=2, class_accuracy={0: 0.3})
+    b = write_population(tmp_path / "b<&>", base, audit_labels, classes=names)
+    p = write_population(tmp_path / "p", pruned, audit_labels)
+    out = write_outputs(pie_audit.compare(b, p), tmp_path / "out")
+    html = (out / "report.html").read_text()
+    # The class name is text; the only script is the report's own table sorter.
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+    assert "b&lt;&amp;&gt;" in html
+
+
+def test_write_outputs_uses_the_full_report(tmp_path, harmed_populations):
+    result = pie_audit.compare(*harmed_populations, n_bootstrap=50)
+    out = write_outputs(result, tmp_path / "r", command=["pie-audit", "compare"], sweep_link="../index.html")
+    html = (out / "report.html").read_text()
+    assert 'id="class-table"' in html and '<a href="../index.html">' in html
+
+
+
+
+def test_report_files_are_what_write_outputs_writes_plus_junit():
+    assert REPORT_FILES == {*OUTPUT_FILES, "junit.xml"}
+    assert REPORT_FILE in OUTPUT_FILES
+
+
+def test_write_junit_replaces_atomically(tmp_path, harmed_populations):
+    result = pie_audit.compare(*harmed_populations)
+    path = write_junit(result, tmp_path / "ci" / "gate.xml")
+    assert '<failure message="' in path.read_text()
+    with pytest.raises(OutputError):
+        write_junit(result, tmp_path)
+
+
+# --- the gallery ---------------------------------------------------------------------------------
+
+
+def test_gallery_rows_are_chosen_once_for_images_and_page(tmp_path):
+    """Digits predictions with a recorded hash: the gallery's rows and its images agree."""
+    digits = load_dataset("digits")
+    labels = digits.y_test.numpy()
+    ids = digits.example_ids
+    base = planted_predictions(4, labels, accuracy=0.95, n_classes=10, seed=1)
+    pruned = planted_predictions(4, labels, accuracy=0.8, n_classes=10, seed=2, class_accuracy={3: 0.3})
+    run = {"dataset": {"name": "digits", "hash": dataset_hash(ids, labels)}}
+    b = write_population(tmp_path / "b", base, labels, example_ids=ids, run=run)
+    p = write_population(tmp_path / "p", pruned, labels, example_ids=ids, run=run)
+    result = pie_audit.compare(b, p, n_bootstrap=50)
+    gallery = pie_gallery(result, data_root=tmp_path)
+    pd.testing.assert_frame_equal(gallery.rows, result.top_pies(GALLERY_SIZE))
+    assert sorted(gallery.thumbnails.images) == sorted(gallery.rows["example_id"].tolist())
+    assert gallery.thumbnails.note is None
+    html = (write_outputs(result, tmp_path / "r", gallery=gallery) / REPORT_FILE).read_text()
+    assert html.count("<img ") == len(gallery.rows) > 0
+    # Without a data root, the same rows and no image.
+    plain = pie_gallery(result)
+    pd.testing.assert_frame_equal(plain.rows, gallery.rows)
+    assert not plain.thumbnails.images and plain.thumbnails.note
+
+
+def test_gallery_without_a_dataset_record_says_why(harmed_populations, tmp_path):
+    result = pie_audit.compare(*harmed_populations)
+    gallery = pie_gallery(result, data_root=tmp_path)
+    assert gallery.thumbnails.note == NO_DATASET
+    assert len(gallery.rows) == min(result.pies.count, GALLERY_SIZE)
