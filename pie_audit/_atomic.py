@@ -28,6 +28,7 @@ __all__ = [
     "replace_directory",
     "write_json",
     "remove_stale_temporaries",
+    "check_file_target",
 ]
 
 #: Prefix of every temporary entry; readers of a directory skip hidden entries, so an interrupted
@@ -194,6 +195,22 @@ def replace_directory(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_file_target(path: str | Path) -> None:
+    """Refuse, before anything is written, a file path that :func:`atomic_file` could not write.
+
+    Raises
+    ------
+    OutputError
+        ``path`` is a directory, or the nearest existing directory above it is not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory; expected a file path")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(CANNOT_WRITE.format(path=path.parent, reason=f"{parent} is not a writable directory"))
 
 
 def write_json(path: str | Path, obj: Mapping[str, Any]) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from ._atomic import atomic_file, replace_directory
+from ._atomic import atomic_file, check_file_target, replace_directory
 from .compare import CompareResult
 from .errors import OutputError
 from .gate import junit_xml
@@ -49,6 +49,10 @@ JUNIT_FILE = "junit.xml"
 OUTPUT_FILES = (SUMMARY_FILE, EXAMPLES_FILE, CLASSES_FILE, REPORT_FILE)
 #: What a report directory may hold; anything else there is the user's and is never replaced.
 REPORT_FILES = frozenset({*OUTPUT_FILES, JUNIT_FILE})
+OUT_IN_INPUT = (
+    "{out}: the output would {relation} the population {population}; choose an output directory "
+    "outside the populations"
+)
 NOT_A_SWEEP = (
     "{path}: exists and holds {entry!r}, which is not part of a pie-audit sweep; refusing to replace it"
 )
@@ -84,6 +88,21 @@ def pie_gallery(
     return Gallery(rows=rows, thumbnails=images)
 
 
+def _check_apart_from_inputs(out: Path, results: Sequence[CompareResult]) -> None:
+    """Refuse an output inside an input population (the next audit would read it as a model)."""
+    target = out.resolve()
+    for result in results:
+        for population in (result.baseline_dir, result.pruned_dir):
+            population = Path(population).resolve()
+            if target == population or population in target.parents:
+                relation = "replace" if target == population else "lie inside"
+            elif target in population.parents:
+                relation = "contain"
+            else:
+                continue
+            raise OutputError(OUT_IN_INPUT.format(out=out, relation=relation, population=population))
+
+
 def _is_report_file(entry: Path) -> bool:
     return entry.name in REPORT_FILES and not entry.is_dir()
 
@@ -93,14 +112,16 @@ def write_outputs(
     out: str | Path,
     *,
     gallery: Gallery | None = None,
+    junit: str | Path | None = None,
     command: Sequence[str] | None = None,
     sweep_link: str | None = None,
 ) -> Path:
     """Write ``summary.json``, ``examples.parquet``, ``classes.csv`` and ``report.html``.
 
     The files are written into a temporary directory that then replaces ``out``: ``out`` may be
-    missing or hold a previous report (:data:`REPORT_FILES`); anything else is refused before
-    anything is written.
+    missing or hold a previous report (:data:`REPORT_FILES`); anything else, an ``out`` inside
+    or around an audited population, or a ``junit`` path that cannot be written is refused
+    before anything is written.
 
     Parameters
     ----------
@@ -109,6 +130,8 @@ def write_outputs(
         The report directory.
     gallery : Gallery, optional
         The report's PIE gallery (:func:`pie_gallery`); default: its PIEs without images.
+    junit : str or Path, optional
+        Also write the gate as JUnit XML there (:func:`write_junit`).
     command : sequence of str, optional
         The command line, recorded in the report's provenance.
     sweep_link : str, optional
@@ -125,11 +148,16 @@ def write_outputs(
         ``out`` holds files that are not a report, or cannot be written.
     """
     out = Path(out)
+    _check_apart_from_inputs(out, [result])
+    if junit is not None:
+        check_file_target(junit)
     gallery = gallery if gallery is not None else pie_gallery(result)
     # Rendered first: the slowest step, and nothing is replaced if it fails.
     html = render_report(result, gallery=gallery, command=command, sweep_link=sweep_link)
     with replace_directory(out, accept=_is_report_file, what="report") as tmp:
         _write_report_files(result, tmp, html)
+    if junit is not None:
+        write_junit(result, junit)
     return out
 
 
@@ -193,6 +221,7 @@ def write_sweep(
         ``out`` holds something that is not a sweep, or cannot be written.
     """
     out = Path(out)
+    _check_apart_from_inputs(out, [result for _, result in results])
     if out.is_dir():
         # Checked here too, with the sweep's own message, before any page is rendered.
         for entry in out.iterdir():

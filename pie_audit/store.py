@@ -49,6 +49,9 @@ PREDICTIONS_FILE = "predictions.parquet"
 RUN_FILE = "run.json"
 MODEL_FILE = "model.pt"
 REQUIRED_COLUMNS = ("example_id", "label", "prediction")
+#: Without a class list, classes are numbered 0 .. C-1 from the largest index found; beyond this
+#: (more than ImageNet-21k's 21,841 classes several times over) an index is taken for corruption.
+MAX_UNNAMED_CLASSES = 100_000
 
 
 def probability_column(k: int) -> str:
@@ -124,6 +127,11 @@ BAD_RUN_JSON = "{path}: not valid JSON ({reason})"
 RUN_NOT_OBJECT = "{path}: expected a JSON object"
 BAD_CLASSES = "{path}: 'classes' must be a non-empty list of strings"
 CLASS_MISMATCH = "{path}: class list differs from {reference} ({detail})"
+TOO_MANY_CLASSES = (
+    "{path}: column '{column}' has value {value}, and no run.json lists the classes; without a "
+    "class list pie-audit accepts class indices below {limit:,}: list the classes in run.json "
+    "'classes' or check the file"
+)
 CLASS_OUT_OF_RANGE = (
     "{path}: column '{column}' has value {value}, but {reference} lists only {n} classes"
 )
@@ -301,8 +309,11 @@ def load_population(path: Path) -> Population:
     predictions = np.empty((len(files), ref_ids.size), dtype=np.int64)
     predictions[0] = first
     for m, file in enumerate(files[1:], start=1):
-        ids, labels, predictions[m] = read_predictions(file)
+        ids, labels, row = read_predictions(file)
+        # Checked before the row is stored: a file with more or fewer rows must be reported
+        # against the first one, not fail to fit the matrix.
         _check_same_examples(file, ids, labels, files[0], ref_ids, ref_labels)
+        predictions[m] = row
 
     runs: list[dict[str, Any] | None] = []
     classes: tuple[str, ...] | None = None
@@ -417,25 +428,33 @@ def check_populations(baseline: Population, pruned: Population) -> tuple[str, ..
                 )
             )
     named = baseline if baseline.classes is not None else pruned
+    largest = [found for population in (baseline, pruned) for found in _largest_indices(population)]
     if named.classes is not None:
         n = len(named.classes)
-        for population in (baseline, pruned):
-            per_model = population.predictions.max(axis=1)
-            m = int(per_model.argmax())
-            for column, high, file in (
-                ("label", population.labels.max(), population.reference_file),
-                ("prediction", per_model[m], population.path / population.models[m] / PREDICTIONS_FILE),
-            ):
-                if high >= n:
-                    raise FormatError(
-                        CLASS_OUT_OF_RANGE.format(
-                            path=file, column=column, value=high, reference=named.classes_source, n=n
-                        )
+        for column, high, file in largest:
+            if high >= n:
+                raise FormatError(
+                    CLASS_OUT_OF_RANGE.format(
+                        path=file, column=column, value=high, reference=named.classes_source, n=n
                     )
+                )
         return named.classes
-    n = 1 + max(
-        int(baseline.labels.max()),
-        int(baseline.predictions.max()),
-        int(pruned.predictions.max()),
-    )
+    for column, high, file in largest:
+        if high >= MAX_UNNAMED_CLASSES:
+            # Every class up to the largest index gets a row and a name: an index like 10**12 is
+            # a corrupt file, not a class count to allocate.
+            raise FormatError(
+                TOO_MANY_CLASSES.format(path=file, column=column, value=high, limit=MAX_UNNAMED_CLASSES)
+            )
+    n = 1 + max(high for _, high, _ in largest)
     return tuple(str(k) for k in range(n))
+
+
+def _largest_indices(population: Population) -> list[tuple[str, int, Path]]:
+    """The largest label and the largest prediction of a population, with the file holding each."""
+    per_model = population.predictions.max(axis=1)
+    m = int(per_model.argmax())
+    return [
+        ("label", int(population.labels.max()), population.reference_file),
+        ("prediction", int(per_model[m]), population.path / population.models[m] / PREDICTIONS_FILE),
+    ]

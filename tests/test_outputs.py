@@ -121,3 +121,39 @@ def test_gallery_without_a_dataset_record_says_why(harmed_populations, tmp_path)
     gallery = pie_gallery(result, data_root=tmp_path)
     assert gallery.thumbnails.note == NO_DATASET
     assert len(gallery.rows) == min(result.pies.count, GALLERY_SIZE)
+
+
+# --- refusals before anything is written ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["inside", "same", "around"])
+def test_an_output_inside_or_around_an_input_is_refused(tmp_path, harmed_populations, where):
+    base, pruned = harmed_populations
+    result = pie_audit.compare(base, pruned, n_bootstrap=50)
+    out = {"inside": pruned / "report", "same": pruned, "around": tmp_path}[where]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(OutputError, match="choose an output directory outside the populations"):
+        write_outputs(result, out)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_user_directory_named_like_a_report_file_is_not_replaced(tmp_path, identical_populations):
+    out = tmp_path / "out"
+    (out / "report.html").mkdir(parents=True)
+    (out / "report.html" / "mine.txt").write_text("keep")
+    with pytest.raises(OutputError, match="'report.html', which is not part of a pie-audit report"):
+        write_outputs(pie_audit.compare(*identical_populations), out)
+    assert (out / "report.html" / "mine.txt").read_text() == "keep"
+
+
+def test_an_unwritable_junit_is_refused_before_the_report_is_replaced(tmp_path, identical_populations):
+    result = pie_audit.compare(*identical_populations)
+    out = write_outputs(result, tmp_path / "r")
+    old = (out / "summary.json").read_bytes()
+    (tmp_path / "file").write_text("")
+    for junit in (tmp_path, tmp_path / "file" / "gate.xml"):
+        with pytest.raises(OutputError):
+            write_outputs(result, out, junit=junit)
+        assert (out / "summary.json").read_bytes() == old
+    write_outputs(result, out, junit=tmp_path / "ci" / "gate.xml")
+    assert (tmp_path / "ci" / "gate.xml").read_text().startswith("<?xml")

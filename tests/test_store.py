@@ -25,7 +25,9 @@ from pie_audit.store import (
     NO_PREDICTIONS,
     NO_ROWS,
     NOT_A_DIRECTORY,
+    MAX_UNNAMED_CLASSES,
     NOT_INTEGER,
+    TOO_MANY_CLASSES,
     check_populations,
     load_population,
     read_predictions,
@@ -324,3 +326,40 @@ def test_prediction_outside_class_list(tmp_path):
         base,
         pruned,
     )
+
+
+def test_a_model_with_more_or_fewer_rows_is_named(tmp_path):
+    write_population(tmp_path / "pop", PREDS[:2], LABELS)
+    write_population(tmp_path / "short", PREDS[:1, :4], LABELS[:4], prefix="z-")
+    (tmp_path / "short" / "z-000").rename(tmp_path / "pop" / "z-000")
+    _raises(
+        DIFFERENT_EXAMPLES.format(
+            path=tmp_path / "pop" / "z-000" / "predictions.parquet",
+            reference=tmp_path / "pop" / "model-000" / "predictions.parquet",
+            detail="4 examples here, 6 there; example_id 4 only there",
+        ),
+        load_population,
+        tmp_path / "pop",
+    )
+
+
+def test_an_absurd_class_index_without_a_class_list_is_refused(tmp_path):
+    preds = PREDS[:2].copy()
+    preds[1, 3] = 10**12
+    base = load_population(write_population(tmp_path / "b", PREDS[:2], LABELS))
+    pruned = load_population(write_population(tmp_path / "p", preds, LABELS))
+    _raises(
+        TOO_MANY_CLASSES.format(
+            path=tmp_path / "p" / "model-001" / "predictions.parquet",
+            column="prediction",
+            value=10**12,
+            limit=MAX_UNNAMED_CLASSES,
+        ),
+        check_populations,
+        base,
+        pruned,
+    )
+    # Just below the bound is a (large) class count, not an error.
+    preds[1, 3] = MAX_UNNAMED_CLASSES - 1
+    pruned = load_population(write_population(tmp_path / "q", preds, LABELS))
+    assert len(check_populations(base, pruned)) == MAX_UNNAMED_CLASSES

@@ -58,14 +58,12 @@ def compare(
     Exit 0 when the gate passes, 1 when it fails, 2 on bad input.
     """
     from ..compare import compare_populations
-    from ..outputs import pie_gallery, write_junit, write_outputs
+    from ..outputs import pie_gallery, write_outputs
 
     result = compare_populations(baseline, pruned, settings=settings_from(ctx.params))
     out = out if out is not None else Path("reports") / Path(pruned).resolve().name
     gallery = pie_gallery(result, data_root=None if no_images else data_root)
-    write_outputs(result, out, gallery=gallery, command=command_line())
-    if junit is not None:
-        write_junit(result, junit)
+    write_outputs(result, out, gallery=gallery, junit=junit, command=command_line())
     if not quiet:
         _print_verdict(result, out)
     if not result.gate.passed:
