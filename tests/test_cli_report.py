@@ -1,10 +1,10 @@
 """``pie-audit report``: the sweep page, its links and plots, exit codes and atomic output."""
 
 import json
-import re
 
 import numpy as np
 import pytest
+from html_page import parse
 from synthetic import planted_predictions, write_population
 
 from pie_audit.cli import main
@@ -61,20 +61,24 @@ def test_sweep_page_links_plots_and_exit_1(sweep_dirs, tmp_path, capsys):
     assert sorted(p.name for p in sweep.iterdir()) == ["index.html", "sparse-50", "sparse-90"]
     for name in ("sparse-50", "sparse-90"):
         assert {p.name for p in (sweep / name).iterdir()} == REPORT_FILES - {"junit.xml"}
-        assert '<a href="../index.html">' in (sweep / name / "report.html").read_text()
-    html = (sweep / "index.html").read_text()
-    assert re.findall(r'<td><a href="([^"]+)">', html) == ["sparse-90/report.html", "sparse-50/report.html"]
-    assert "1 of 2 gate(s) failed" in html
-    svgs = re.findall(r'<svg[^>]*aria-label="([^"]+)"', html)
-    assert svgs == [
+        assert "../index.html" in [link.href for link in parse((sweep / name / "report.html").read_text()).links]
+    page = parse((sweep / "index.html").read_text())
+    # Each row links its population's report, in the order given.
+    rows = page.table("Pruned populations").records
+    assert [(row["population"].text, row["population"].href) for row in rows] == [
+        ("sparse-90", "sparse-90/report.html"),
+        ("sparse-50", "sparse-50/report.html"),
+    ]
+    assert "1 of 2 gate(s) failed" in page.text
+    assert [svg.label for svg in page.svgs] == [
         "Accuracy, PIE fraction and impacted classes against target sparsity",
         "Accuracy, PIE fraction and impacted classes against achieved sparsity",
     ]
-    rows = re.findall(r"<tr><td><a.*?</tr>", html)
-    assert 'data-v="0.9">90.0%</td>' in rows[0] and 'data-v="0.5">50.0%</td>' in rows[1]
-    assert rows[0].endswith('<td class="status-failed">failed</td></tr>')
+    target = [(row["target sparsity"].key, row["target sparsity"].text) for row in rows]
+    assert target == [("0.9", "90.0%"), ("0.5", "50.0%")]  # shown, and sorted by the raw value
+    assert rows[0]["gate"].text == "failed"
     summary = json.loads((sweep / "sparse-90" / "summary.json").read_text())
-    assert f'<td class="num" data-v="{summary["impacted"]["harmed"]}">' in rows[0]
+    assert rows[0]["harmed"].key == rows[0]["harmed"].text == str(summary["impacted"]["harmed"])
     assert summary["impacted"]["harmed"] >= 1
 
 
@@ -83,7 +87,7 @@ def test_exit_0_when_every_gate_passes_and_rerun_replaces(sweep_dirs, tmp_path):
     assert run("report", base, p50, "--out", tmp_path / "s", "--quiet", "--n-bootstrap", 50) == 0
     (tmp_path / "s" / "index.html").write_text("stale")
     assert run("report", base, p50, "--out", tmp_path / "s", "--quiet", "--n-bootstrap", 50) == 0
-    assert "Every gate passed" in (tmp_path / "s" / "index.html").read_text()
+    assert "Every gate passed" in parse((tmp_path / "s" / "index.html").read_text()).text
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 
 
@@ -92,11 +96,9 @@ def test_without_sparsity_the_order_given_is_the_axis(tmp_path, audit_labels):
     a = population(tmp_path / "a", audit_labels, seed=2, accuracy=0.9)
     b = population(tmp_path / "b", audit_labels, seed=3, accuracy=0.85)
     assert run("report", base, a, b, "--out", tmp_path / "s", "--quiet", "--n-bootstrap", 50, "--max-class-drop", 1) == 0
-    html = (tmp_path / "s" / "index.html").read_text()
-    assert "placed in the order they were given" in html
-    assert re.findall(r'<svg[^>]*aria-label="([^"]+)"', html) == [
-        "Accuracy, PIE fraction and impacted classes against population (in the order given)"
-    ]
+    page = parse((tmp_path / "s" / "index.html").read_text())
+    assert "placed in the order they were given" in page.text
+    assert [svg.label for svg in page.svgs] == ["Accuracy, PIE fraction and impacted classes against population (in the order given)"]
 
 
 def test_bad_input_exits_2_and_writes_nothing(sweep_dirs, tmp_path, capsys):
@@ -154,12 +156,13 @@ def test_compare_shows_digits_images_unless_told_not_to(tmp_path, digits_record)
             run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "dataset": record}))
         dirs.append(path)
     run("compare", *dirs, "--out", tmp_path / "with", "--quiet", "--n-bootstrap", 50, "--max-class-drop", 1)
-    html = (tmp_path / "with" / "report.html").read_text()
+    images = parse((tmp_path / "with" / "report.html").read_text()).images
     n_pies = json.loads((tmp_path / "with" / "summary.json").read_text())["pies"]["count"]
-    assert html.count('<img src="data:image/png;base64,') == min(n_pies, 64) > 0
+    assert len(images) == min(n_pies, 64) > 0
+    assert all(image.src.startswith("data:image/png;base64,") for image in images)
     run("compare", *dirs, "--out", tmp_path / "without", "--quiet", "--n-bootstrap", 50, "--no-images")
-    html = (tmp_path / "without" / "report.html").read_text()
-    assert "<img" not in html and NO_IMAGES in html
+    page = parse((tmp_path / "without" / "report.html").read_text())
+    assert page.images == [] and NO_IMAGES in page.text
 
 
 def test_help_keeps_bracketed_text(capsys, monkeypatch):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from markupsafe import escape
+from html_page import parse
 from synthetic import planted_predictions, write_population
 
 import pie_audit
@@ -26,12 +26,15 @@ def render(result, *, thumbnails=None, **kwargs):
     return render_report(result, gallery=gallery, created_at=WHEN, **kwargs)
 
 
-def class_table(html):
-    """Rows of the per-class table as lists of (text, data-v) cells."""
-    body = html[html.index('id="class-table"') :]
-    body = body[: body.index("</table>")]
-    rows = re.findall(r"<tr class=\"\w+\">(.*?)</tr>", body)
-    return [re.findall(r'<td[^>]*?(?: data-v="([^"]*)")?>(.*?)</td>', row) for row in rows]
+def class_table(page):
+    """The per-class table: a row of cells per class, under its column headers."""
+    return page.table("Per class")
+
+
+def gallery(page):
+    """The gallery: what the "Top N PIEs" heading introduces; its figures are the cards."""
+    (heading,) = (h for h in page.headings if re.fullmatch(r"Top \d+ PIEs", h))
+    return page.section(heading)
 
 
 def add_run_fields(population: Path, **fields):
@@ -51,68 +54,75 @@ def harmed_result(harmed_populations):
 
 
 def test_verdict_populations_and_impacted_classes(harmed_result):
-    html = render(harmed_result)
-    assert "Gate FAILED" in html
+    page = parse(render(harmed_result))
+    verdict = page.section("Verdict").text
+    assert "Gate FAILED" in verdict
     (failure,) = harmed_result.gate.failures
-    assert f"<li>{failure.message}</li>" in html
+    assert failure.message in verdict
     assert failure.message.startswith("1 class(es) significantly harmed by more than 2.0 points")
-    # Cards: PIE count and fraction, harmed and helped counts, both mean accuracies.
+    # Cards: PIE count and fraction, harmed and helped counts, both mean accuracies, each with its label.
     pies = harmed_result.pies
-    assert f'<div class="value">{pies.count}</div>' in html
-    assert f"PIEs ({100 * pies.fraction:.2f}% of 400 test examples)" in html
-    assert f'{100 * harmed_result.baseline_accuracy.mean():.2f}%</div><div class="label">baseline mean accuracy (8 models)' in html
-    assert "<h3>Significantly harmed (1)</h3>" in html
+    assert f"{pies.count} PIEs ({100 * pies.fraction:.2f}% of 400 test examples)" in verdict
+    assert f"{100 * harmed_result.baseline_accuracy.mean():.2f}% baseline mean accuracy (8 models)" in verdict
+    assert "Significantly harmed (1)" in page.headings
+    harmed = page.section("Significantly harmed (1)").text
     change = 100 * harmed_result.harmed["normalized_change"].iloc[0]
-    assert f'<span style="color:var(--harmed)">2</span>: {change:+.2f} points' in html
-    assert "q &lt; 0.0001" in html
+    assert f"2: {change:+.2f} points" in harmed
+    assert "q < 0.0001" in harmed
     # The gate table explains each rule: limit, observed value, status.
-    assert re.search(r"<code class=\"name\">max-class-drop</code>.*?2\.00 points.*?failed", html)
-    assert re.search(r"<code class=\"name\">max-pie-fraction</code>.*?>off<", html)
+    rules = {row["rule"].text: row for row in page.table("Gate rules").records}
+    drop, fraction = rules["max-class-drop"], rules["max-pie-fraction"]
+    assert [drop[c].text for c in ("limit", "observed", "status")] == ["2.00 points", f"{-change:.2f} points", "failed"]
+    assert [fraction[c].text for c in ("limit", "status")] == ["off", "off"]
 
 
 def test_class_table_holds_every_class_with_raw_sort_values(harmed_result):
-    rows = class_table(render(harmed_result))
+    table = class_table(parse(render(harmed_result)))
+    assert table.headers == [
+        "label", "class", "support", "baseline recall", "pruned recall", "change",
+        "normalized change", "interval", "p", "q", "significant", "PIEs",
+    ]  # fmt: skip
     classes = harmed_result.classes
+    rows = table.records
     assert len(rows) == len(classes) == 5
+    # A cell's key is what the sorter sorts by: the raw value; None sorts by the text shown.
     for row, expected in zip(rows, classes.itertuples(), strict=True):
-        label, name, support, base, pruned, change, normalized, ci, p, q, sig, n_pies = row
-        assert label == (str(expected.label), str(expected.label))
-        assert name == ("", expected.name)
-        assert support[0] == str(expected.support)
-        assert float(base[0]) == pytest.approx(expected.baseline_recall_mean)
-        assert float(normalized[0]) == expected.normalized_change  # exact: repr round-trips
-        assert normalized[1] == f"{100 * expected.normalized_change:+.2f}"
-        assert float(q[0]) == expected.q_value
-        assert sig[1] == (expected.direction if expected.significant else "no")
-        assert n_pies[0] == str(expected.n_pies)
-    assert rows[2][10][1] == "harmed"
+        assert (row["label"].key, row["label"].text) == (str(expected.label), str(expected.label))
+        assert (row["class"].key, row["class"].text) == (None, expected.name)
+        assert row["support"].key == str(expected.support)
+        assert float(row["baseline recall"].key) == pytest.approx(expected.baseline_recall_mean)
+        assert float(row["normalized change"].key) == expected.normalized_change  # exact: repr round-trips
+        assert row["normalized change"].text == f"{100 * expected.normalized_change:+.2f}"
+        assert float(row["q"].key) == expected.q_value
+        assert row["significant"].text == (expected.direction if expected.significant else "no")
+        assert row["PIEs"].key == str(expected.n_pies)
+    assert rows[2]["significant"].text == "harmed"
 
 
 def test_pie_accuracy_and_gallery(harmed_result):
-    html = render(harmed_result)
+    page = parse(render(harmed_result))
     pies = harmed_result.pies
-    assert (
-        f"<td class=\"num\">{100 * pies.pruned_accuracy_pies:.2f}%</td>"
-        f"<td class=\"num\">{100 * pies.pruned_accuracy_non_pies:.2f}%</td>"
-    ) in html
+    accuracy = {row["population"].text: row for row in page.table("Accuracy on PIEs").records}
+    assert accuracy["pruned"]["PIEs"].text == f"{100 * pies.pruned_accuracy_pies:.2f}%"
+    assert accuracy["pruned"]["non-PIEs (PIEs removed)"].text == f"{100 * pies.pruned_accuracy_non_pies:.2f}%"
     top = harmed_result.top_pies(GALLERY_SIZE)
     assert len(top) == min(pies.count, GALLERY_SIZE) > 0
-    cards = re.findall(r'<figure class="pie">(.*?)</figure>', html, re.S)
+    cards = gallery(page).figures
     assert len(cards) == len(top)
-    first = top.iloc[0]
-    assert f"#{first.example_id} &middot; {first.score:.2f}" in cards[0]
-    assert f"({100 * first.pruned_share:.0f}%" in cards[0]
+    first, card = top.iloc[0], dict(cards[0].definitions())
+    assert card["example"] == f"#{first.example_id} \u00b7 {first.score:.2f}"
+    assert f"({100 * first.pruned_share:.0f}%" in card["pruned"]
 
 
 def test_plots_are_inline_svg_with_unique_ids(harmed_result):
-    html = render(harmed_result)
-    svgs = re.findall(r"<svg.*?</svg>", html, re.S)
-    labels = [re.search(r'aria-label="([^"]+)"', s).group(1) for s in svgs]
+    page = parse(render(harmed_result))
+    labels = [svg.label for svg in page.svgs]
     assert labels == ["Normalized recall change per class", "PIEs per class", "Per-model accuracy in both populations"]
-    for svg in svgs:
-        assert "<style" not in svg  # it would style the whole page
-        assert "currentColor" in svg  # axes and text follow the page's colour (dark mode)
-    ids = re.findall(r'\bid="([^"]+)"', html)
+    for svg in page.svgs:
+        assert not svg.find_all("style")  # it would style the whole page
+        # Axes and text follow the page's colour (dark mode).
+        assert any("currentColor" in value for element in svg.find_all() for value in element.attrs.values())
+    ids = [element.attrs["id"] for element in page.find_all() if "id" in element.attrs]
     assert len(ids) == len(set(ids))
 
 
@@ -133,23 +143,27 @@ def test_provenance_shows_runs_settings_and_command(tmp_path, audit_labels):
     }
     add_run_fields(base, **common, sparsity={"target": 0.0, "achieved": 0.0}, command=["pie-audit", "train", "--sparsity", "0"])
     add_run_fields(pruned, **common, sparsity={"target": 0.9, "achieved": 0.8995}, command=["pie-audit", "train", "--sparsity", "0.9"])
-    html = render(pie_audit.compare(base, pruned, n_bootstrap=50), command=["pie-audit", "compare", "base", "pruned"])
-    for text in (
-        "<code>pie-audit compare base pruned</code>",
-        "<code>pie-audit train --sparsity 0.9</code>",
-        "<code>sha256:abc123</code>",
-        "<code>small-cnn</code>",
-        "<code>{&#34;epochs&#34;: 7, &#34;lr&#34;: 0.05}</code>",
-        "<code>{&#34;pie_audit&#34;: &#34;0.1.0&#34;, &#34;torch&#34;: &#34;2.14.1&#34;}</code>",
-        "<code>deadbeef</code>",
-        "<dd>0, 1, 2</dd>",  # seeds
-        "<dd>2026-11-26T10:41:00+00:00</dd>",
-        "<dt>n_bootstrap</dt><dd><code>50</code></dd>",
-        "2026-11-26T12:00:00+00:00",  # report time
-        f"<code>{base}</code>",
-        '<td class="num">90.0%</td><td class="num">89.95%</td>',  # pruned target and achieved sparsity
-    ):
-        assert text in html, text
+    page = parse(render(pie_audit.compare(base, pruned, n_bootstrap=50), command=["pie-audit", "compare", "base", "pruned"]))
+    report = page.section("Provenance").definitions()
+    assert ("command", "pie-audit compare base pruned") in report
+    assert ("n_bootstrap", "50") in report
+    assert dict(report)["report made"].startswith("2026-11-26T12:00:00+00:00")
+    for heading, sparsity in ((f"Baseline: {base}", "0"), (f"Pruned: {pruned}", "0.9")):
+        shown = dict(page.section(heading).definitions())
+        assert {
+            "seeds": "0, 1, 2",
+            "trained": "2026-11-26T10:41:00+00:00",
+            "architecture": "small-cnn",
+            "dataset hash": "sha256:abc123",
+            "training config": '{"epochs": 7, "lr": 0.05}',
+            "command": f"pie-audit train --sparsity {sparsity}",
+            "git commit": "deadbeef",
+            "versions": '{"pie_audit": "0.1.0", "torch": "2.14.1"}',
+        }.items() <= shown.items(), shown
+    populations = {row["population"].text: row for row in page.table("Populations").records}
+    assert populations["baseline"]["directory"].text == str(base)
+    pruned_row = populations["pruned"]
+    assert (pruned_row["target sparsity"].text, pruned_row["achieved sparsity"].text) == ("90.0%", "89.95%")
 
 
 # --- escaping and self-containment -----------------------------------------------------------
@@ -169,11 +183,17 @@ def test_every_user_string_is_escaped(tmp_path, audit_labels):
     assert "<script>alert(1)" not in html
     assert "<img src=x" not in html and "<b>bold" not in html and "<i>x" not in html
     assert html.count("<script") == 1  # the report's own table sorter
-    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
-    assert f'<td class="name">{escaped}</td>' in html  # the class table
-    assert escaped in re.search(r'<svg[^>]*aria-label="Normalized.*?</svg>', html, re.S).group(0)  # the figure
     assert "q&#34;uote" in html and "b&lt;&amp;&gt;" in html
     assert "&lt;img src=x onerror=alert(2)&gt;" in html
+    # ... and the reader sees every string as it was written, as text.
+    page = parse(html)
+    assert [cell.text for cell in class_table(page).column("class")] == names  # the class table
+    assert EVIL in page.svg("Normalized recall change per class").text  # the figure
+    assert f"Baseline: {base}" in page.headings
+    shown = dict(page.section(f"Baseline: {base}").definitions())
+    assert shown["training config"] == '{"note": "<img src=x onerror=alert(2)>"}'
+    assert shown["command"] == "train <b>bold</b>"
+    assert ("command", "pie-audit compare <i>x</i>") in page.section("Provenance").definitions()
 
 
 def test_self_contained(harmed_result):
@@ -193,21 +213,26 @@ def test_self_contained(harmed_result):
 
 
 def test_gallery_without_images_shows_ids_labels_and_why(harmed_result):
-    html = render(harmed_result, thumbnails=Thumbnails(note=NO_DATASET))
-    assert "<img" not in html
-    assert f'<p class="note">{escape(NO_DATASET)}</p>' in html
+    page = parse(render(harmed_result, thumbnails=Thumbnails(note=NO_DATASET)))
+    assert page.images == []
+    assert NO_DATASET in gallery(page).text
     first = harmed_result.top_pies(1).iloc[0]
-    assert f"<dt>example</dt><dd>#{first.example_id} &middot; {first.score:.2f}</dd>" in html
-    assert len(re.findall(r'<figure class="pie">', html)) == len(harmed_result.top_pies(GALLERY_SIZE))
+    cards = gallery(page).figures
+    assert dict(cards[0].definitions())["example"] == f"#{first.example_id} \u00b7 {first.score:.2f}"
+    assert len(cards) == len(harmed_result.top_pies(GALLERY_SIZE))
 
 
 def test_gallery_with_images(harmed_result):
     top = harmed_result.top_pies(GALLERY_SIZE)
     images = {int(i): png_data_uri(np.full((1, 8, 8), i)) for i in top["example_id"]}
     html = render(harmed_result, thumbnails=Thumbnails(images=images))
+    page = parse(html)
+    cards = gallery(page).figures
     first = int(top["example_id"].iloc[0])
-    assert f'<img src="{images[first]}" alt="test example {first}, labelled' in html
-    assert html.count("<img ") == len(top)
+    (image,) = cards[0].images
+    assert image.src == images[first] and image.alt.startswith(f"test example {first}, labelled")
+    assert len(page.images) == len(top)
+    assert [card.images[0].src for card in cards] == [images[int(i)] for i in top["example_id"]]
     assert NO_DATASET not in html
 
 
@@ -241,12 +266,13 @@ def test_1000_classes_with_a_64_image_gallery_stays_under_5_mb(imagenet_like):
     images = {int(i): png_data_uri(rng.random((3, 224, 224))) for i in top["example_id"]}
     html = render(imagenet_like, thumbnails=Thumbnails(images=images))
     assert len(html.encode()) <= MAX_BYTES
-    assert len(class_table(html)) == 1000
-    assert html.count("<img ") == GALLERY_SIZE
+    page = parse(html)
+    assert len(class_table(page).rows) == 1000
+    assert len(page.images) == GALLERY_SIZE
     # The figure shows the most affected classes, every harmed one among them.
-    assert f"the {MAX_PLOTTED_CLASSES} most affected of 1000 classes" in html
-    figure = re.search(r'<svg[^>]*aria-label="Normalized.*?</svg>', html, re.S).group(0)
-    shown = set(re.findall(r"\[(\d+)\]</text>", figure))
+    assert f"the {MAX_PLOTTED_CLASSES} most affected of 1000 classes" in page.section("Per class").text
+    figure = page.svg("Normalized recall change per class")
+    shown = {m.group(1) for text in figure.find_all("text") if (m := re.search(r"\[(\d+)\]$", text.text))}
     assert len(shown) == MAX_PLOTTED_CLASSES
     assert {str(label) for label in imagenet_like.harmed["label"]} <= shown
 
@@ -258,11 +284,15 @@ def test_degenerate_audit_renders_undefined_values_as_dashes(tmp_path):
     base = write_population(tmp_path / "b", planted_predictions(1, labels, accuracy=0.9, n_classes=3, seed=1), labels, classes=names)
     pruned = write_population(tmp_path / "p", planted_predictions(1, labels, accuracy=0.6, n_classes=3, seed=2), labels, classes=names)
     result = pie_audit.compare(base, pruned, n_bootstrap=50)
-    html = render(result)
-    rows = class_table(html)
+    page = parse(render(result))
+    rows = class_table(page).records
     assert len(rows) == 4
-    assert rows[3][3] == ("", "\u2014") and rows[3][10] == ("", "not tested")  # recall, significance
-    assert rows[0][7] == ("", "\u2014")  # no interval with one model
+    # An undefined value shows a dash and sorts last (empty key); "not tested" sorts as text.
+    assert (rows[3]["baseline recall"].key, rows[3]["baseline recall"].text) == ("", "\u2014")
+    assert (rows[3]["significant"].key, rows[3]["significant"].text) == (None, "not tested")
+    assert (rows[0]["interval"].key, rows[0]["interval"].text) == ("", "\u2014")  # no interval with one model
+    verdict = page.section("Verdict").text
+    assert result.notes
     for note in result.notes:
-        assert f'<p class="note">Note: {escape(note)}</p>' in html
-    assert "Gate PASSED" in html
+        assert f"Note: {' '.join(note.split())}" in verdict
+    assert "Gate PASSED" in verdict
