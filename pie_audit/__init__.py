@@ -6,10 +6,11 @@ The public API is re-exported here; everything else is private to its module.
 from __future__ import annotations
 
 from ._version import __version__
-from .compare import CompareResult, compare
+from .compare import CompareResult, compare, power
 from .errors import ConfigError, DatasetError, FormatError, OutputError, PieAuditError
 from .gate import GateRules
 from .outputs import pie_gallery, write_outputs
+from .power import PowerSummary
 from .settings import Settings
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "CompareResult",
     "GateRules",
     "Settings",
+    "PowerSummary",
+    "power",
     "pie_gallery",
     "write_outputs",
 ]

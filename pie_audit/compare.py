@@ -21,10 +21,12 @@ import numpy as np
 import pandas as pd
 
 from ._version import __version__
+from .errors import ConfigError
 from .gate import GateResult, GateRules, evaluate_gate
-from .pie import accuracy_on, pie_table
+from .pie import accuracy_on, pie_stability, pie_table
+from .power import DEFAULT_POWER, PowerInputs, PowerSummary, minimum_detectable_effect, summarise_power
 from .settings import Settings, resolve_settings
-from .stats import class_statistics, per_model_accuracy
+from .stats import class_statistics, per_model_accuracy, power_inputs
 from .store import Population, check_populations, load_population
 
 __all__ = [
@@ -33,21 +35,32 @@ __all__ = [
     "PopulationSummary",
     "CompareResult",
     "compare",
+    "compare_populations",
+    "power",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: A PIE is *stable* when it stays a PIE in at least this fraction of model resamples.
+STABLE = 0.9
+NO_PAIRS = (
+    "a paired test needs every pruned model's run.json to name its parent, "
+    '"parent": {{"seed": <baseline seed>}}, matching a distinct baseline model\'s "seed", '
+    "one to one; {problem}"
+)
 
 
 @dataclass(frozen=True)
 class PieSummary:
     """Counts of PIEs and ties, and each population's accuracy on and off the PIEs.
 
-    ``*_accuracy_non_pies`` is also each population's accuracy once the PIEs are removed.
-    Accuracies on an empty subset (no PIE, or nothing but PIEs) are ``None``.
+    ``n_stable`` counts PIEs that stay PIEs in at least 90% of model resamples
+    (``examples["stability"]``). ``*_accuracy_non_pies`` is also each population's accuracy once
+    the PIEs are removed. Accuracies on an empty subset (no PIE, or nothing but PIEs) are ``None``.
     """
 
     count: int
     fraction: float
+    n_stable: int
     n_tied: int
     n_tied_baseline: int
     n_tied_pruned: int
@@ -104,7 +117,16 @@ class CompareResult:
     gate : GateResult
     baseline_dir, pruned_dir : Path
     settings : mapping
-        ``alpha``, ``correction``, ``tie_break``, ``n_bootstrap``, ``confidence``, ``seed``.
+        ``alpha``, ``correction``, ``tie_break``, ``test`` (as asked), ``detect``,
+        ``n_bootstrap``, ``confidence``, ``seed``.
+    test : {"welch", "paired", "mcnemar"}
+        The per-class test used.
+    power : PowerSummary
+        What the audit could detect (:mod:`pie_audit.power`).
+    power_inputs : PowerInputs
+        What the power depends on, for :func:`pie_audit.power` to ask other questions.
+    config_source : Path or None
+        The ``pyproject.toml`` the settings came from, or ``None`` (defaults and arguments).
     notes : tuple of str
         Degenerate situations worth telling the user about (one model, empty classes, ...).
     """
@@ -120,6 +142,10 @@ class CompareResult:
     baseline_dir: Path
     pruned_dir: Path
     settings: Mapping[str, Any]
+    test: str
+    power: PowerSummary
+    power_inputs: PowerInputs
+    config_source: Path | None = None
     notes: tuple[str, ...] = ()
 
     @cached_property
@@ -148,6 +174,30 @@ class CompareResult:
         return int((self.classes["direction"] == "helped").sum())
 
     @property
+    def verdict(self) -> str:
+        """The gate's verdict in one line; a pass that could not have seen the drop of interest says so."""
+        if not self.gate.passed:
+            return f"gate FAILED ({len(self.gate.failures)} rule(s))"
+        if self.power.underpowered:
+            return f"gate PASSED (underpowered: {self.power_sentence()})"
+        return "gate PASSED"
+
+    def power_sentence(self) -> str:
+        """What the audit could detect, in words: the median class's detectable drop."""
+        power = self.power
+        if power.median_mde is None:
+            why = "one model on a side" if self.test == "mcnemar" or min(self.baseline.n_models, self.pruned.n_models) < 2 else "no class's recall varies between models"
+            return f"no t-test power could be computed ({why})"
+        text = (
+            f"this audit can detect class drops of {100 * power.median_mde:.1f} points or more "
+            f"(median class, power {power.target:.1f} at alpha {power.alpha:g})"
+        )
+        if power.median_mde > power.detect:
+            needed = f"about {power.models_needed} models per population" if power.models_needed else "more models"
+            text += f"; a drop of {100 * power.detect:.1f} points needs {needed}"
+        return text
+
+    @property
     def harmed(self) -> pd.DataFrame:
         """Classes significantly harmed, worst first."""
         rows = self.classes[self.classes["direction"] == "harmed"]
@@ -168,6 +218,8 @@ class CompareResult:
         # A notebook cell evaluating a result should show the verdict, not a DataFrame dump.
         n = len(self.examples)
         verdict = "passed" if self.gate.passed else f"FAILED ({len(self.gate.failures)} rule(s))"
+        if self.gate.passed and self.power.underpowered:
+            verdict += " (underpowered)"
         return (
             f"<CompareResult: {n} examples, {len(self.classes)} classes; accuracy "
             f"{self.baseline.accuracy_mean:.2%} ({self.baseline.n_models} baseline models) -> "
@@ -181,7 +233,12 @@ class CompareResult:
         return {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": "pie-audit", "version": __version__},
-            "settings": dict(self.settings),
+            "settings": {_dashed(k): v for k, v in self.settings.items()},
+            "test": self.test,
+            "config": {
+                "source": str(self.config_source) if self.config_source is not None else None,
+                "rules": self.gate.rules.limits(),
+            },
             "n_examples": len(self.examples),
             "n_classes": len(self.classes),
             "baseline": _population_summary(self.baseline, self.baseline_accuracy),
@@ -189,6 +246,7 @@ class CompareResult:
             "pies": {
                 "count": self.pies.count,
                 "fraction": self.pies.fraction,
+                "n_stable": self.pies.n_stable,
                 "n_tied": self.pies.n_tied,
                 "n_tied_baseline": self.pies.n_tied_baseline,
                 "n_tied_pruned": self.pies.n_tied_pruned,
@@ -197,7 +255,13 @@ class CompareResult:
                 "pruned_accuracy_pies": self.pies.pruned_accuracy_pies,
                 "pruned_accuracy_non_pies": self.pies.pruned_accuracy_non_pies,
             },
-            "impacted": {"harmed": self.n_harmed, "helped": self.n_helped},
+            "impacted": {
+                "harmed": self.n_harmed,
+                "helped": self.n_helped,
+                "recall_fell": int((self.classes["recall_significant"] & (self.classes["recall_change"] < 0)).sum()),
+                "recall_rose": int((self.classes["recall_significant"] & (self.classes["recall_change"] > 0)).sum()),
+            },
+            "power": {key: _json_value(value) for key, value in self.power.to_dict().items()},
             "classes": [
                 {key: _json_value(value) for key, value in row.items()}
                 for row in self.classes.to_dict(orient="records")
@@ -217,6 +281,10 @@ def _population_summary(summary: PopulationSummary, accuracy: pd.Series) -> dict
     }
 
 
+def _dashed(name: str) -> str:
+    return name.replace("_", "-")
+
+
 def _json_value(value: Any) -> Any:
     """NaN and ±inf have no strict-JSON form: they become ``None`` (documented in docs/audit.md)."""
     if isinstance(value, np.generic):
@@ -233,6 +301,8 @@ def compare(
     alpha: float | None = None,
     correction: str | None = None,
     tie_break: str | None = None,
+    test: str | None = None,
+    detect: float | None = None,
     rules: GateRules | Mapping[str, float | int | None] | None = None,
     n_bootstrap: int | None = None,
     confidence: float | None = None,
@@ -256,6 +326,12 @@ def compare(
         Multiple-testing correction across classes; ``"none"`` is the paper's raw p rule.
     tie_break : {"lowest", "highest"}, default="lowest"
         Which label wins a tied modal vote; ``"highest"`` is the paper's code.
+    test : {"auto", "welch", "paired", "mcnemar"}, default="auto"
+        The per-class test (``docs/audit.md``): ``"auto"`` takes McNemar's for one model
+        against one, paired t-tests when every pruned model's ``run.json`` names a distinct
+        baseline parent, else Welch's.
+    detect : float, optional
+        The class drop the power analysis asks about; default the ``max-class-drop`` limit.
     rules : GateRules or mapping, optional
         The CI gate's limits: a :class:`GateRules` replaces them all; a mapping
         (``{"max_pie_fraction": 0.05}``) replaces only the rules it names. Default
@@ -285,6 +361,8 @@ def compare(
         "alpha": alpha,
         "correction": correction,
         "tie_break": tie_break,
+        "test": test,
+        "detect": detect,
         "n_bootstrap": n_bootstrap,
         "confidence": confidence,
         "seed": seed,
@@ -316,6 +394,7 @@ def compare_populations(
     pruned = pruned if isinstance(pruned, Population) else load_population(Path(pruned))
     names = check_populations(baseline, pruned)
     labels = baseline.labels
+    test, parents = _design(baseline, pruned, settings.test)
     examples = pie_table(
         baseline.predictions,
         pruned.predictions,
@@ -323,11 +402,17 @@ def compare_populations(
         example_ids=baseline.example_ids,
         tie_break=settings.tie_break,
     )
+    examples["stability"] = pie_stability(
+        baseline.predictions, pruned.predictions, seed=settings.seed, tie_break=settings.tie_break
+    )
+    # A paired test compares each pruned model with its own parent: baseline rows in that order.
+    tested_baseline = baseline.predictions if parents is None else baseline.predictions[parents]
     stats = class_statistics(
-        baseline.predictions,
+        tested_baseline,
         pruned.predictions,
         labels,
         n_classes=len(names),
+        test=test,
         alpha=settings.alpha,
         correction=settings.correction,
         n_bootstrap=settings.n_bootstrap,
@@ -341,9 +426,13 @@ def compare_populations(
     base_acc = pd.Series(per_model_accuracy(baseline.predictions, labels), index=list(baseline.models))
     pruned_acc = pd.Series(per_model_accuracy(pruned.predictions, labels), index=list(pruned.models))
     count = int(is_pie.sum())
+    n_stable = int((is_pie & (examples["stability"].to_numpy() >= STABLE)).sum())
+    inputs = power_inputs(tested_baseline, pruned.predictions, labels, n_classes=len(names), test=test)
+    power = summarise_power(inputs, stats["mde"].to_numpy(), detect=settings.detect_drop, alpha=settings.alpha)
     pies = PieSummary(
         count=count,
         fraction=count / len(examples),
+        n_stable=n_stable,
         n_tied=int((examples["baseline_tied"] | examples["pruned_tied"]).sum()),
         n_tied_baseline=int(examples["baseline_tied"].sum()),
         n_tied_pruned=int(examples["pruned_tied"].sum()),
@@ -355,7 +444,10 @@ def compare_populations(
     gate = evaluate_gate(
         stats,
         pie_fraction=pies.fraction,
+        stable_pie_fraction=n_stable / len(examples),
         accuracy_drop=float(base_acc.mean() - pruned_acc.mean()),
+        power_at_detect=power.power_at_detect,
+        detect=power.detect,
         rules=settings.rules,
         class_names=names,
     )
@@ -371,20 +463,107 @@ def compare_populations(
         baseline_dir=baseline.path,
         pruned_dir=pruned.path,
         settings=MappingProxyType(settings.statistics()),
-        notes=_notes(baseline, pruned, stats),
+        test=test,
+        power=power,
+        power_inputs=inputs,
+        config_source=settings.source,
+        notes=_notes(baseline, pruned, stats, test),
     )
 
 
-def _notes(baseline: Population, pruned: Population, classes: pd.DataFrame) -> tuple[str, ...]:
+def _design(baseline: Population, pruned: Population, test: str) -> tuple[str, np.ndarray | None]:
+    """The per-class test to run and, for pairs, the baseline row of each pruned model's parent."""
+    single = baseline.n_models == 1 and pruned.n_models == 1
+    parents, problem = _parents(baseline, pruned)
+    if test == "auto":
+        if single:
+            return "mcnemar", None
+        return ("paired", parents) if parents is not None and pruned.n_models >= 2 else ("welch", None)
+    if test == "paired":
+        if parents is None:
+            raise ConfigError(NO_PAIRS.format(problem=problem))
+        return "paired", parents
+    return test, None
+
+
+def _parents(baseline: Population, pruned: Population) -> tuple[np.ndarray | None, str]:
+    """Baseline row of each pruned model's parent (run.json ``parent.seed``), or why there is none."""
+    if baseline.n_models != pruned.n_models:
+        return None, f"there are {baseline.n_models} baseline and {pruned.n_models} pruned models"
+    rows: dict[int, int] = {}
+    for row, (model, run) in enumerate(zip(baseline.models, baseline.runs, strict=True)):
+        seed = run.get("seed") if isinstance(run, dict) else None
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed in rows:
+            return None, f"baseline model {model} has no distinct integer seed in its run.json"
+        rows[seed] = row
+    order = []
+    for model, run in zip(pruned.models, pruned.runs, strict=True):
+        parent = run.get("parent") if isinstance(run, dict) else None
+        seed = parent.get("seed") if isinstance(parent, dict) else None
+        if seed not in rows or isinstance(seed, bool):
+            return None, f"pruned model {model} names no parent among the baseline seeds"
+        order.append(rows[seed])
+    if len(set(order)) != len(order):
+        return None, "two pruned models name the same parent"
+    return np.asarray(order), ""
+
+
+def _notes(baseline: Population, pruned: Population, classes: pd.DataFrame, test: str) -> tuple[str, ...]:
     notes = []
-    for role, population in (("baseline", baseline), ("pruned", pruned)):
-        if population.n_models < 2:
-            notes.append(
-                f"the {role} population has {population.n_models} model: significance tests "
-                "need at least 2 models per population, so no class was tested"
-            )
+    if test == "mcnemar":
+        notes.append(
+            "one model on each side: each class got an exact McNemar test on its test examples, "
+            "which tests these two models on this test set, not populations of seeds; train "
+            "several seeds of each to learn what pruning does in general"
+        )
+    else:
+        for role, population in (("baseline", baseline), ("pruned", pruned)):
+            if population.n_models < 2:
+                notes.append(
+                    f"the {role} population has {population.n_models} model: significance tests "
+                    "need at least 2 models per population, so no class was tested"
+                )
+    if test == "paired":
+        notes.append(
+            "every pruned model names its baseline parent: classes were tested with paired t-tests, "
+            "which remove the seed-to-seed spread"
+        )
     empty = classes.loc[classes["support"] == 0, "label"].tolist()
     if empty:
         shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
         notes.append(f"{len(empty)} class(es) have no test example and were not tested: {shown}")
     return tuple(notes)
+
+
+def power(result: CompareResult, *, detect: float | None = None, target: float = DEFAULT_POWER) -> PowerSummary:
+    """How many models an audit needs, from a pilot audit: its power against a drop of ``detect``.
+
+    Parameters
+    ----------
+    result : CompareResult
+        A (pilot) audit; its populations' per-model spread stands in for the true one.
+    detect : float, optional
+        The class drop of interest, a fraction (0.02 = 2 points); default the audit's own.
+    target : float, default=0.8
+        The power asked for.
+
+    Returns
+    -------
+    PowerSummary
+        ``models_needed``: models per population the median class needs to detect ``detect``
+        with power ``target``; ``median_mde``: what the pilot itself can detect.
+
+    Examples
+    --------
+    >>> pilot = pie_audit.compare("runs/dense", "runs/pruned-90")   # doctest: +SKIP
+    >>> pie_audit.power(pilot, detect=0.02).models_needed            # doctest: +SKIP
+    24
+    """
+    detect = result.power.detect if detect is None else detect
+    if not 0 < detect <= 1 or not 0 < target < 1:
+        raise ConfigError(f"detect must be in (0, 1] and target in (0, 1), not {detect!r} and {target!r}")
+    inputs = result.power_inputs
+    se, df = inputs.se_df()
+    alpha = result.power.alpha
+    mde = minimum_detectable_effect(se, df, alpha=alpha, power=target)
+    return summarise_power(inputs, mde, detect=detect, alpha=alpha, target=target)

@@ -173,8 +173,14 @@ def _write_report_files(result: CompareResult, directory: Path, html: str) -> No
 def write_junit(result: CompareResult, path: str | Path) -> Path:
     """Write the gate's verdict as JUnit XML (:func:`pie_audit.gate.junit_xml`), atomically."""
     path = Path(path)
+    properties = {
+        "rules-source": str(result.config_source) if result.config_source is not None else "defaults",
+        **{f"rule:{name}": value for name, value in result.gate.rules.limits().items()},
+        "test": result.test,
+        "power": result.power_sentence(),
+    }
     with atomic_file(path) as fh:
-        fh.write(junit_xml(result.gate))
+        fh.write(junit_xml(result.gate, properties=properties))
     return path
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "modal_labels",
     "vote_distance",
     "pie_table",
+    "pie_stability",
     "accuracy_on",
 ]
 
@@ -161,6 +162,109 @@ def vote_distance(baseline_predictions: np.ndarray, pruned_predictions: np.ndarr
     run_sums = np.diff(np.cumsum(weights)[end_at], prepend=0)
     per_example = np.bincount(end_at // keys.shape[1], weights=np.abs(run_sums), minlength=keys.shape[0])
     return per_example / (mb * mp)
+
+
+def pie_stability(
+    baseline_predictions: np.ndarray,
+    pruned_predictions: np.ndarray,
+    *,
+    n_resamples: int = 200,
+    seed: int = 0,
+    tie_break: str = "lowest",
+) -> np.ndarray:
+    """How often each example is a PIE when the models are resampled.
+
+    Each resample draws the models of each population with replacement (seeded), recomputes
+    both modal labels and records whether they differ. A PIE carried by one swing model
+    disappears in many resamples; a PIE on which both populations are unanimous never does.
+
+    Parameters
+    ----------
+    baseline_predictions : array-like of shape (M_b, N)
+    pruned_predictions : array-like of shape (M_p, N)
+    n_resamples : int, default=200
+        B, resamples of each population.
+    seed : int, default=0
+    tie_break : {"lowest", "highest"}, default="lowest"
+        As in :func:`modal_labels`, applied within each resample.
+
+    Returns
+    -------
+    ndarray of shape (N,), float64
+        The fraction of resamples in which the example is a PIE: for a PIE, how stable it is;
+        for any other example, how easily it would become one. Exactly 0 or 1 where both
+        populations are unanimous.
+
+    Examples
+    --------
+    >>> base = [[0, 0], [0, 0], [0, 0]]      # 3 models, 2 examples
+    >>> pruned = [[1, 1], [1, 0], [1, 0]]    # unanimous on example 0, 2 to 1 on example 1
+    >>> pie_stability(base, pruned, n_resamples=1000).round(1).tolist()
+    [1.0, 0.3]
+    """
+    _check_tie_break(tie_break)
+    base = _check_predictions(baseline_predictions)
+    pruned = _check_predictions(pruned_predictions)
+    if base.shape[1] != pruned.shape[1]:
+        raise ConfigError(SHAPE_MISMATCH.format(n_baseline=base.shape[1], n_pruned=pruned.shape[1]))
+    unanimous_b = (base == base[0]).all(axis=0)
+    unanimous_p = (pruned == pruned[0]).all(axis=0)
+    stability = ((base[0] != pruned[0]) & unanimous_b & unanimous_p).astype(np.float64)
+    # Resampling cannot change a unanimous vote: only the other examples need the work.
+    todo = np.flatnonzero(~(unanimous_b & unanimous_p))
+    if not todo.size:
+        return stability
+    # Models in a canonical order (by their predictions), so that which model a resample's
+    # counts land on, and so the result, does not depend on how model directories are named.
+    base = base[sorted(range(base.shape[0]), key=lambda m: base[m].tobytes())]
+    pruned = pruned[sorted(range(pruned.shape[0]), key=lambda m: pruned[m].tobytes())]
+    rng = np.random.default_rng(seed)
+    weights = []
+    for m in (base.shape[0], pruned.shape[0]):
+        # A resample as counts per model: its votes are a weighted count, no gathering needed.
+        weights.append(rng.multinomial(m, np.full(m, 1 / m), size=n_resamples).astype(np.float32))
+    # About 10,000 examples a chunk at 200 resamples: the (B, chunk) tallies stay in cache.
+    chunk = max(1, 2_000_000 // n_resamples)
+    for start in range(0, todo.size, chunk):
+        cols = todo[start : start + chunk]
+        modal_b = _resampled_modal(base[:, cols], weights[0], tie_break)
+        modal_p = _resampled_modal(pruned[:, cols], weights[1], tie_break)
+        stability[cols] = (modal_b != modal_p).mean(axis=0)
+    return stability
+
+
+def _resampled_modal(predictions: np.ndarray, weights: np.ndarray, tie_break: str) -> np.ndarray:
+    """Modal label of each example (M, K) under each resample's model counts (B, M): (B, K)."""
+    m, k = predictions.shape
+    # Number each example's distinct labels 0, 1, ... in increasing label order, so that taking
+    # the first strict maximum keeps the lowest label, as modal_labels does.
+    votes = predictions.T  # (K, M)
+    order = np.sort(votes, axis=1)
+    new = np.ones(order.shape, dtype=bool)
+    np.not_equal(order[:, 1:], order[:, :-1], out=new[:, 1:])
+    rank = np.cumsum(new, axis=1) - 1  # local index of each sorted vote
+    width = rank[:, -1] + 1  # distinct labels per example
+    # Examples with the most distinct labels first: those taking part in local label l are then
+    # a prefix, so every update below works on views, not on gathered copies.
+    by_width = np.argsort(-width, kind="stable")
+    votes, order, rank, width = votes[by_width], order[by_width], rank[by_width], width[by_width]
+    local = np.empty((k, m), dtype=np.int64)
+    local[np.arange(k)[:, None], np.argsort(votes, axis=1, kind="stable")] = rank
+    local = np.ascontiguousarray(local.T)  # (M, K)
+    best = np.full((weights.shape[0], k), -1.0, dtype=np.float32)
+    winner = np.zeros((weights.shape[0], k), dtype=np.int64)
+    for label in range(int(width[0])):
+        n = int(np.count_nonzero(width > label))
+        counts = weights @ (local[:, :n] == label).astype(np.float32)  # (B, n)
+        current = best[:, :n]
+        better = counts > current if tie_break == "lowest" else counts >= current
+        np.copyto(current, counts, where=better)
+        np.copyto(winner[:, :n], label, where=better)
+    labels = np.zeros((k, int(width[0])), dtype=predictions.dtype)
+    labels[np.arange(k)[:, None], rank] = order
+    modal = np.empty_like(winner)
+    modal[:, by_width] = labels[np.arange(k)[None, :], winner]
+    return modal
 
 
 def accuracy_on(predictions: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float | None:

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from ._version import __version__
-from .compare import CompareResult, PopulationSummary
+from .compare import STABLE, CompareResult, PopulationSummary
 from .thumbnails import Thumbnails
 
 __all__ = ["GALLERY_SIZE", "Gallery", "render_report", "render_sweep", "class_labels"]
@@ -34,10 +34,17 @@ _MAX_LABEL = 40
 NO_IMAGES = "no images were requested, so the gallery shows ids and labels only"
 _DASH = "\u2014"
 RULE_TEXT = {
-    "max_class_drop": "largest significant drop in a class's normalized recall",
-    "max_pie_fraction": "fraction of test examples that are PIEs",
-    "max_accuracy_drop": "drop in mean top-1 accuracy",
-    "max_harmed_classes": "classes significantly harmed",
+    "max-class-drop": "largest significant loss of a class's recall beyond the models' average",
+    "max-class-recall-drop": "largest significant loss of a class's recall",
+    "max-pie-fraction": "fraction of test examples that are PIEs",
+    "max-accuracy-drop": "drop in mean top-1 accuracy",
+    "max-harmed-classes": "classes significantly harmed",
+    "min-power": "power to detect a class drop of the size of interest (median class)",
+}
+TEST_WORDS = {
+    "welch": "Welch t-tests between the two populations of models",
+    "paired": "paired t-tests, each pruned model against the baseline model it was derived from",
+    "mcnemar": "an exact McNemar test on the class's examples, one model against one",
 }
 
 
@@ -117,9 +124,12 @@ def class_labels(names: Sequence[str]) -> list[str]:
 
 
 def _significance(row: Any) -> str:
-    if _finite(row.p_value) is None:
+    if _finite(row.p_value) is None and _finite(row.recall_p_value) is None:
         return "not tested"
-    return row.direction if row.significant else "no"
+    if row.direction != "none":
+        return row.direction
+    # Significant, but the recall moved the other way (or not at all): not harm, not help.
+    return "relative only" if row.significant else "no"
 
 
 def _class_rows(classes: pd.DataFrame) -> list[dict[str, Any]]:
@@ -143,6 +153,8 @@ def _class_rows(classes: pd.DataFrame) -> list[dict[str, Any]]:
                 ),
                 "p": (_p(r.p_value), _sort_key(r.p_value)),
                 "q": (_p(r.q_value), _sort_key(r.q_value)),
+                "recall_q": (_p(r.recall_q_value), _sort_key(r.recall_q_value)),
+                "mde": (_points(r.mde).lstrip("+"), _sort_key(r.mde)),
                 "significance": _significance(r),
                 "direction": r.direction,
             }
@@ -150,16 +162,24 @@ def _class_rows(classes: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def _impacted(frame: pd.DataFrame, names: Sequence[str]) -> list[dict[str, str]]:
-    return [
-        {
-            "name": names[int(r.label)],
-            "change": _points(r.normalized_change),
-            "ci": f"[{_points(r.ci_low)}, {_points(r.ci_high)}]",
-            "q": _relation(r.q_value),
-        }
-        for r in frame.itertuples(index=False)
-    ]
+def _impacted(frame: pd.DataFrame, names: Sequence[str], test: str) -> list[dict[str, str]]:
+    rows = []
+    for r in frame.itertuples(index=False):
+        verb = "lost" if r.recall_change < 0 else "gained"
+        words = f"{verb} {abs(100 * r.recall_change):.2f} points of recall"
+        if test != "mcnemar":
+            relation = "more" if (r.normalized_change < 0) == (r.recall_change < 0) else "less"
+            words += f", {abs(100 * r.normalized_change):.2f} {relation} than the models' average"
+        mcnemar = test == "mcnemar"
+        rows.append(
+            {
+                "name": names[int(r.label)],
+                "words": words,
+                "ci": "" if mcnemar else f"[{_points(r.ci_low)}, {_points(r.ci_high)}]",
+                "q": _relation(r.recall_q_value if mcnemar else r.q_value),
+            }
+        )
+    return rows
 
 
 def _population(role: str, summary: PopulationSummary, provenance: Any) -> dict[str, str]:
@@ -177,34 +197,54 @@ def _population(role: str, summary: PopulationSummary, provenance: Any) -> dict[
     }
 
 
+def _drop(value: float) -> str:
+    """A drop as unsigned percentage points with one decimal, as the gate's messages write it."""
+    return f"{abs(100 * value):.1f} points"
+
+
 def _gate_rows(result: CompareResult) -> list[dict[str, str]]:
     rules = result.gate.rules
+    limits = rules.limits()
     failed = {f.rule for f in result.gate.failures}
     harmed = result.harmed
+    classes = result.classes
+    fell = classes[classes["recall_significant"] & (classes["recall_change"] < 0)]
+    stable = rules.stable_pies_only
+    power = result.power
     observed = {
-        "max_class_drop": (
-            _points(-float(harmed["normalized_change"].iloc[0])).lstrip("+") + " points"
-            if len(harmed)
-            else "no class significantly harmed"
+        "max-class-drop": (
+            _drop(harmed["normalized_change"].min()) if len(harmed) else "no class significantly harmed"
         ),
-        "max_pie_fraction": _pct(result.pies.fraction, 2),
-        "max_accuracy_drop": f"{_points(result.accuracy_drop)} points",
-        "max_harmed_classes": str(result.n_harmed),
+        "max-class-recall-drop": _drop(fell["recall_change"].min()) if len(fell) else "no class's recall fell significantly",
+        "max-pie-fraction": (
+            f"{_pct(result.pies.n_stable / len(result.examples), 2)} (stable PIEs only)"
+            if stable
+            else _pct(result.pies.fraction, 2)
+        ),
+        "max-accuracy-drop": (
+            _drop(result.accuracy_drop) if result.accuracy_drop >= 0 else f"none (accuracy rose {_drop(result.accuracy_drop)})"
+        ),
+        "max-harmed-classes": str(result.n_harmed),
+        "min-power": (
+            "undefined" if power.power_at_detect is None else f"{power.power_at_detect:.2f} at {_drop(power.detect)}"
+        ),
     }
-    limits = {
-        "max_class_drop": lambda v: f"{100 * v:.2f} points",
-        "max_pie_fraction": lambda v: _pct(v, 2),
-        "max_accuracy_drop": lambda v: f"{100 * v:.2f} points",
-        "max_harmed_classes": str,
+    shown = {
+        "max-class-drop": lambda v: f"{100 * v:.1f} points",
+        "max-class-recall-drop": lambda v: f"{100 * v:.1f} points",
+        "max-pie-fraction": lambda v: _pct(v, 2),
+        "max-accuracy-drop": lambda v: f"{100 * v:.1f} points",
+        "max-harmed-classes": str,
+        "min-power": lambda v: f"{v:.2f}",
     }
     rows = []
     for rule, text in RULE_TEXT.items():
-        limit = getattr(rules, rule)
+        limit = limits[rule]
         rows.append(
             {
-                "rule": rule.replace("_", "-"),
+                "rule": rule,
                 "what": text,
-                "limit": "off" if limit is None else limits[rule](limit),
+                "limit": "off" if limit is None else shown[rule](limit),
                 "observed": observed[rule],
                 "status": "off" if limit is None else "failed" if rule in failed else "passed",
             }
@@ -220,9 +260,10 @@ def _gallery(gallery: Gallery, names: Sequence[str]) -> list[dict[str, Any]]:
             "image": thumbnails.images.get(int(r.example_id)),
             "label": names[int(r.label)],
             "baseline": names[int(r.baseline_modal)],
-            "baseline_share": _pct(r.baseline_share, 0) + (" (tied)" if r.baseline_tied else ""),
+            "baseline_share": _pct(r.baseline_share, 0) + (", tied" if r.baseline_tied else ""),
             "pruned": names[int(r.pruned_modal)],
-            "pruned_share": _pct(r.pruned_share, 0) + (" (tied)" if r.pruned_tied else ""),
+            "pruned_share": _pct(r.pruned_share, 0) + (", tied" if r.pruned_tied else ""),
+            "stability": _pct(r.stability, 0) + (" (stable)" if r.stability >= STABLE else ""),
             "score": f"{r.score:.2f}",
             "baseline_right": bool(r.baseline_modal == r.label),
             "pruned_right": bool(r.pruned_modal == r.label),
@@ -295,6 +336,17 @@ def render_report(
         "version": __version__,
         "sweep_link": sweep_link,
         "passed": result.gate.passed,
+        "underpowered": result.gate.passed and result.power.underpowered,
+        "power_sentence": result.power_sentence(),
+        "power_target": f"{result.power.target:g}",
+        "test_words": TEST_WORDS[result.test],
+        "significance_words": (
+            "a class is significant when the absolute test's q-value is at most "
+            f"{result.settings['alpha']}."
+            if result.test == "mcnemar"
+            else "a class is significant when the normalized change's q-value is at most "
+            f"{result.settings['alpha']} (the paper's test)."
+        ),
         "failures": [f.message for f in result.gate.failures],
         "gate_rows": _gate_rows(result),
         "populations": [
@@ -305,9 +357,10 @@ def render_report(
         "n_classes": n_classes,
         "pie_count": pies.count,
         "pie_fraction": _pct(pies.fraction, 2),
+        "n_stable": pies.n_stable,
         "n_tied": pies.n_tied,
-        "harmed": _impacted(result.harmed, names),
-        "helped": _impacted(result.helped, names),
+        "harmed": _impacted(result.harmed, names, result.test),
+        "helped": _impacted(result.helped, names, result.test),
         "settings": {
             "alpha": result.settings.get("alpha"),
             "correction": result.settings.get("correction"),

@@ -18,6 +18,7 @@ from typing import Any
 from .errors import ConfigError
 from .gate import GateRules
 from .pie import BAD_TIE_BREAK, TIE_BREAKS
+from .power import DEFAULT_DETECT
 from .stats import BAD_ALPHA, BAD_CONFIDENCE, BAD_CORRECTION, BAD_N_BOOTSTRAP, CORRECTIONS
 
 __all__ = [
@@ -38,12 +39,17 @@ SETTINGS: dict[str, type] = {
     "alpha": float,
     "correction": str,
     "tie_break": str,
+    "test": str,
+    "detect": float,
     "n_bootstrap": int,
     "seed": int,
     "max_class_drop": float,
+    "max_class_recall_drop": float,
     "max_pie_fraction": float,
     "max_accuracy_drop": float,
     "max_harmed_classes": int,
+    "min_power": float,
+    "stable_pies_only": bool,
 }
 _RULES = frozenset(f.name for f in fields(GateRules))
 
@@ -55,7 +61,10 @@ NOT_A_TABLE = "{path}: [tool.pie-audit] must be a table"
 BAD_SETTING = "{path}: [tool.pie-audit] {problem}"
 BAD_SEED = "seed must be a non-negative integer, not {value!r}"
 UNKNOWN_SETTING = "unknown setting {name!r}; known settings: {known}"
-_EXPECTED = {float: "a number", int: "an integer", str: "a string"}
+_EXPECTED = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
+TESTS = ("auto", "welch", "paired", "mcnemar")
+BAD_TEST = "test must be one of {choices}, not {value!r}"
+BAD_DETECT = "detect must be a drop in (0, 1], not {value!r}"
 
 
 def _is_number(value: Any) -> bool:
@@ -74,6 +83,12 @@ class Settings:
         Multiple-testing correction across classes; ``"none"`` is the paper's raw p rule.
     tie_break : {"lowest", "highest"}
         Which label wins a tied modal vote; ``"highest"`` is the paper's code.
+    test : {"auto", "welch", "paired", "mcnemar"}
+        The per-class test: ``"auto"`` picks McNemar for one model against one, paired t-tests
+        when every pruned model names a distinct baseline parent, and Welch's otherwise.
+    detect : float or None
+        The class drop of interest for the power analysis (a fraction); ``None``: the
+        ``max-class-drop`` limit, or 2 points when that rule is off.
     n_bootstrap : int
         Bootstrap resamples for the ``normalized_change`` interval.
     confidence : float
@@ -89,6 +104,8 @@ class Settings:
     alpha: float = 0.05
     correction: str = "fdr_bh"
     tie_break: str = "lowest"
+    test: str = "auto"
+    detect: float | None = None
     n_bootstrap: int = 1000
     confidence: float = 0.95
     seed: int = 0
@@ -100,6 +117,10 @@ class Settings:
             raise ConfigError(BAD_CORRECTION.format(choices=", ".join(CORRECTIONS), value=self.correction))
         if self.tie_break not in TIE_BREAKS:
             raise ConfigError(BAD_TIE_BREAK.format(choices=", ".join(TIE_BREAKS), value=self.tie_break))
+        if self.test not in TESTS:
+            raise ConfigError(BAD_TEST.format(choices=", ".join(TESTS), value=self.test))
+        if self.detect is not None and (not _is_number(self.detect) or not 0 < self.detect <= 1):
+            raise ConfigError(BAD_DETECT.format(value=self.detect))
         if not _is_number(self.alpha) or not 0 < self.alpha < 1:
             raise ConfigError(BAD_ALPHA.format(value=self.alpha))
         if not _is_number(self.confidence) or not 0 < self.confidence < 1:
@@ -111,12 +132,22 @@ class Settings:
         if not isinstance(self.rules, GateRules):
             raise ConfigError(f"rules must be a GateRules, not {type(self.rules).__name__}")
 
+    @property
+    def detect_drop(self) -> float:
+        """The drop the power analysis asks about: ``detect``, else the ``max-class-drop`` limit."""
+        if self.detect is not None:
+            return float(self.detect)
+        limit = self.rules.max_class_drop
+        return float(limit) if limit else DEFAULT_DETECT
+
     def statistics(self) -> dict[str, Any]:
-        """The statistics options, as recorded in ``summary.json`` ``settings``."""
+        """The statistics options by their Python names (``CompareResult.settings``)."""
         return {
             "alpha": self.alpha,
             "correction": self.correction,
             "tie_break": self.tie_break,
+            "test": self.test,
+            "detect": self.detect_drop,
             "n_bootstrap": self.n_bootstrap,
             "confidence": self.confidence,
             "seed": self.seed,
@@ -124,9 +155,42 @@ class Settings:
 
 
 def find_config(directory: str | Path | None = None) -> Path | None:
-    """The ``pyproject.toml`` of ``directory`` (default: the working directory), if there is one."""
-    candidate = Path(directory if directory is not None else Path.cwd()) / CONFIG_FILE
-    return candidate if candidate.is_file() else None
+    """The nearest ``pyproject.toml`` with a ``[tool.pie-audit]`` table, as pytest and ruff find theirs.
+
+    Parameters
+    ----------
+    directory : str or Path, optional
+        Where the search starts (default: the working directory); it goes up to the root.
+
+    Returns
+    -------
+    Path or None
+        ``None`` when no ``pyproject.toml`` on the way up has the table.
+
+    Raises
+    ------
+    ConfigError
+        A ``pyproject.toml`` on the way is not valid TOML (it may hold the table).
+    """
+    start = Path(directory if directory is not None else Path.cwd()).absolute()
+    for folder in (start, *start.parents):
+        candidate = folder / CONFIG_FILE
+        if candidate.is_file() and "pie-audit" in _read_toml(candidate).get("tool", {}):
+            return candidate
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as fh:
+            document = tomllib.load(fh)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(BAD_TOML.format(path=path, reason=e)) from e
+    return document if isinstance(document.get("tool", {}), dict) else {**document, "tool": {}}
 
 
 def read_settings(path: str | Path, *, required: bool = True) -> dict[str, Any]:
@@ -158,17 +222,7 @@ def read_settings(path: str | Path, *, required: bool = True) -> dict[str, Any]:
         if required:
             raise ConfigError(NO_CONFIG.format(path=path))
         return {}
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    try:
-        with open(path, "rb") as fh:
-            document = tomllib.load(fh)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(BAD_TOML.format(path=path, reason=e)) from e
-    tool = document.get("tool", {})
-    table = tool.get("pie-audit", {}) if isinstance(tool, dict) else {}
+    table = _read_toml(path).get("tool", {}).get("pie-audit", {})
     if not isinstance(table, dict):
         raise ConfigError(NOT_A_TABLE.format(path=path))
     return _parse_table(path, table)
@@ -184,7 +238,12 @@ def _parse_table(path: Path, table: Mapping[str, Any]) -> dict[str, Any]:
         if name not in SETTINGS:
             raise ConfigError(UNKNOWN_KEY.format(path=path, key=raw, known=known))
         kind = SETTINGS[name]
-        ok = _is_number(value) if kind is float else isinstance(value, kind) and not isinstance(value, bool)
+        if kind is float:
+            ok = _is_number(value)
+        elif kind is bool:
+            ok = isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind) and not isinstance(value, bool)
         if not ok:
             raise ConfigError(BAD_VALUE.format(path=path, key=raw, expected=_EXPECTED[kind], value=value))
         settings[name] = value

@@ -41,7 +41,9 @@ def test_exit_1_when_gate_fails_and_verdict_names_class(harmed_populations, tmp_
     assert run("compare", *harmed_populations, "--out", tmp_path / "r") == 1
     out = capsys.readouterr().out
     assert "gate FAILED" in out
-    assert "in normalized recall: 2 (-" in out
+    assert "beyond the models' average: 2 (-" in out
+    assert "1 significantly harmed: 2 (lost " in out and "points of recall" in out
+    assert "rules: defaults" in out and "power: this audit can detect class drops of" in out
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["gate"]["passed"] is False
 
@@ -75,6 +77,11 @@ def test_options_reach_the_library(harmed_populations, tmp_path):
         "--max-pie-fraction", "0.9",
         "--max-accuracy-drop", "0.9",
         "--max-harmed-classes", "4",
+        "--max-class-recall-drop", "0.9",
+        "--stable-pies-only",
+        "--min-power", "0.01",
+        "--test", "welch",
+        "--detect", "0.3",
         "-q",
     )
     assert code == 0
@@ -82,25 +89,47 @@ def test_options_reach_the_library(harmed_populations, tmp_path):
     assert summary["settings"] == {
         "alpha": 0.01,
         "correction": "none",
-        "tie_break": "highest",
-        "n_bootstrap": 50,
+        "tie-break": "highest",
+        "test": "welch",
+        "detect": 0.3,
+        "n-bootstrap": 50,
         "confidence": 0.95,
         "seed": 3,
     }
-    assert summary["gate"]["rules"] == {
-        "max_class_drop": 0.5,
-        "max_pie_fraction": 0.9,
-        "max_accuracy_drop": 0.9,
-        "max_harmed_classes": 4,
+    # One spelling of every rule, the flags' and the config's, in summary.json too.
+    assert summary["gate"]["rules"] == summary["config"]["rules"] == {
+        "max-class-drop": 0.5,
+        "max-class-recall-drop": 0.9,
+        "max-pie-fraction": 0.9,
+        "max-accuracy-drop": 0.9,
+        "max-harmed-classes": 4,
+        "min-power": 0.01,
+        "stable-pies-only": True,
     }
+    assert summary["config"]["source"] is None and summary["power"]["detect"] == 0.3
 
 
 def test_rules_from_pyproject_and_command_line_precedence(harmed_populations, tmp_path):
     Path("pyproject.toml").write_text("[tool.pie-audit]\nmax-class-drop = 0.5\nmax-pie-fraction = 0.0\n")
     assert run("compare", *harmed_populations, "--out", tmp_path / "r", "-q") == 1
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert [f["rule"] for f in summary["gate"]["failures"]] == ["max_pie_fraction"]
+    assert [f["rule"] for f in summary["gate"]["failures"]] == ["max-pie-fraction"]
+    assert summary["config"]["source"] == str(Path("pyproject.toml").resolve())
     assert run("compare", *harmed_populations, "--out", tmp_path / "r", "-q", "--max-pie-fraction", "1") == 0
+
+
+def test_config_is_found_from_a_sub_directory_and_named(harmed_populations, tmp_path, monkeypatch, capsys):
+    (tmp_path / "pyproject.toml").write_text("[tool.pie-audit]\nmax-class-drop = 0.5\n")
+    sub = tmp_path / "src" / "deep"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+    assert run("compare", *harmed_populations, "--out", tmp_path / "r") == 0
+    assert f"rules: {tmp_path / 'pyproject.toml'}" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["config"] == {
+        "source": str(tmp_path / "pyproject.toml"),
+        "rules": {**summary["gate"]["rules"], "max-class-drop": 0.5},
+    }
 
 
 def test_explicit_config_file(harmed_populations, tmp_path):
@@ -116,6 +145,9 @@ def test_junit(harmed_populations, tmp_path):
     root = ET.parse(junit).getroot()
     failure = root.find("testsuite/testcase/failure")
     assert failure is not None and "2 (-" in failure.get("message")
+    props = {p.get("name"): p.get("value") for p in root.findall("testsuite/properties/property")}
+    assert props["rules-source"] == "defaults" and props["rule:max-class-drop"] == "0.02"
+    assert props["test"] == "welch" and props["power"].startswith("this audit can detect")
 
 
 # --- exit 2: bad input and usage ----------------------------------------------------------------

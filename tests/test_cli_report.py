@@ -56,7 +56,8 @@ def test_sweep_page_links_plots_and_exit_1(sweep_dirs, tmp_path, capsys):
     # Given out of order: the plots sort by sparsity, the table keeps the order given.
     assert run("report", base, p90, p50, "--out", tmp_path / "sweep", "--n-bootstrap", 100) == 1
     out = capsys.readouterr().out
-    assert "FAILED sparse-90:" in out and "PASSED sparse-50:" in out
+    assert "FAILED sparse-90:" in out and "PASSED (underpowered) sparse-50:" in out
+    assert "rules: defaults" in out
     sweep = tmp_path / "sweep"
     assert sorted(p.name for p in sweep.iterdir()) == ["index.html", "sparse-50", "sparse-90"]
     for name in ("sparse-50", "sparse-90"):

@@ -24,6 +24,9 @@ SUMMARY_KEYS = {
     "pruned",
     "pies",
     "impacted",
+    "test",
+    "power",
+    "config",
     "classes",
     "gate",
     "notes",
@@ -116,10 +119,12 @@ def test_degenerate_cases_give_documented_values(tmp_path, audit_labels):
     names = ["a", "b", "c", "d", "e", "f"]
     b = write_population(tmp_path / "b", base, audit_labels, classes=names)
     p = write_population(tmp_path / "p", pruned, audit_labels, classes=names)
-    result = pie_audit.compare(b, p)
+    result = pie_audit.compare(b, p, test="welch")
     summary = json.loads(json.dumps(result.to_summary(), allow_nan=False))
+    assert summary["test"] == "welch"
     assert summary["baseline"]["accuracy_std"] is None
     assert all(row["p_value"] is None and not row["significant"] for row in summary["classes"])
+    assert summary["power"]["median_mde"] is None and summary["power"]["models_needed"] is None
     assert summary["classes"][5]["support"] == 0
     assert summary["classes"][5]["baseline_recall_mean"] is None
     assert summary["classes"][5]["direction"] == "none"
@@ -157,7 +162,7 @@ def test_gate_rules_are_applied(harmed_populations):
     result = pie_audit.compare(
         *harmed_populations, rules=GateRules(max_class_drop=None, max_pie_fraction=0.0)
     )
-    assert [f.rule for f in result.gate.failures] == ["max_pie_fraction"]
+    assert [f.rule for f in result.gate.failures] == ["max-pie-fraction"]
 
 
 def test_bad_settings_fail_before_reading(tmp_path):
@@ -196,7 +201,8 @@ def test_repr_is_a_one_line_verdict(tmp_path):
     write_population(tmp_path / "p", preds, labels)
     text = repr(pie_audit.compare(tmp_path / "b", tmp_path / "p"))
     assert text.startswith("<CompareResult: 30 examples, 3 classes; accuracy ")
-    assert "0 PIEs (0.00%)" in text and text.endswith("gate passed>")
+    # Two models a side cannot show a 2-point class drop: the pass says so.
+    assert "0 PIEs (0.00%)" in text and text.endswith("gate passed (underpowered)>")
 
 
 def test_swapping_baseline_and_pruned_negates_the_effects(harmed_populations):
@@ -229,7 +235,12 @@ def test_derived_values_agree_with_the_frames(harmed_populations):
         result.baseline_accuracy.mean() - result.pruned_accuracy.mean()
     )
     summary = result.to_summary()
-    assert summary["impacted"] == {"harmed": result.n_harmed, "helped": result.n_helped}
+    assert summary["impacted"] == {
+        "harmed": result.n_harmed,
+        "helped": result.n_helped,
+        "recall_fell": int((result.classes["recall_significant"] & (result.classes["recall_change"] < 0)).sum()),
+        "recall_rose": int((result.classes["recall_significant"] & (result.classes["recall_change"] > 0)).sum()),
+    }
     assert summary["pruned"]["accuracy_std"] == result.pruned.accuracy_std
 
 
@@ -251,3 +262,103 @@ def test_settings_are_recorded_in_full(harmed_populations):
     result = pie_audit.compare(*harmed_populations)
     expected = {f.name for f in fields(pie_audit.Settings)} - {"rules", "source"}
     assert set(result.settings) == expected
+
+
+# --- designs, power, stability, configuration -----------------------------------------------------
+
+
+def test_one_model_each_gets_mcnemar(tmp_path, audit_labels):
+    base = planted_predictions(1, audit_labels, accuracy=0.9, n_classes=5, seed=1)
+    pruned = planted_predictions(1, audit_labels, accuracy=0.9, n_classes=5, seed=2, class_accuracy={2: 0.4})
+    b = write_population(tmp_path / "b", base, audit_labels)
+    p = write_population(tmp_path / "p", pruned, audit_labels)
+    result = pie_audit.compare(b, p)
+    assert result.test == "mcnemar" and result.to_summary()["test"] == "mcnemar"
+    assert result.harmed["label"].tolist() == [2]
+    assert any("these two models on this test set" in note for note in result.notes)
+    with pytest.raises(ConfigError):
+        pie_audit.compare(b, p, test="paired")
+
+
+def _paired(tmp_path, audit_labels, *, parents):
+    base = planted_predictions(4, audit_labels, accuracy=0.9, n_classes=5, seed=1)
+    pruned = base.copy()
+    rng = np.random.default_rng(0)
+    for m in range(4):
+        # Each pruned model loses 12 or 13 of its parent's class-2 examples.
+        right = np.flatnonzero((audit_labels == 2) & (base[m] == 2))
+        hurt = rng.choice(right, size=12 + m % 2, replace=False)
+        pruned[m, hurt] = (audit_labels[hurt] + 1) % 5
+    b = write_population(tmp_path / "b", base, audit_labels, run={})
+    p = write_population(tmp_path / "p", pruned[::-1], audit_labels, run={})
+    # write_population gives model m seed m; the pruned models were written in reverse order.
+    for m, model in enumerate(sorted(p.iterdir())):
+        run = json.loads((model / "run.json").read_text())
+        run["parent"] = {"seed": parents[m]}
+        (model / "run.json").write_text(json.dumps(run))
+    return b, p, base, pruned
+
+
+def test_pruned_models_naming_their_parents_are_tested_in_pairs(tmp_path, audit_labels):
+    from scipy import stats as sps
+
+    b, p, base, pruned = _paired(tmp_path, audit_labels, parents=[3, 2, 1, 0])
+    result = pie_audit.compare(b, p, n_bootstrap=100)
+    assert result.test == "paired"
+    in_c = audit_labels == 2
+    rb = (base[:, in_c] == 2).mean(axis=1)
+    rp = (pruned[:, in_c] == 2).mean(axis=1)
+    expected = sps.ttest_rel(rp, rb)
+    assert result.classes.loc[2, "recall_p_value"] == pytest.approx(expected.pvalue)
+    assert result.classes.loc[2, "direction"] == "harmed"
+    # Asked for Welch, the same populations are tested as independent.
+    assert pie_audit.compare(b, p, test="welch", n_bootstrap=100).test == "welch"
+
+
+def test_parents_that_do_not_match_fall_back_to_welch_or_are_refused(tmp_path, audit_labels):
+    b, p, *_ = _paired(tmp_path, audit_labels, parents=[0, 0, 1, 2])
+    assert pie_audit.compare(b, p, n_bootstrap=50).test == "welch"
+    with pytest.raises(ConfigError, match="two pruned models name the same parent"):
+        pie_audit.compare(b, p, test="paired")
+
+
+def test_power_summary_and_api(harmed_populations):
+    result = pie_audit.compare(*harmed_populations, n_bootstrap=100)
+    power = result.power
+    assert power.detect == 0.02 and power.target == 0.8
+    mde = result.classes["mde"].to_numpy()
+    assert power.median_mde == pytest.approx(np.sort(mde)[len(mde) // 2])
+    assert power.underpowered_classes == int((mde > 0.02).sum())
+    # Asking about a larger drop needs fewer models.
+    bigger = pie_audit.power(result, detect=0.1)
+    assert bigger.detect == 0.1 and bigger.models_needed <= power.models_needed
+    assert bigger.underpowered_classes <= power.underpowered_classes
+    assert "this audit can detect class drops of" in result.power_sentence()
+
+
+def test_stability_of_a_unanimous_and_a_swing_pie(tmp_path):
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    base = np.tile(labels, (5, 1))
+    pruned = base.copy()
+    pruned[:, 0] = 1  # every pruned model moves example 0: a unanimous PIE
+    pruned[:3, 1] = 2  # three of five move example 1: a PIE by one swing model
+    b = write_population(tmp_path / "b", base, labels)
+    p = write_population(tmp_path / "p", pruned, labels)
+    result = pie_audit.compare(b, p, n_bootstrap=50)
+    examples = result.examples.set_index("example_id")
+    assert examples.loc[0, "pie"] and examples.loc[0, "stability"] == 1.0
+    assert examples.loc[1, "pie"] and 0.2 < examples.loc[1, "stability"] < 0.9
+    assert (examples.loc[2:, "stability"] == 0).all()
+    assert result.pies.n_stable == 1
+    assert "stability" in result.top_pies(10)
+
+
+def test_config_source_is_recorded(tmp_path, harmed_populations):
+    config = tmp_path / "pyproject.toml"
+    config.write_text("[tool.pie-audit]\nmax-class-drop = 0.5\n")
+    summary = pie_audit.compare(*harmed_populations, config=config, n_bootstrap=50).to_summary()
+    assert summary["config"]["source"] == str(config)
+    assert summary["config"]["rules"]["max-class-drop"] == 0.5
+    assert summary["schema_version"] == 2
+    assert set(summary["settings"]) == {"alpha", "correction", "tie-break", "test", "detect", "n-bootstrap", "confidence", "seed"}
+    assert pie_audit.compare(*harmed_populations, n_bootstrap=50).to_summary()["config"]["source"] is None

@@ -8,12 +8,15 @@ from pie_audit.errors import ConfigError
 from pie_audit.gate import GateRules, evaluate_gate, junit_xml
 
 
-def _classes(changes, directions):
+def _classes(changes, directions, recall_changes=None, recall_significant=None):
+    n = len(changes)
     return pd.DataFrame(
         {
-            "label": np.arange(len(changes)),
+            "label": np.arange(n),
             "normalized_change": changes,
             "direction": directions,
+            "recall_change": recall_changes if recall_changes is not None else changes,
+            "recall_significant": recall_significant if recall_significant is not None else [False] * n,
         }
     )
 
@@ -28,13 +31,13 @@ def test_default_rule_fails_on_significant_drop_beyond_limit():
     result = evaluate_gate(CLASSES, pie_fraction=0.5, accuracy_drop=0.5)
     assert not result.passed
     [failure] = result.failures
-    assert failure.rule == "max_class_drop"
+    assert failure.rule == "max-class-drop"
     # Class 3 dropped most but is not significant; class 4 dropped exactly the limit.
     assert failure.classes == ("0",)
     assert failure.value == pytest.approx(0.10)
     assert failure.message == (
-        "1 class(es) significantly harmed by more than 2.0 points in normalized recall: "
-        "0 (-10.0 points)"
+        "1 class(es) significantly harmed, losing more than 2.0 points of recall beyond the "
+        "models' average: 0 (-10.0 points)"
     )
 
 
@@ -48,7 +51,8 @@ def test_failing_classes_are_named_worst_first():
     names = ("cat", "dog", "3", "eel", "4")
     rules = GateRules(max_class_drop=0.01)
     result = evaluate_gate(CLASSES, pie_fraction=0, accuracy_drop=0, rules=rules, class_names=names)
-    assert result.failures[0].classes == ("cat [0]", "4", "dog [1]")
+    # The names, as documented: the label is in the per-class table, not in the name.
+    assert result.failures[0].classes == ("cat", "4", "dog")
 
 
 def test_nothing_harmed_passes():
@@ -59,16 +63,22 @@ def test_nothing_harmed_passes():
 @pytest.mark.parametrize(
     ("rules", "rule", "passes"),
     [
-        (GateRules(max_class_drop=None, max_pie_fraction=0.2), "max_pie_fraction", True),
-        (GateRules(max_class_drop=None, max_pie_fraction=0.1), "max_pie_fraction", False),
-        (GateRules(max_class_drop=None, max_accuracy_drop=0.05), "max_accuracy_drop", True),
-        (GateRules(max_class_drop=None, max_accuracy_drop=0.01), "max_accuracy_drop", False),
-        (GateRules(max_class_drop=None, max_harmed_classes=3), "max_harmed_classes", True),
-        (GateRules(max_class_drop=None, max_harmed_classes=2), "max_harmed_classes", False),
+        (GateRules(max_class_drop=None, max_pie_fraction=0.2), "max-pie-fraction", True),
+        (GateRules(max_class_drop=None, max_pie_fraction=0.1), "max-pie-fraction", False),
+        (GateRules(max_class_drop=None, max_accuracy_drop=0.05), "max-accuracy-drop", True),
+        (GateRules(max_class_drop=None, max_accuracy_drop=0.01), "max-accuracy-drop", False),
+        (GateRules(max_class_drop=None, max_harmed_classes=3), "max-harmed-classes", True),
+        (GateRules(max_class_drop=None, max_harmed_classes=2), "max-harmed-classes", False),
+        (GateRules(max_class_drop=None, max_pie_fraction=0.1, stable_pies_only=True), "max-pie-fraction", True),
+        (GateRules(max_class_drop=None, min_power=0.8), "min-power", True),
+        (GateRules(max_class_drop=None, min_power=0.95), "min-power", False),
     ],
 )
 def test_optional_rules(rules, rule, passes):
-    result = evaluate_gate(CLASSES, pie_fraction=0.15, accuracy_drop=0.03, rules=rules)
+    result = evaluate_gate(
+        CLASSES, pie_fraction=0.15, stable_pie_fraction=0.05, accuracy_drop=0.03, power_at_detect=0.9,
+        detect=0.02, rules=rules,
+    )  # fmt: skip
     assert result.passed == passes
     if not passes:
         assert [f.rule for f in result.failures] == [rule]
@@ -101,12 +111,15 @@ def test_to_dict():
     d = result.to_dict()
     assert d["passed"] is False
     assert d["rules"] == {
-        "max_class_drop": 0.02,
-        "max_pie_fraction": None,
-        "max_accuracy_drop": None,
-        "max_harmed_classes": None,
+        "max-class-drop": 0.02,
+        "max-class-recall-drop": None,
+        "max-pie-fraction": None,
+        "max-accuracy-drop": None,
+        "max-harmed-classes": None,
+        "min-power": None,
+        "stable-pies-only": False,
     }
-    assert d["failures"][0]["rule"] == "max_class_drop"
+    assert d["failures"][0]["rule"] == "max-class-drop"
     assert d["failures"][0]["classes"] == ["0"]
 
 
@@ -120,7 +133,7 @@ def test_junit_xml():
     suite = root.find("testsuite")
     assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
     cases = suite.findall("testcase")
-    assert [c.get("name") for c in cases] == ["max_class_drop <= 0.02", "max_pie_fraction <= 0.5"]
+    assert [c.get("name") for c in cases] == ["max-class-drop <= 0.02", "max-pie-fraction <= 0.5"]
     assert cases[0].find("failure").get("message") == result.failures[0].message
     assert cases[1].find("failure") is None
 
@@ -130,4 +143,32 @@ def test_junit_xml_escapes_class_names():
         _classes([-0.5], ["harmed"]), pie_fraction=0, accuracy_drop=0, class_names=['<a&"b">']
     )
     root = ET.fromstring(junit_xml(result))
-    assert '<a&"b"> [0]' in root.find("testsuite/testcase/failure").get("message")
+    assert '<a&"b"> (-50.0 points)' in root.find("testsuite/testcase/failure").get("message")
+
+
+def test_class_recall_drop_rule_uses_the_absolute_test():
+    classes = _classes(
+        [-0.10, 0.05, -0.01],
+        ["harmed", "none", "none"],
+        recall_changes=[-0.12, -0.06, -0.2],
+        recall_significant=[True, True, False],
+    )
+    rules = GateRules(max_class_drop=None, max_class_recall_drop=0.05)
+    [failure] = evaluate_gate(classes, pie_fraction=0, accuracy_drop=0, rules=rules, class_names=["a", "b", "c"]).failures
+    # c fell most but not significantly; b fell significantly although it is not "harmed".
+    assert failure.rule == "max-class-recall-drop"
+    assert failure.classes == ("a", "b") and failure.value == pytest.approx(0.12)
+    assert failure.message == "2 class(es) significantly lost more than 5.0 points of recall: a (-12.0 points), b (-6.0 points)"
+
+
+def test_min_power_fails_when_power_is_undefined():
+    rules = GateRules(max_class_drop=None, min_power=0.5)
+    [failure] = evaluate_gate(CLASSES, pie_fraction=0, accuracy_drop=0, power_at_detect=None, detect=0.02, rules=rules).failures
+    assert failure.rule == "min-power" and "undefined" in failure.message
+
+
+def test_junit_properties_record_where_the_rules_came_from():
+    result = evaluate_gate(CLASSES, pie_fraction=0, accuracy_drop=0)
+    root = ET.fromstring(junit_xml(result, properties={"rules": "/x/pyproject.toml", "test": "welch", "none": None}))
+    props = {p.get("name"): p.get("value") for p in root.findall("testsuite/properties/property")}
+    assert props == {"rules": "/x/pyproject.toml", "test": "welch", "none": ""}

@@ -4,12 +4,14 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from scipy import stats as sps
 
 from pie_audit.errors import ConfigError
 from pie_audit.pie import (
     BAD_TIE_BREAK,
     accuracy_on,
     modal_labels,
+    pie_stability,
     pie_table,
     vote_distance,
 )
@@ -180,3 +182,40 @@ def test_accuracy_on_subset():
     assert accuracy_on(predictions, labels, np.array([True, True, False, False])) == 0.75
     assert accuracy_on(predictions, labels, np.array([False, False, False, True])) == 0.5
     assert accuracy_on(predictions, labels, np.zeros(4, dtype=bool)) is None
+
+
+# --- stability ------------------------------------------------------------------------------------
+
+
+def test_stability_of_unanimous_examples_is_exact():
+    base = np.array([[0, 1, 2], [0, 1, 2]])
+    pruned = np.array([[0, 2, 2], [0, 2, 2]])
+    np.testing.assert_array_equal(pie_stability(base, pruned), [0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("pruned_votes", "tie_break", "expected"),
+    [
+        # 3 of 5 pruned models move the example: a resample of 5 keeps it a PIE when >= 3 of them
+        # are movers, Binomial(5, 0.6) >= 3.
+        ([1, 1, 1, 0, 0], "lowest", sps.binom.sf(2, 5, 0.6)),
+        # 2 of 4: a 2-2 tie goes to label 0 (lowest, no PIE) or to 1 (highest, a PIE).
+        ([1, 1, 0, 0], "lowest", sps.binom.sf(2, 4, 0.5)),
+        ([1, 1, 0, 0], "highest", sps.binom.sf(1, 4, 0.5)),
+    ],
+)
+def test_stability_matches_the_binomial_probability(pruned_votes, tie_break, expected):
+    base = np.zeros((len(pruned_votes), 1), dtype=np.int64)  # unanimous on label 0
+    pruned = np.array(pruned_votes)[:, None]
+    stability = pie_stability(base, pruned, n_resamples=20_000, seed=1, tie_break=tie_break)
+    assert stability[0] == pytest.approx(expected, abs=0.015)
+
+
+def test_stability_does_not_depend_on_model_order():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 4, (7, 50))
+    pruned = rng.integers(0, 4, (6, 50))
+    a = pie_stability(base, pruned, seed=3)
+    b = pie_stability(base[::-1], pruned[rng.permutation(6)], seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, pie_stability(base, pruned, seed=4))

@@ -59,28 +59,35 @@ def test_verdict_populations_and_impacted_classes(harmed_result):
     assert "Gate FAILED" in verdict
     (failure,) = harmed_result.gate.failures
     assert failure.message in verdict
-    assert failure.message.startswith("1 class(es) significantly harmed by more than 2.0 points")
+    assert failure.message.startswith("1 class(es) significantly harmed, losing more than 2.0 points")
     # Cards: PIE count and fraction, harmed and helped counts, both mean accuracies, each with its label.
     pies = harmed_result.pies
-    assert f"{pies.count} PIEs ({100 * pies.fraction:.2f}% of 400 test examples)" in verdict
+    assert f"{pies.count} PIEs ({100 * pies.fraction:.2f}% of 400 test examples; {pies.n_stable} stable)" in verdict
+    assert f"Power: {harmed_result.power_sentence()}." in verdict
     assert f"{100 * harmed_result.baseline_accuracy.mean():.2f}% baseline mean accuracy (8 models)" in verdict
     assert "Significantly harmed (1)" in page.headings
     harmed = page.section("Significantly harmed (1)").text
-    change = 100 * harmed_result.harmed["normalized_change"].iloc[0]
-    assert f"2: {change:+.2f} points" in harmed
+    worst = harmed_result.harmed.iloc[0]
+    change, recall = 100 * worst["normalized_change"], 100 * worst["recall_change"]
+    # Words that say what was measured: the recall lost, and how much more than the average.
+    assert f"2: lost {-recall:.2f} points of recall, {-change:.2f} more than the models' average" in harmed
     assert "q < 0.0001" in harmed
-    # The gate table explains each rule: limit, observed value, status.
+    # The gate table explains each rule: limit, observed value, status, as the messages write them.
     rules = {row["rule"].text: row for row in page.table("Gate rules").records}
     drop, fraction = rules["max-class-drop"], rules["max-pie-fraction"]
-    assert [drop[c].text for c in ("limit", "observed", "status")] == ["2.00 points", f"{-change:.2f} points", "failed"]
+    assert [drop[c].text for c in ("limit", "observed", "status")] == ["2.0 points", f"{-change:.1f} points", "failed"]
     assert [fraction[c].text for c in ("limit", "status")] == ["off", "off"]
+    assert set(rules) == {
+        "max-class-drop", "max-class-recall-drop", "max-pie-fraction", "max-accuracy-drop",
+        "max-harmed-classes", "min-power",
+    }  # fmt: skip
 
 
 def test_class_table_holds_every_class_with_raw_sort_values(harmed_result):
     table = class_table(parse(render(harmed_result)))
     assert table.headers == [
         "label", "class", "support", "baseline recall", "pruned recall", "change",
-        "normalized change", "interval", "p", "q", "significant", "PIEs",
+        "normalized change", "interval", "p", "q", "recall q", "MDE", "significant", "PIEs",
     ]  # fmt: skip
     classes = harmed_result.classes
     rows = table.records
@@ -94,7 +101,11 @@ def test_class_table_holds_every_class_with_raw_sort_values(harmed_result):
         assert float(row["normalized change"].key) == expected.normalized_change  # exact: repr round-trips
         assert row["normalized change"].text == f"{100 * expected.normalized_change:+.2f}"
         assert float(row["q"].key) == expected.q_value
-        assert row["significant"].text == (expected.direction if expected.significant else "no")
+        assert float(row["recall q"].key) == expected.recall_q_value
+        assert float(row["MDE"].key) == expected.mde
+        # A significant normalized change whose recall moved the other way is neither harmed nor helped.
+        shown = expected.direction if expected.direction != "none" else "relative only" if expected.significant else "no"
+        assert row["significant"].text == shown
         assert row["PIEs"].key == str(expected.n_pies)
     assert rows[2]["significant"].text == "harmed"
 
@@ -112,6 +123,7 @@ def test_pie_accuracy_and_gallery(harmed_result):
     first, card = top.iloc[0], dict(cards[0].definitions())
     assert card["example"] == f"#{first.example_id} \u00b7 {first.score:.2f}"
     assert f"({100 * first.pruned_share:.0f}%" in card["pruned"]
+    assert card["stability"].startswith(f"{100 * first.stability:.0f}%")
 
 
 def test_plots_are_inline_svg_with_unique_ids(harmed_result):
@@ -296,3 +308,26 @@ def test_degenerate_audit_renders_undefined_values_as_dashes(tmp_path):
     for note in result.notes:
         assert f"Note: {' '.join(note.split())}" in verdict
     assert "Gate PASSED" in verdict
+
+
+def test_an_underpowered_pass_says_so(tmp_path, audit_labels):
+    base = planted_predictions(2, audit_labels, accuracy=0.9, n_classes=5, seed=1)
+    pruned = planted_predictions(2, audit_labels, accuracy=0.9, n_classes=5, seed=2)
+    b = write_population(tmp_path / "b", base, audit_labels)
+    p = write_population(tmp_path / "p", pruned, audit_labels)
+    result = pie_audit.compare(b, p, n_bootstrap=50)
+    assert result.gate.passed and result.power.underpowered
+    verdict = parse(render(result)).section("Verdict").text
+    assert "Gate PASSED (underpowered)" in verdict
+    assert "this audit can detect class drops of" in verdict and "needs about" in verdict
+    assert result.verdict.startswith("gate PASSED (underpowered: this audit can detect class drops of")
+
+
+def test_one_model_each_is_described_as_mcnemar(tmp_path, audit_labels):
+    base = planted_predictions(1, audit_labels, accuracy=0.9, n_classes=5, seed=1)
+    pruned = planted_predictions(1, audit_labels, accuracy=0.9, n_classes=5, seed=2, class_accuracy={2: 0.4})
+    b = write_population(tmp_path / "b", base, audit_labels)
+    p = write_population(tmp_path / "p", pruned, audit_labels)
+    page = parse(render(pie_audit.compare(b, p)))
+    assert "an exact McNemar test on the class's examples, one model against one" in page.section("Per class").text
+    assert "these two models on this test set" in page.text

@@ -91,9 +91,13 @@ def test_defaults():
     assert settings == Settings()
     assert settings.rules == GateRules() and settings.source is None
     assert settings.statistics() == {
-        "alpha": 0.05, "correction": "fdr_bh", "tie_break": "lowest",
+        "alpha": 0.05, "correction": "fdr_bh", "tie_break": "lowest", "test": "auto", "detect": 0.02,
         "n_bootstrap": 1000, "confidence": 0.95, "seed": 0,
     }  # fmt: skip
+    assert resolve_settings({"max_class_drop": None}).detect_drop == 0.02
+    assert Settings(rules=GateRules(max_class_drop=0.05)).detect_drop == 0.05
+    assert Settings(rules=GateRules(max_class_drop=None)).detect_drop == 0.02
+    assert Settings(detect=0.1).detect_drop == 0.1
 
 
 def test_options_win_over_the_file_which_wins_over_defaults(tmp_path):
@@ -105,12 +109,35 @@ def test_options_win_over_the_file_which_wins_over_defaults(tmp_path):
     assert settings.source == path
 
 
-def test_find_config(tmp_path, monkeypatch):
-    assert find_config(tmp_path) is None
-    (tmp_path / "pyproject.toml").write_text("")
-    assert find_config(tmp_path) == tmp_path / "pyproject.toml"
-    monkeypatch.chdir(tmp_path)
-    assert find_config() == tmp_path / "pyproject.toml"
+def test_find_config_searches_upward_for_the_table(tmp_path, monkeypatch):
+    deep = tmp_path / "project" / "sub" / "dir"
+    deep.mkdir(parents=True)
+    assert find_config(deep) is None
+    (tmp_path / "pyproject.toml").write_text("[tool.pie-audit]\nalpha = 0.1\n")
+    # A nearer pyproject.toml without the table is passed over, as pytest and ruff do.
+    (tmp_path / "project" / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    assert find_config(deep) == tmp_path / "pyproject.toml"
+    (tmp_path / "project" / "sub" / "pyproject.toml").write_text("[tool.pie-audit]\n")
+    assert find_config(deep) == tmp_path / "project" / "sub" / "pyproject.toml"
+    monkeypatch.chdir(deep)
+    assert find_config() == tmp_path / "project" / "sub" / "pyproject.toml"
+
+
+def test_boolean_and_new_settings_from_the_file(tmp_path):
+    path = tmp_path / "pyproject.toml"
+    path.write_text(
+        "[tool.pie-audit]\nstable-pies-only = true\nmax-pie-fraction = 0.1\ntest = 'welch'\n"
+        "detect = 0.05\nmin-power = 0.8\nmax-class-recall-drop = 0.03\n"
+    )
+    settings = resolve_settings(config=path)
+    assert settings.rules == GateRules(
+        max_pie_fraction=0.1, stable_pies_only=True, min_power=0.8, max_class_recall_drop=0.03
+    )
+    assert (settings.test, settings.detect) == ("welch", 0.05)
+    path.write_text("[tool.pie-audit]\nstable-pies-only = 1\n")
+    with pytest.raises(ConfigError) as e:
+        resolve_settings(config=path)
+    assert str(e.value) == BAD_VALUE.format(path=path, key="stable-pies-only", expected="true or false", value=1)
 
 
 def test_bad_values_are_refused():
@@ -124,7 +151,7 @@ def test_bad_values_are_refused():
         resolve_settings({"seed": -7})
     with pytest.raises(ConfigError, match="n_bootstrap"):
         resolve_settings({"n_bootstrap": 0})
-    with pytest.raises(ConfigError, match="max_class_drop"):
+    with pytest.raises(ConfigError, match="max-class-drop"):
         resolve_settings({"max_class_drop": 2.0})
     with pytest.raises(ConfigError) as e:
         resolve_settings({"alpah": 0.1})

@@ -239,3 +239,138 @@ def test_rejects_mismatched_shapes(planted):
     base, pruned, labels = planted
     with pytest.raises(ConfigError):
         class_statistics(base, pruned[:, :-1], labels)
+
+
+# --- absolute effects, designs, direction ------------------------------------------------------
+
+
+def test_absolute_test_matches_scipy_and_statsmodels(planted):
+    base, pruned, labels = planted
+    table = class_statistics(base, pruned, labels)
+    p = []
+    for c in range(N_CLASSES):
+        in_c = labels == c
+        rb = (base[:, in_c] == c).mean(axis=1)
+        rp = (pruned[:, in_c] == c).mean(axis=1)
+        expected = sps.ttest_ind(rp, rb, equal_var=False)
+        assert table.loc[c, "recall_t_statistic"] == pytest.approx(expected.statistic)
+        assert table.loc[c, "recall_p_value"] == pytest.approx(expected.pvalue)
+        p.append(expected.pvalue)
+    np.testing.assert_allclose(table["recall_q_value"], multipletests(p, method="fdr_bh")[1])
+    # The absolute interval brackets the absolute change.
+    assert (table["recall_ci_low"] <= table["recall_change"]).all()
+    assert (table["recall_change"] <= table["recall_ci_high"]).all()
+
+
+def test_paired_test_matches_ttest_rel(audit_labels):
+    rng = np.random.default_rng(3)
+    # Seeds differ a lot on class 2 (50% to 90% recall); pruning costs each model about 10 of
+    # its class-2 examples, plus a few mistakes elsewhere.
+    base = np.vstack([
+        planted_predictions(1, audit_labels, accuracy=0.9, n_classes=N_CLASSES, seed=10 + m,
+                            class_accuracy={2: 0.5 + 0.08 * m})
+        for m in range(6)
+    ])  # fmt: skip
+    pruned = base.copy()
+    for m in range(6):
+        right = np.flatnonzero((audit_labels == 2) & (base[m] == 2))
+        hurt = rng.choice(right, size=10 + m % 2, replace=False)
+        hurt = np.union1d(hurt, np.flatnonzero(rng.random(audit_labels.size) < 0.01))
+        pruned[m, hurt] = (audit_labels[hurt] + 1) % N_CLASSES
+    table = class_statistics(base, pruned, audit_labels, test="paired")
+    acc_b, acc_p = (base == audit_labels).mean(axis=1), (pruned == audit_labels).mean(axis=1)
+    for c in range(N_CLASSES):
+        in_c = audit_labels == c
+        rb = (base[:, in_c] == c).mean(axis=1)
+        rp = (pruned[:, in_c] == c).mean(axis=1)
+        relative = sps.ttest_rel(rp - acc_p.mean(), rb - acc_b.mean())
+        absolute = sps.ttest_rel(rp, rb)
+        assert table.loc[c, "t_statistic"] == pytest.approx(relative.statistic)
+        assert table.loc[c, "p_value"] == pytest.approx(relative.pvalue)
+        assert table.loc[c, "recall_p_value"] == pytest.approx(absolute.pvalue)
+    assert table.loc[2, "direction"] == "harmed"
+    # Pairing removes the seed-to-seed spread: the paired test is far more sensitive here.
+    welch = class_statistics(base, pruned, audit_labels, test="welch")
+    assert table.loc[2, "p_value"] < welch.loc[2, "p_value"]
+
+
+def test_mcnemar_matches_binomtest(audit_labels):
+    base = planted_predictions(1, audit_labels, accuracy=0.9, n_classes=N_CLASSES, seed=5)
+    pruned = planted_predictions(1, audit_labels, accuracy=0.9, n_classes=N_CLASSES, seed=6, class_accuracy={2: 0.5})
+    table = class_statistics(base, pruned, audit_labels, test="mcnemar")
+    p = []
+    for c in range(N_CLASSES):
+        in_c = audit_labels == c
+        right_b, right_p = base[0, in_c] == c, pruned[0, in_c] == c
+        b, d = int((right_b & ~right_p).sum()), int((~right_b & right_p).sum())
+        expected = sps.binomtest(b, b + d, 0.5).pvalue if b + d else 1.0
+        assert table.loc[c, "recall_p_value"] == pytest.approx(expected)
+        p.append(expected)
+    np.testing.assert_allclose(table["recall_q_value"], multipletests(p, method="fdr_bh")[1])
+    assert table["p_value"].isna().all() and table["mde"].isna().all()
+    assert table["significant"].tolist() == (table["recall_q_value"] <= 0.05).tolist()
+    assert table.loc[2, "direction"] == "harmed"
+
+
+def test_mcnemar_hand_worked_case():
+    # Class 0: 4 examples the baseline gets right and the pruned model wrong, none the reverse:
+    # a two-sided binomial test of 4 of 4 at 1/2 gives p = 2 * 0.5**4 = 0.125.
+    labels = np.array([0, 0, 0, 0, 0, 1, 1])
+    base = np.array([[0, 0, 0, 0, 0, 1, 1]])
+    pruned = np.array([[1, 1, 1, 1, 0, 1, 1]])
+    table = class_statistics(base, pruned, labels, test="mcnemar", correction="none")
+    assert table.loc[0, "recall_p_value"] == pytest.approx(0.125)
+    assert table.loc[1, "recall_p_value"] == 1.0
+    assert table["direction"].tolist() == ["none", "none"]
+
+
+def test_designs_need_matching_models(planted):
+    base, pruned, labels = planted
+    with pytest.raises(ConfigError, match="as many pruned models as baseline models"):
+        class_statistics(base, pruned, labels, test="paired")
+    with pytest.raises(ConfigError, match="one model with one model"):
+        class_statistics(base, pruned, labels, test="mcnemar")
+    with pytest.raises(ConfigError, match="test must be one of"):
+        class_statistics(base, pruned, labels, test="anova")
+
+
+def test_a_collapsing_class_never_makes_another_that_lost_recall_helped():
+    """One class collapses; the others lose a little or nothing. None of them is 'helped'."""
+    rng = np.random.default_rng(11)
+    n_classes, per_class, m = 10, 200, 12
+    labels = np.repeat(np.arange(n_classes), per_class)
+
+    def population(seed, collapse):
+        r = np.random.default_rng(seed)
+        preds = np.tile(labels, (m, 1))
+        for k in range(m):
+            wrong = r.random(labels.size) < 0.03
+            if collapse:
+                wrong |= (labels == 0) & (r.random(labels.size) < 0.6)
+                # Class 1 loses a few examples more, class 2 exactly none.
+                wrong |= (labels == 1) & (r.random(labels.size) < 0.005)
+            wrong &= labels != 2
+            preds[k, wrong] = (labels[wrong] + 1 + r.integers(0, n_classes - 1, wrong.sum())) % n_classes
+        return preds
+
+    base, pruned = population(1, False), population(2, True)
+    table = class_statistics(base, pruned, labels, n_bootstrap=200)
+    assert table.loc[0, "direction"] == "harmed"
+    # The normalized change lifts the bystanders (the paper's rule would call many "helped")...
+    assert (table.loc[1:, "normalized_change"] > 0).all()
+    assert table.loc[1:, "significant"].sum() >= 3
+    # ...but a class whose recall fell or held is never "helped".
+    for row in table.itertuples():
+        if row.recall_change <= 0:
+            assert row.direction != "helped", row
+        if row.recall_change >= 0:
+            assert row.direction != "harmed", row
+    assert table.loc[2, "recall_change"] == 0 and table.loc[2, "direction"] == "none"
+    rng.random()  # the generator above is per population; this one only documents the seed
+
+
+def test_mde_is_reported_per_tested_class(planted):
+    table = class_statistics(*planted)
+    assert (table["mde"] > 0).all()
+    # Noisier classes are harder to test: the planted class varies most across pruned models.
+    assert table["mde"].idxmax() == 2

@@ -26,7 +26,31 @@ MaxClassDrop = Annotated[
     Optional[float],
     typer.Option(help="Fail when a class is significantly harmed by more than this (normalized recall, fraction). \\[default: 0.02]"),
 ]
+MaxClassRecallDrop = Annotated[
+    Optional[float],
+    typer.Option(help="Fail when a class's recall falls significantly by more than this (absolute, fraction)."),
+]
 MaxPieFraction = Annotated[Optional[float], typer.Option(help="Fail when the PIE fraction exceeds this.")]
+StablePiesOnly = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--stable-pies-only/--all-pies",
+        help="Count only PIEs stable under model resampling (>= 90%) for --max-pie-fraction. \\[default: all]",
+        show_default=False,
+    ),
+]
+MinPower = Annotated[
+    Optional[float],
+    typer.Option(help="Fail when the audit's power to detect a class drop of --detect is below this."),
+]
+Test = Annotated[
+    Optional[str],
+    typer.Option(help="Per-class test: auto, welch, paired or mcnemar. \\[default: auto]"),
+]
+Detect = Annotated[
+    Optional[float],
+    typer.Option(help="Class drop the power analysis asks about (fraction). \\[default: --max-class-drop]"),
+]
 MaxAccuracyDrop = Annotated[
     Optional[float], typer.Option(help="Fail when mean accuracy drops by more than this (fraction).")
 ]
@@ -35,7 +59,7 @@ MaxHarmedClasses = Annotated[
 ]
 Config = Annotated[
     Optional[Path],
-    typer.Option(help="pyproject.toml with \\[tool.pie-audit] settings. Default: ./pyproject.toml if present."),
+    typer.Option(help="pyproject.toml with \\[tool.pie-audit] settings. Default: the nearest one with that table, from here up."),
 ]
 Seed = Annotated[Optional[int], typer.Option(help="Bootstrap seed. \\[default: 0]")]
 NBootstrap = Annotated[Optional[int], typer.Option(help="Bootstrap resamples. \\[default: 1000]")]
@@ -47,9 +71,18 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but er
 
 
 def settings_from(params: Mapping[str, Any]) -> Settings:
-    """The settings of a command's parsed parameters: flags, then its config file, then defaults."""
+    """The settings of a command's parsed parameters: flags, then its config file, then defaults.
+
+    The config file is ``--config``, else the nearest ``pyproject.toml`` with a
+    ``[tool.pie-audit]`` table, from the working directory up.
+    """
     config = params["config"] if params["config"] is not None else find_config()
     return resolve_settings({name: params[name] for name in SETTINGS}, config=config)
+
+
+def rules_source(settings: Settings) -> str:
+    """Where the rules came from, for the console: ``rules: path`` or ``rules: defaults``."""
+    return f"rules: {settings.source}" if settings.source is not None else "rules: defaults"
 
 
 def command_line() -> list[str]:

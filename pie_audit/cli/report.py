@@ -18,16 +18,22 @@ from ._options import (
     Config,
     Correction,
     DataRoot,
+    Detect,
     MaxAccuracyDrop,
     MaxClassDrop,
+    MaxClassRecallDrop,
     MaxHarmedClasses,
     MaxPieFraction,
+    MinPower,
     NBootstrap,
     NoImages,
     Quiet,
     Seed,
+    StablePiesOnly,
+    Test,
     TieBreak,
     command_line,
+    rules_source,
     settings_from,
 )
 
@@ -43,10 +49,15 @@ def report(
     alpha: Alpha = None,
     correction: Correction = None,
     tie_break: TieBreak = None,
+    test: Test = None,
+    detect: Detect = None,
     max_class_drop: MaxClassDrop = None,
+    max_class_recall_drop: MaxClassRecallDrop = None,
     max_pie_fraction: MaxPieFraction = None,
+    stable_pies_only: StablePiesOnly = None,
     max_accuracy_drop: MaxAccuracyDrop = None,
     max_harmed_classes: MaxHarmedClasses = None,
+    min_power: MinPower = None,
     config: Config = None,
     seed: Seed = None,
     n_bootstrap: NBootstrap = None,
@@ -61,16 +72,17 @@ def report(
     from ..outputs import pie_gallery, write_sweep
     from ..sweep import sweep
 
-    results = sweep(baseline, pruned, settings=settings_from(ctx.params))
+    settings = settings_from(ctx.params)
+    results = sweep(baseline, pruned, settings=settings)
     galleries = [pie_gallery(result, data_root=None if no_images else data_root) for _, result in results]
     write_sweep(results, out, baseline=baseline, galleries=galleries, command=command_line())
     if not quiet:
-        _print_summary(results, out)
+        _print_summary(results, out, rules_source(settings))
     if not all(result.gate.passed for _, result in results):
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
-def _print_summary(results, out: Path) -> None:  # noqa: ANN001 - CompareResults, imported lazily
+def _print_summary(results, out: Path, source: str) -> None:  # noqa: ANN001 - CompareResults, imported lazily
     from rich.console import Console
 
     from ..outputs import SWEEP_PAGE
@@ -78,10 +90,13 @@ def _print_summary(results, out: Path) -> None:  # noqa: ANN001 - CompareResults
     console = Console(highlight=False, soft_wrap=True)
     for name, result in results:
         status = "[green]PASSED[/]" if result.gate.passed else "[red]FAILED[/]"
+        if result.gate.passed and result.power.underpowered:
+            status = "[yellow]PASSED (underpowered)[/]"
         console.print(f"{status} ", end="")
         console.print(
             f"{name}: accuracy {result.pruned.accuracy_mean:.2%}, PIEs {result.pies.fraction:.2%}, "
             f"classes harmed {result.n_harmed}",
             markup=False,
         )
+    console.print(source, markup=False)
     console.print(f"sweep: {out / SWEEP_PAGE}", markup=False)
