@@ -12,6 +12,7 @@ from .gate import GateRules
 from .outputs import pie_gallery, write_outputs
 from .power import PowerSummary
 from .settings import Settings
+from .store import Population, load_population, write_population
 
 __all__ = [
     "__version__",
@@ -26,6 +27,9 @@ __all__ = [
     "Settings",
     "PowerSummary",
     "power",
+    "Population",
+    "load_population",
+    "write_population",
     "pie_gallery",
     "write_outputs",
 ]

@@ -77,7 +77,7 @@ class PopulationSummary:
     ``accuracy_std`` is the sample standard deviation, undefined (``None``) for one model.
     """
 
-    path: Path
+    path: Path | None
     n_models: int
     accuracy_mean: float
     accuracy_std: float | None
@@ -85,7 +85,7 @@ class PopulationSummary:
     accuracy_max: float
 
     @classmethod
-    def of(cls, path: Path, accuracy: pd.Series) -> PopulationSummary:
+    def of(cls, path: Path | None, accuracy: pd.Series) -> PopulationSummary:
         values = accuracy.to_numpy(dtype=float)
         return cls(
             path=path,
@@ -115,7 +115,10 @@ class CompareResult:
         Each model's ``run.json`` (``None`` where absent), for provenance.
     pies : PieSummary
     gate : GateResult
-    baseline_dir, pruned_dir : Path
+    baseline_dir, pruned_dir : Path or None
+        The population directories; ``None`` for populations built in memory.
+    baseline_name, pruned_name : str
+        How the populations are called in reports (their directory names by default).
     settings : mapping
         ``alpha``, ``correction``, ``tie_break``, ``test`` (as asked), ``detect``,
         ``n_bootstrap``, ``confidence``, ``seed``.
@@ -139,8 +142,10 @@ class CompareResult:
     pruned_runs: Mapping[str, dict[str, Any] | None]
     pies: PieSummary
     gate: GateResult
-    baseline_dir: Path
-    pruned_dir: Path
+    baseline_dir: Path | None
+    pruned_dir: Path | None
+    baseline_name: str
+    pruned_name: str
     settings: Mapping[str, Any]
     test: str
     power: PowerSummary
@@ -209,10 +214,78 @@ class CompareResult:
         rows = self.classes[self.classes["direction"] == "helped"]
         return rows.sort_values(["normalized_change", "label"], ascending=[False, True])
 
-    def top_pies(self, limit: int) -> pd.DataFrame:
-        """The ``limit`` PIEs whose populations' votes differ most (``score``), ties by example id."""
+    def top_pies(self, limit: int | None = 10) -> pd.DataFrame:
+        """The ``limit`` PIEs whose populations' votes differ most (``score``), ties by example id.
+
+        Rows of :attr:`examples`, with the class names; ``limit=None`` gives every PIE.
+        """
         pies = self.examples[self.examples["pie"]]
-        return pies.sort_values(["score", "example_id"], ascending=[False, True]).head(limit)
+        ranked = pies.sort_values(["score", "example_id"], ascending=[False, True])
+        return ranked if limit is None else ranked.head(limit)
+
+    @cached_property
+    def pie_flows(self) -> pd.DataFrame:
+        """Where the PIEs went: PIEs counted by (baseline modal class, pruned modal class).
+
+        Returns
+        -------
+        DataFrame
+            Columns ``baseline_modal``, ``pruned_modal`` (labels), ``baseline_modal_name``,
+            ``pruned_modal_name``, ``count`` (PIEs), ``true_label_share`` (the fraction of them
+            whose true label is the baseline's modal class); most frequent first. For example a
+            row ``four -> one, 12`` says 12 examples the baseline calls "four" the pruned models
+            call "one".
+        """
+        pies = self.examples[self.examples["pie"]]
+        names = self.classes["name"].to_numpy()
+        grouped = pies.assign(right=pies["label"] == pies["baseline_modal"]).groupby(
+            ["baseline_modal", "pruned_modal"], sort=True
+        )
+        flows = grouped.agg(count=("example_id", "size"), true_label_share=("right", "mean")).reset_index()
+        flows.insert(2, "baseline_modal_name", names[flows["baseline_modal"].to_numpy()].astype(object))
+        flows.insert(3, "pruned_modal_name", names[flows["pruned_modal"].to_numpy()].astype(object))
+        flows = flows.sort_values(["count", "baseline_modal", "pruned_modal"], ascending=[False, True, True])
+        return flows.reset_index(drop=True)
+
+    def save(
+        self,
+        out: str | Path,
+        *,
+        images: Any = None,
+        data_root: str | Path | None = "data",
+        junit: str | Path | None = None,
+    ) -> Path:
+        """Write what ``pie-audit compare --out`` writes, atomically (:func:`pie_audit.write_outputs`).
+
+        Parameters
+        ----------
+        out : str or Path
+            The report directory: missing, or holding a previous report.
+        images : str, Path, or False, optional
+            The gallery's images: an images file (``docs/interchange-format.md``: an ``.npz``
+            with ``example_id`` and ``images``), ``False`` for none, or by default the dataset
+            the models' ``run.json`` names, looked up under ``data_root``.
+        data_root : str or Path, optional
+            Where that dataset is looked for, as ``--data-root``.
+        junit : str or Path, optional
+            Also write the gate as JUnit XML there.
+
+        Returns
+        -------
+        Path
+            ``out``.
+        """
+        # Writing is outputs.py's job; a result only knows where to send itself.
+        from .outputs import pie_gallery, write_outputs
+
+        gallery = pie_gallery(self, data_root=None if images is False else data_root, images=images or None)
+        return write_outputs(self, out, gallery=gallery, junit=junit)
+
+    def _repr_html_(self) -> str:
+        # A notebook shows the verdict, the worst classes and the top PIEs, not a DataFrame dump.
+        from .report import render_summary_html
+
+        return render_summary_html(self)
 
     def __repr__(self) -> str:
         # A notebook cell evaluating a result should show the verdict, not a DataFrame dump.
@@ -273,7 +346,7 @@ class CompareResult:
 
 def _population_summary(summary: PopulationSummary, accuracy: pd.Series) -> dict[str, Any]:
     return {
-        "path": str(summary.path),
+        "path": str(summary.path) if summary.path is not None else None,
         "n_models": summary.n_models,
         "accuracy_mean": summary.accuracy_mean,
         "accuracy_std": summary.accuracy_std,
@@ -420,6 +493,7 @@ def compare_populations(
         seed=settings.seed,
     )
     is_pie = examples["pie"].to_numpy()
+    _name_columns(examples, names)
     stats.insert(1, "name", list(names))
     stats.insert(3, "n_pies", np.bincount(labels[is_pie], minlength=len(names)).astype(np.int64))
 
@@ -462,6 +536,8 @@ def compare_populations(
         gate=gate,
         baseline_dir=baseline.path,
         pruned_dir=pruned.path,
+        baseline_name=baseline.name,
+        pruned_name=pruned.name,
         settings=MappingProxyType(settings.statistics()),
         test=test,
         power=power,
@@ -469,6 +545,15 @@ def compare_populations(
         config_source=settings.source,
         notes=_notes(baseline, pruned, stats, test),
     )
+
+
+def _name_columns(examples: pd.DataFrame, names: tuple[str, ...]) -> None:
+    """Add ``label_name``, ``baseline_modal_name`` and ``pruned_modal_name`` to ``examples``."""
+    categories = pd.CategoricalDtype(list(dict.fromkeys(names)))
+    lookup = np.asarray(names, dtype=object)
+    for column in ("label", "baseline_modal", "pruned_modal"):
+        # Categorical: one copy of each name, whatever the number of examples.
+        examples[f"{column}_name"] = pd.Categorical(lookup[examples[column].to_numpy()], dtype=categories)
 
 
 def _design(baseline: Population, pruned: Population, test: str) -> tuple[str, np.ndarray | None]:

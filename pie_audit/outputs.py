@@ -23,7 +23,7 @@ from .errors import OutputError
 from .gate import junit_xml
 from .report import GALLERY_SIZE, NO_IMAGES, Gallery, render_report, render_sweep
 from .sweep import SWEEP_PAGE, sweep_table
-from .thumbnails import Thumbnails, dataset_thumbnails
+from .thumbnails import Thumbnails, dataset_thumbnails, file_thumbnails
 
 __all__ = [
     "SUMMARY_FILE",
@@ -59,7 +59,11 @@ NOT_A_SWEEP = (
 
 
 def pie_gallery(
-    result: CompareResult, *, data_root: str | Path | None = None, size: int = GALLERY_SIZE
+    result: CompareResult,
+    *,
+    data_root: str | Path | None = None,
+    images: str | Path | None = None,
+    size: int = GALLERY_SIZE,
 ) -> Gallery:
     """The PIEs the report's gallery shows, with their images when they can be found.
 
@@ -69,6 +73,9 @@ def pie_gallery(
     data_root : str or Path, optional
         Where the dataset named in the models' ``run.json`` is looked for (never downloaded);
         ``None`` shows no image.
+    images : str or Path, optional
+        An images file of one's own data (:func:`pie_audit.thumbnails.read_images`); it wins
+        over ``data_root``.
     size : int, default=GALLERY_SIZE
         How many PIEs: the highest-scoring, as :meth:`CompareResult.top_pies` orders them.
 
@@ -79,6 +86,8 @@ def pie_gallery(
         (:func:`pie_audit.thumbnails.dataset_thumbnails`).
     """
     rows = result.top_pies(size)
+    if images is not None:
+        return Gallery(rows=rows, thumbnails=file_thumbnails(images, rows["example_id"].to_numpy()))
     if data_root is None:
         return Gallery(rows=rows, thumbnails=Thumbnails(note=NO_IMAGES))
     runs = [*result.baseline_runs.values(), *result.pruned_runs.values()]
@@ -93,6 +102,8 @@ def _check_apart_from_inputs(out: Path, results: Sequence[CompareResult]) -> Non
     target = out.resolve()
     for result in results:
         for population in (result.baseline_dir, result.pruned_dir):
+            if population is None:  # built in memory
+                continue
             population = Path(population).resolve()
             if target == population or population in target.parents:
                 relation = "replace" if target == population else "lie inside"

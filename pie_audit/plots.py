@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "MAX_FLOW_CLASSES",
+    "pie_flows_svg",
     "COLORS",
     "MAX_PLOTTED_CLASSES",
     "most_affected",
@@ -246,6 +248,58 @@ def pies_per_class_svg(
         ax.grid(axis="x")
 
     return _draw(draw, _class_height(len(frame)) - 0.3, "pies", "PIEs per class")
+
+
+#: Most classes a side of the PIE-flow matrix shows: the ones most PIEs come from or go to.
+MAX_FLOW_CLASSES = 15
+
+
+def pie_flows_svg(flows: pd.DataFrame, *, class_labels: Sequence[str], limit: int = MAX_FLOW_CLASSES) -> str:
+    """Where the PIEs went: a matrix of PIE counts, baseline modal class by pruned modal class.
+
+    Parameters
+    ----------
+    flows : DataFrame
+        :attr:`CompareResult.pie_flows`: ``baseline_modal``, ``pruned_modal``, ``count``.
+    class_labels : sequence of str
+        Text for each class, indexed by label.
+    limit : int
+        Classes shown on each axis: those with most PIEs on that side (the rest are summed
+        into nothing; the caption says how many PIEs the matrix leaves out).
+
+    Returns
+    -------
+    str
+        An ``<svg>`` element; empty string when there is no PIE.
+    """
+    if flows.empty:
+        return ""
+    rows = flows.groupby("baseline_modal")["count"].sum().sort_values(ascending=False, kind="stable").head(limit)
+    cols = flows.groupby("pruned_modal")["count"].sum().sort_values(ascending=False, kind="stable").head(limit)
+    shown = flows[flows["baseline_modal"].isin(rows.index) & flows["pruned_modal"].isin(cols.index)]
+    matrix = (
+        shown.pivot_table(index="baseline_modal", columns="pruned_modal", values="count", aggfunc="sum", fill_value=0)
+        .reindex(index=rows.index, columns=cols.index, fill_value=0)
+    )
+
+    def draw(fig) -> None:  # noqa: ANN001
+        ax = fig.add_subplot()
+        values = matrix.to_numpy()
+        image = ax.imshow(values, cmap="Reds", aspect="auto", vmin=0)
+        ax.set_xticks(np.arange(len(cols)), [class_labels[c] for c in cols.index], rotation=45, ha="right")
+        ax.set_yticks(np.arange(len(rows)), [class_labels[c] for c in rows.index])
+        ax.set_xlabel("pruned population's modal class")
+        ax.set_ylabel("baseline population's modal class")
+        if values.size <= 400:
+            threshold = values.max() / 2
+            for (i, j), value in np.ndenumerate(values):
+                if value:
+                    ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
+                            color="white" if value > threshold else "black")  # fmt: skip
+        fig.colorbar(image, ax=ax, label="PIEs", shrink=0.8)
+
+    side = 1.2 + 0.28 * max(len(rows), len(cols))
+    return _draw(draw, min(side, 7.0), "flows", "Where the PIEs went: baseline modal class by pruned modal class")
 
 
 def accuracy_svg(baseline: pd.Series, pruned: pd.Series) -> str:

@@ -25,7 +25,7 @@ from ._version import __version__
 from .compare import STABLE, CompareResult, PopulationSummary
 from .thumbnails import Thumbnails
 
-__all__ = ["GALLERY_SIZE", "Gallery", "render_report", "render_sweep", "class_labels"]
+__all__ = ["GALLERY_SIZE", "Gallery", "render_report", "render_summary_html", "render_sweep", "class_labels"]
 
 #: PIEs shown in the report's gallery.
 GALLERY_SIZE = 64
@@ -185,7 +185,7 @@ def _impacted(frame: pd.DataFrame, names: Sequence[str], test: str) -> list[dict
 def _population(role: str, summary: PopulationSummary, provenance: Any) -> dict[str, str]:
     return {
         "role": role,
-        "path": str(summary.path),
+        "path": str(summary.path) if summary.path is not None else "(in memory)",
         "n_models": str(summary.n_models),
         "mean": _pct(summary.accuracy_mean, 2),
         "std": _pct(summary.accuracy_std, 2),
@@ -275,7 +275,7 @@ def _gallery(gallery: Gallery, names: Sequence[str]) -> list[dict[str, Any]]:
 def _provenance(role: str, path: Any, provenance: Any) -> dict[str, Any]:
     return {
         "role": role,
-        "path": str(path),
+        "path": str(path) if path is not None else "(in memory)",
         "models": f"{provenance.n_models} ({provenance.n_records} with run.json)",
         "seeds": ", ".join(map(str, provenance.seeds)) or "not recorded",
         "finished": " \u2013 ".join(dict.fromkeys(provenance.finished)) or "not recorded",
@@ -314,7 +314,7 @@ def render_report(
     """
     from markupsafe import Markup
 
-    from .plots import MAX_PLOTTED_CLASSES, accuracy_svg, class_change_svg, pies_per_class_svg
+    from .plots import MAX_PLOTTED_CLASSES, accuracy_svg, class_change_svg, pie_flows_svg, pies_per_class_svg
     from .provenance import population_provenance
 
     if gallery is None:
@@ -329,9 +329,9 @@ def render_report(
     n_pie_classes = int((result.classes["n_pies"] > 0).sum())
     pies = result.pies
     context = {
-        "title": f"pie-audit: {result.pruned_dir.name} vs {result.baseline_dir.name}",
-        "baseline_name": result.baseline_dir.name,
-        "pruned_name": result.pruned_dir.name,
+        "title": f"pie-audit: {result.pruned_name} vs {result.baseline_name}",
+        "baseline_name": result.baseline_name,
+        "pruned_name": result.pruned_name,
         "created_at": created_at.isoformat(timespec="seconds"),
         "version": __version__,
         "sweep_link": sweep_link,
@@ -371,6 +371,16 @@ def render_report(
         "change_limited": n_classes > MAX_PLOTTED_CLASSES,
         "max_plotted": MAX_PLOTTED_CLASSES,
         "pies_svg": Markup(pies_per_class_svg(result.classes, class_labels=shown)),
+        "flows_svg": Markup(pie_flows_svg(result.pie_flows, class_labels=shown)),
+        "flows": [
+            {
+                "from": names[int(r.baseline_modal)],
+                "to": names[int(r.pruned_modal)],
+                "count": int(r.count),
+                "right": _pct(r.true_label_share, 0),
+            }
+            for r in result.pie_flows.head(10).itertuples(index=False)
+        ],
         "pies_limited": n_pie_classes > MAX_PLOTTED_CLASSES,
         "n_pie_classes": n_pie_classes,
         "accuracy_svg": Markup(accuracy_svg(result.baseline_accuracy, result.pruned_accuracy)),
@@ -401,6 +411,60 @@ def render_report(
         "notes": list(result.notes),
     }
     return _environment().get_template("report.html").render(context)
+
+
+def render_summary_html(result: CompareResult, *, classes: int = 5, pies: int = 5) -> str:
+    """A compact HTML summary of an audit for a notebook: verdict, worst classes, top PIEs.
+
+    Parameters
+    ----------
+    result : CompareResult
+    classes, pies : int
+        How many of the most harmed classes and of the top PIEs to list.
+
+    Returns
+    -------
+    str
+        An HTML fragment (no page, no script), every string escaped.
+    """
+    names = [str(n) for n in result.classes["name"]]
+    worst = result.classes[result.classes["support"] > 0].sort_values(["recall_change", "label"]).head(classes)
+    context = {
+        "passed": result.gate.passed,
+        "verdict": result.verdict,
+        "failures": [f.message for f in result.gate.failures],
+        "accuracy": (
+            f"{_pct(result.baseline.accuracy_mean, 2)} ({result.baseline.n_models} models) \u2192 "
+            f"{_pct(result.pruned.accuracy_mean, 2)} ({result.pruned.n_models} models)"
+        ),
+        "pies": f"{result.pies.count} of {len(result.examples)} ({_pct(result.pies.fraction, 2)}), {result.pies.n_stable} stable",
+        "power": result.power_sentence(),
+        "test": result.test,
+        "classes": [
+            {
+                "name": names[int(r.label)],
+                "base": _pct(r.baseline_recall_mean),
+                "pruned": _pct(r.pruned_recall_mean),
+                "change": _points(r.recall_change),
+                "normalized": _points(r.normalized_change),
+                "q": _p(r.q_value if result.test != "mcnemar" else r.recall_q_value),
+                "direction": r.direction,
+            }
+            for r in worst.itertuples(index=False)
+        ],
+        "top": [
+            {
+                "id": int(r.example_id),
+                "label": names[int(r.label)],
+                "baseline": names[int(r.baseline_modal)],
+                "pruned": names[int(r.pruned_modal)],
+                "stability": _pct(r.stability, 0),
+            }
+            for r in result.top_pies(pies).itertuples(index=False)
+        ],
+        "notes": list(result.notes),
+    }
+    return _environment().get_template("summary.html").render(context)
 
 
 def render_sweep(

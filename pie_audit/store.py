@@ -22,6 +22,7 @@ the file and the problem; see ``docs/audit.md``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,15 @@ __all__ = [
     "read_run",
     "load_population",
     "check_populations",
+    "write_population",
+    "read_population_classes",
+    "POPULATION_FILE",
 ]
 
 PREDICTIONS_FILE = "predictions.parquet"
+#: Optional, at the top of a population directory: ``{"classes": [...]}`` names the classes once
+#: for every model (``pie-audit train`` also records its configuration there).
+POPULATION_FILE = "population.json"
 RUN_FILE = "run.json"
 MODEL_FILE = "model.pt"
 REQUIRED_COLUMNS = ("example_id", "label", "prediction")
@@ -109,11 +116,19 @@ def model_dirs(population: Path) -> list[Path]:
 # Messages are constants so that tests (and users' scripts) see the same wording every time.
 NO_DIRECTORY = "{path}: no such directory"
 NOT_A_DIRECTORY = "{path}: not a directory"
-EMPTY_POPULATION = "{path}: empty directory; expected one sub-directory per model, each with {file}"
+EMPTY_POPULATION = (
+    "{path}: no model found ({found}); expected one sub-directory per model, each with {file}, "
+    "or one <model>.parquet file per model"
+)
+MIXED_LAYOUT = (
+    "{path}: holds both a model file ({file}) and a model directory ({directory}); use one layout: "
+    "<model>/predictions.parquet or <model>.parquet"
+)
 NO_PREDICTIONS = "{path}: no prediction files; expected <model>/{file} in each model sub-directory"
 MISSING_PREDICTIONS = "{path}: missing {file} (every model sub-directory needs one)"
 UNREADABLE_PARQUET = "{path}: not a readable Parquet file ({reason})"
-MISSING_COLUMN = "{path}: missing column '{column}'"
+MISSING_COLUMN = "{path}: missing column '{column}'{hint}"
+INDEX_HINT = " (the file's index is named '{index}'; write the ids as a column or name the index example_id)"
 NOT_INTEGER = "{path}: column '{column}' has type {type}; expected integers"
 MISSING_VALUES = "{path}: column '{column}' has {count} missing values"
 NEGATIVE_VALUE = "{path}: column '{column}' has negative value {value}; expected class indices >= 0"
@@ -123,6 +138,12 @@ DIFFERENT_EXAMPLES = "{path}: evaluated on different examples than {reference} (
 LABEL_MISMATCH = (
     "{path}: label of example_id {example_id} is {label}, but {other} in {reference}"
 )
+NOT_AN_ARRAY = "{what}: not an array of class indices ({reason})"
+ARRAY_LENGTH = "{what}: {n} values, but there are {labels} labels"
+ARRAY_SHAPE = "{what}: shape {shape}; expected (models, {n}) to match the labels"
+NO_MODELS = "{name}: no model; expected predictions of shape (models, examples)"
+BAD_MODEL_NAMES = "{name}: model_names must be {n} distinct non-empty names without '/' or a leading '.'"
+PROBABILITIES_DISAGREE = "{name}: the arg-max of the probabilities differs from the predictions"
 BAD_RUN_JSON = "{path}: not valid JSON ({reason})"
 RUN_NOT_OBJECT = "{path}: expected a JSON object"
 BAD_CLASSES = "{path}: 'classes' must be a non-empty list of strings"
@@ -161,14 +182,28 @@ class Population:
         The ``run.json`` the class names were read from (for error messages).
     """
 
-    path: Path
+    path: Path | None
     models: tuple[str, ...]
     example_ids: np.ndarray
     labels: np.ndarray
     predictions: np.ndarray
     runs: tuple[dict[str, Any] | None, ...]
     classes: tuple[str, ...] | None = None
-    classes_source: Path | None = None
+    classes_source: Path | str | None = None
+    sources: tuple[Path | str, ...] = ()
+    name: str = ""
+    probabilities: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        # Defaults derived from the path, so that every population can name itself and its files.
+        if not self.name:
+            object.__setattr__(self, "name", self.path.name if self.path is not None else "population")
+        if not self.sources:
+            if self.path is not None:
+                sources = tuple(self.path / m / PREDICTIONS_FILE for m in self.models)
+            else:
+                sources = tuple(f"{self.name} model {m}" for m in self.models)
+            object.__setattr__(self, "sources", sources)
 
     @property
     def n_models(self) -> int:
@@ -179,9 +214,62 @@ class Population:
         return self.predictions.shape[1]
 
     @property
-    def reference_file(self) -> Path:
-        """The first model's predictions file: what the other files are checked against."""
-        return self.path / self.models[0] / PREDICTIONS_FILE
+    def reference_file(self) -> Path | str:
+        """The first model's predictions: what the other models are checked against."""
+        return self.sources[0]
+
+    @classmethod
+    def from_arrays(
+        cls,
+        predictions: Any,
+        labels: Any,
+        *,
+        example_ids: Any = None,
+        classes: Sequence[str] | None = None,
+        model_names: Sequence[str] | None = None,
+        probabilities: Any = None,
+        name: str = "population",
+    ) -> Population:
+        """A population from predictions in memory, validated as files are.
+
+        Parameters
+        ----------
+        predictions : array-like of shape (M, N), or a list of M array-likes of shape (N,)
+            Top-1 class of each of M models for each of N test examples.
+        labels : array-like of shape (N,)
+            True class of each example.
+        example_ids : array-like of shape (N,), optional
+            Each example's id (unique integers); default ``0 .. N-1``. Examples are put in id order.
+        classes : sequence of str, optional
+            Class names, indexed by label.
+        model_names : sequence of str, optional
+            One per model; default ``model-000``, ``model-001``, ...
+        probabilities : array-like of shape (M, N, C), optional
+            Softmax outputs, kept for :func:`write_population`; each model's arg-max must be its
+            prediction.
+        name : str, default "population"
+            Shown in reports and messages (``"baseline"``, ``"int8"``, ...).
+
+        Returns
+        -------
+        Population
+
+        Raises
+        ------
+        FormatError
+            Anything :func:`load_population` would refuse in files: shapes that disagree,
+            non-integer or negative classes, duplicate ids, a class list that is too short.
+
+        Examples
+        --------
+        >>> pop = Population.from_arrays([[0, 1, 1], [0, 1, 0]], [0, 1, 1], name="dense")
+        >>> pop.n_models, pop.n_examples, pop.models
+        (2, 3, ('model-000', 'model-001'))
+        """
+        return _population_from_arrays(
+            predictions, labels, example_ids=example_ids, classes=classes, model_names=model_names,
+            probabilities=probabilities, name=name,
+        )  # fmt: skip
 
 
 def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -212,13 +300,19 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     try:
         schema = pq.read_schema(path)
         names = set(schema.names)
+        # pandas keeps a DataFrame's index in its metadata: a range index named example_id
+        # holds no column at all, yet is the ids the user meant.
+        range_ids = _range_index(schema, "example_id") if "example_id" not in names else None
         for column in REQUIRED_COLUMNS:
             if column not in names:
-                raise FormatError(MISSING_COLUMN.format(path=path, column=column))
+                if column == "example_id" and range_ids is not None:
+                    continue
+                hint = _index_hint(schema) if column == "example_id" else ""
+                raise FormatError(MISSING_COLUMN.format(path=path, column=column, hint=hint))
             kind = schema.field(column).type
             if not pa.types.is_integer(kind):
                 raise FormatError(NOT_INTEGER.format(path=path, column=column, type=kind))
-        table = pq.read_table(path, columns=list(REQUIRED_COLUMNS))
+        table = pq.read_table(path, columns=[c for c in REQUIRED_COLUMNS if c in names])
     except FormatError:
         raise
     except (OSError, pa.ArrowException) as e:
@@ -226,6 +320,9 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise FormatError(UNREADABLE_PARQUET.format(path=path, reason=reason)) from e
     if table.num_rows == 0:
         raise FormatError(NO_ROWS.format(path=path))
+    if range_ids is not None:
+        start, stop, step = range_ids
+        table = table.append_column("example_id", pa.array(np.arange(start, stop, step, dtype=np.int64)))
     arrays = []
     for column in REQUIRED_COLUMNS:
         chunked = table.column(column)
@@ -247,6 +344,26 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if repeated.size:
             raise FormatError(DUPLICATE_ID.format(path=path, value=ids[repeated[0]]))
     return ids, labels, predictions
+
+
+def _range_index(schema: Any, name: str) -> tuple[int, int, int] | None:
+    """The (start, stop, step) of a pandas range index called ``name`` kept in the metadata."""
+    for index in (schema.pandas_metadata or {}).get("index_columns", []):
+        if isinstance(index, dict) and index.get("kind") == "range" and index.get("name") == name:
+            return int(index["start"]), int(index["stop"]), int(index["step"])
+    return None
+
+
+def _index_hint(schema: Any) -> str:
+    """Why example_id may be missing: the ids were left in an index of another name."""
+    indexes = (schema.pandas_metadata or {}).get("index_columns", [])
+    for index in indexes:
+        named = index.get("name") if isinstance(index, dict) else index
+        if isinstance(named, str) and named.startswith("__index_level_"):
+            named = None  # pandas' own name for an unnamed index
+        if not (isinstance(index, dict) and index.get("kind") == "range" and named is None):
+            return INDEX_HINT.format(index=named if named is not None else "(unnamed)")
+    return ""
 
 
 def read_run(path: Path) -> dict[str, Any]:
@@ -295,15 +412,24 @@ def load_population(path: Path) -> Population:
     if not path.is_dir():
         raise FormatError(NOT_A_DIRECTORY.format(path=path))
     dirs = model_dirs(path)
-    if not dirs:
-        raise FormatError(EMPTY_POPULATION.format(path=path, file=PREDICTIONS_FILE))
-    files = [d / PREDICTIONS_FILE for d in dirs]
-    present = [f.is_file() for f in files]
-    if not any(present):
-        raise FormatError(NO_PREDICTIONS.format(path=path, file=PREDICTIONS_FILE))
-    if not all(present):
-        missing = dirs[present.index(False)]
-        raise FormatError(MISSING_PREDICTIONS.format(path=missing, file=PREDICTIONS_FILE))
+    flat = sorted(p for p in path.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
+    if dirs and flat:
+        raise FormatError(MIXED_LAYOUT.format(path=path, file=flat[0].name, directory=dirs[0].name))
+    if flat:
+        # One file per model, named for it: the simplest layout another framework can write.
+        files, names = flat, [f.stem for f in flat]
+    else:
+        if not dirs:
+            found = ", ".join(sorted(p.name for p in path.iterdir() if not p.name.startswith("."))[:3])
+            what = f"found only {found}" if found else "it is empty"
+            raise FormatError(EMPTY_POPULATION.format(path=path, file=PREDICTIONS_FILE, found=what))
+        files, names = [d / PREDICTIONS_FILE for d in dirs], [d.name for d in dirs]
+        present = [f.is_file() for f in files]
+        if not any(present):
+            raise FormatError(NO_PREDICTIONS.format(path=path, file=PREDICTIONS_FILE))
+        if not all(present):
+            missing = dirs[present.index(False)]
+            raise FormatError(MISSING_PREDICTIONS.format(path=missing, file=PREDICTIONS_FILE))
 
     ref_ids, ref_labels, first = read_predictions(files[0])
     predictions = np.empty((len(files), ref_ids.size), dtype=np.int64)
@@ -318,9 +444,14 @@ def load_population(path: Path) -> Population:
     runs: list[dict[str, Any] | None] = []
     classes: tuple[str, ...] | None = None
     source: Path | None = None
-    for d in dirs:
-        run_file = d / RUN_FILE
-        run = read_run(run_file) if run_file.is_file() else None
+    population_file = path / POPULATION_FILE
+    if population_file.is_file():
+        # Class names given once for the whole population; every run.json must agree.
+        classes = read_population_classes(population_file)
+        source = population_file if classes is not None else None
+    run_files = [f.parent / RUN_FILE for f in files] if not flat else [None] * len(files)
+    for run_file in run_files:
+        run = read_run(run_file) if run_file is not None and run_file.is_file() else None
         runs.append(run)
         if run is not None and run.get("classes") is not None:
             these = tuple(run["classes"])
@@ -334,14 +465,168 @@ def load_population(path: Path) -> Population:
                 )
     return Population(
         path=path,
-        models=tuple(d.name for d in dirs),
+        models=tuple(names),
         example_ids=ref_ids,
         labels=ref_labels,
         predictions=predictions,
         runs=tuple(runs),
         classes=classes,
         classes_source=source,
+        sources=tuple(files),
     )
+
+
+def _population_from_arrays(
+    predictions: Any,
+    labels: Any,
+    *,
+    example_ids: Any,
+    classes: Sequence[str] | None,
+    model_names: Sequence[str] | None,
+    probabilities: Any,
+    name: str,
+) -> Population:
+    labels = _integer_array(labels, f"{name} labels", ndim=1)
+    n = labels.size
+    if n == 0:
+        raise FormatError(NO_ROWS.format(path=f"{name} labels"))
+    if isinstance(predictions, (list, tuple)):
+        rows = [_integer_array(row, f"{name} model {m} predictions", ndim=1) for m, row in enumerate(predictions)]
+        for m, row in enumerate(rows):
+            if row.size != n:
+                raise FormatError(ARRAY_LENGTH.format(what=f"{name} model {m} predictions", n=row.size, labels=n))
+        matrix = np.vstack(rows) if rows else np.empty((0, n), dtype=np.int64)
+    else:
+        matrix = _integer_array(predictions, f"{name} predictions", ndim=2)
+        if matrix.shape[1] != n:
+            raise FormatError(ARRAY_SHAPE.format(what=f"{name} predictions", shape=matrix.shape, n=n))
+    if matrix.shape[0] == 0:
+        raise FormatError(NO_MODELS.format(name=name))
+    ids = np.arange(n, dtype=np.int64) if example_ids is None else _integer_array(example_ids, f"{name} example_ids", ndim=1)
+    if ids.size != n:
+        raise FormatError(ARRAY_LENGTH.format(what=f"{name} example_ids", n=ids.size, labels=n))
+    for what, values in (("labels", labels), ("predictions", matrix)):
+        if values.min() < 0:
+            raise FormatError(NEGATIVE_VALUE.format(path=f"{name} {what}", column=what[:-1], value=values.min()))
+    order = np.argsort(ids, kind="stable")
+    ids, labels, matrix = ids[order], labels[order], matrix[:, order]
+    repeated = np.flatnonzero(np.diff(ids) == 0)
+    if repeated.size:
+        raise FormatError(DUPLICATE_ID.format(path=f"{name} example_ids", value=ids[repeated[0]]))
+    names = tuple(model_names) if model_names is not None else tuple(f"model-{m:03d}" for m in range(matrix.shape[0]))
+    if len(names) != matrix.shape[0] or len(set(names)) != len(names) or not all(
+        isinstance(m, str) and m and "/" not in m and not m.startswith(".") for m in names
+    ):
+        raise FormatError(BAD_MODEL_NAMES.format(name=name, n=matrix.shape[0]))
+    if classes is not None:
+        classes = tuple(classes)
+        if not classes or not all(isinstance(c, str) for c in classes):
+            raise FormatError(BAD_CLASSES.format(path=f"{name} classes"))
+    probs = None
+    if probabilities is not None:
+        probs = np.asarray(probabilities, dtype=np.float32)
+        if probs.ndim != 3 or probs.shape[:2] != (matrix.shape[0], n):
+            raise FormatError(ARRAY_SHAPE.format(what=f"{name} probabilities", shape=probs.shape, n=n))
+        probs = probs[:, order]
+        if not np.array_equal(probs.argmax(axis=2), matrix):
+            raise FormatError(PROBABILITIES_DISAGREE.format(name=name))
+    return Population(
+        path=None,
+        models=names,
+        example_ids=ids,
+        labels=labels,
+        predictions=matrix,
+        runs=tuple(None for _ in names),
+        classes=classes,
+        classes_source=f"{name} classes" if classes is not None else None,
+        name=name,
+        probabilities=probs,
+    )
+
+
+def _integer_array(values: Any, what: str, *, ndim: int) -> np.ndarray:
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise FormatError(NOT_AN_ARRAY.format(what=what, reason=e)) from e
+    if array.ndim != ndim:
+        raise FormatError(NOT_AN_ARRAY.format(what=what, reason=f"{array.ndim}-D, expected {ndim}-D"))
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        if not (np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array))):
+            raise FormatError(NOT_AN_ARRAY.format(what=what, reason=f"dtype {array.dtype}, expected class indices"))
+    return array.astype(np.int64)
+
+
+def write_population(path: str | Path, population: Population) -> Path:
+    """Write a population in the interchange format, atomically.
+
+    One ``<model>/predictions.parquet`` per model (with ``prob_*`` columns when the population
+    has probabilities), each model's ``run.json`` as read (when it had one), and
+    ``population.json`` naming the classes when known. Written under a temporary name and renamed
+    into place, so ``path`` appears whole or not at all.
+
+    Parameters
+    ----------
+    path : str or Path
+        The population directory; must not exist yet.
+    population : Population
+        From :meth:`Population.from_arrays` or :func:`load_population`.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        ``path`` exists, or cannot be written.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ._atomic import atomic_directory, write_json
+
+    path = Path(path)
+    with atomic_directory(path) as tmp:
+        if population.classes is not None:
+            write_json(tmp / POPULATION_FILE, {"format": "pie-audit/population/1", "classes": list(population.classes)})
+        for m, model in enumerate(population.models):
+            (tmp / model).mkdir()
+            if population.probabilities is not None:
+                write_predictions(
+                    tmp / model / PREDICTIONS_FILE, population.example_ids, population.labels, population.probabilities[m]
+                )
+            else:
+                table = pa.table(
+                    {
+                        "example_id": pa.array(population.example_ids, pa.int64()),
+                        "label": pa.array(population.labels, pa.int64()),
+                        "prediction": pa.array(population.predictions[m], pa.int64()),
+                    }
+                )
+                pq.write_table(table, tmp / model / PREDICTIONS_FILE)
+            if population.runs[m] is not None:
+                write_json(tmp / model / RUN_FILE, population.runs[m])
+    return path
+
+
+def read_population_classes(path: Path) -> tuple[str, ...] | None:
+    """The class names of a ``population.json``, if it lists them (``"classes"``)."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            record = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(BAD_RUN_JSON.format(path=path, reason=e)) from e
+    if not isinstance(record, dict):
+        raise FormatError(RUN_NOT_OBJECT.format(path=path))
+    classes = record.get("classes")
+    if classes is None:
+        return None
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise FormatError(BAD_CLASSES.format(path=path))
+    return tuple(classes)
 
 
 def _check_same_examples(
@@ -456,5 +741,5 @@ def _largest_indices(population: Population) -> list[tuple[str, int, Path]]:
     m = int(per_model.argmax())
     return [
         ("label", int(population.labels.max()), population.reference_file),
-        ("prediction", int(per_model[m]), population.path / population.models[m] / PREDICTIONS_FILE),
+        ("prediction", int(per_model[m]), population.sources[m]),
     ]

@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import PieAuditError
 
-__all__ = ["THUMBNAIL_SIZE", "Thumbnails", "png_data_uri", "dataset_thumbnails"]
+__all__ = ["THUMBNAIL_SIZE", "Thumbnails", "png_data_uri", "dataset_thumbnails", "read_images", "file_thumbnails"]
 
 THUMBNAIL_SIZE = 64
 NO_DATASET = "the models' run.json names no dataset, so the gallery shows ids and labels only"
@@ -153,3 +153,79 @@ def dataset_thumbnails(
             )
         images[int(example_id)] = png_data_uri(dataset.x_test[example_id].numpy(), size=size)
     return Thumbnails(images=MappingProxyType(images))
+
+
+#: Largest images file read (bytes): a gallery needs at most a few thousand small images.
+MAX_IMAGES_BYTES = 2 * 1024**3
+BAD_IMAGES = "{path}: not an images file ({reason}); expected an .npz with 'example_id' (N,) and 'images' (N, H, W), (N, C, H, W) or (N, H, W, C)"
+MISSING_IMAGES = "the images file {path} has no image for example {example_id}; the gallery shows ids and labels only"
+
+
+def read_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read an images file: an ``.npz`` archive of ``example_id`` and ``images``.
+
+    The format (``docs/interchange-format.md``): ``example_id``, integers of shape (N,), unique;
+    ``images``, numbers of shape (N, H, W) (grey), (N, C, H, W) or (N, H, W, C) with C 1 or 3.
+    Written by ``numpy.savez(path, example_id=ids, images=images)``. It is read without
+    unpickling (``allow_pickle=False``).
+
+    Returns
+    -------
+    example_ids : ndarray of shape (N,)
+    images : ndarray of shape (N, C, H, W) or (N, H, W)
+        Channels first.
+
+    Raises
+    ------
+    FormatError
+        Unreadable, pickled, too large, or of the wrong shape or type.
+    """
+    from .errors import FormatError
+
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_IMAGES_BYTES:
+            raise FormatError(BAD_IMAGES.format(path=path, reason="larger than 2 GiB"))
+        with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise FormatError(BAD_IMAGES.format(path=path, reason="a single array, not an archive"))
+            missing = [key for key in ("example_id", "images") if key not in archive.files]
+            if missing:
+                raise FormatError(BAD_IMAGES.format(path=path, reason=f"no array {missing[0]!r}"))
+            ids, images = archive["example_id"], archive["images"]
+    except FormatError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise FormatError(BAD_IMAGES.format(path=path, reason=str(e).splitlines()[0] or type(e).__name__)) from e
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise FormatError(BAD_IMAGES.format(path=path, reason=f"example_id has shape {ids.shape} and type {ids.dtype}"))
+    if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+        raise FormatError(BAD_IMAGES.format(path=path, reason=f"images of type {images.dtype}"))
+    if images.shape[:1] != ids.shape or images.ndim not in (3, 4):
+        raise FormatError(BAD_IMAGES.format(path=path, reason=f"images of shape {images.shape} for {ids.size} ids"))
+    if images.ndim == 4:
+        if images.shape[1] not in (1, 3):
+            if images.shape[3] not in (1, 3):
+                raise FormatError(BAD_IMAGES.format(path=path, reason=f"images of shape {images.shape}"))
+            images = np.moveaxis(images, 3, 1)  # channels last -> first
+    if np.unique(ids).size != ids.size:
+        raise FormatError(BAD_IMAGES.format(path=path, reason="repeated example_id"))
+    return ids.astype(np.int64), images
+
+
+def file_thumbnails(path: str | Path, example_ids: np.ndarray, *, size: int = THUMBNAIL_SIZE) -> Thumbnails:
+    """Thumbnails of the given examples from an images file (:func:`read_images`).
+
+    Returns
+    -------
+    Thumbnails
+        Every requested image, or none and a ``note`` naming the first missing one.
+    """
+    ids, images = read_images(path)
+    position = {int(i): k for k, i in enumerate(ids.tolist())}
+    found = {}
+    for example_id in np.asarray(example_ids).tolist():
+        if int(example_id) not in position:
+            return Thumbnails(note=MISSING_IMAGES.format(path=path, example_id=example_id))
+        found[int(example_id)] = png_data_uri(images[position[int(example_id)]], size=size)
+    return Thumbnails(images=MappingProxyType(found))

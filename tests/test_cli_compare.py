@@ -173,7 +173,7 @@ def test_missing_directory(identical_populations, tmp_path, capsys):
 def test_empty_directory(identical_populations, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert run("compare", identical_populations[0], tmp_path / "empty") == 2
-    _assert_bad_input(capsys, tmp_path, "empty directory")
+    _assert_bad_input(capsys, tmp_path, "no model found (it is empty)")
 
 
 def test_no_prediction_files(identical_populations, tmp_path, capsys):

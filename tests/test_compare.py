@@ -362,3 +362,79 @@ def test_config_source_is_recorded(tmp_path, harmed_populations):
     assert summary["schema_version"] == 2
     assert set(summary["settings"]) == {"alpha", "correction", "tie-break", "test", "detect", "n-bootstrap", "confidence", "seed"}
     assert pie_audit.compare(*harmed_populations, n_bootstrap=50).to_summary()["config"]["source"] is None
+
+
+# --- auditing one's own models: arrays, names, flows, notebook display ---------------------------
+
+
+def test_arrays_and_directories_give_identical_results(tmp_path, audit_labels):
+    base = planted_predictions(4, audit_labels, accuracy=0.9, n_classes=5, seed=1)
+    pruned = planted_predictions(4, audit_labels, accuracy=0.85, n_classes=5, seed=2, class_accuracy={1: 0.5})
+    names = ["ant", "bee", "cat", "dog", "eel"]
+    b = write_population(tmp_path / "base", base, audit_labels, classes=names)
+    p = write_population(tmp_path / "pruned", pruned, audit_labels, classes=names)
+    from_files = pie_audit.compare(b, p, n_bootstrap=200)
+    from_arrays = pie_audit.compare(
+        pie_audit.Population.from_arrays(base, audit_labels, classes=names, name="base"),
+        pie_audit.Population.from_arrays(list(pruned), audit_labels, name="pruned"),
+        n_bootstrap=200,
+    )
+    pd.testing.assert_frame_equal(from_arrays.classes, from_files.classes)
+    pd.testing.assert_frame_equal(from_arrays.examples, from_files.examples)
+    assert from_arrays.gate.to_dict() == from_files.gate.to_dict()
+    assert from_arrays.baseline_dir is None and from_arrays.baseline_name == "base"
+    assert from_arrays.to_summary()["baseline"]["path"] is None
+
+
+def test_examples_and_top_pies_carry_class_names(tmp_path, audit_labels):
+    base = planted_predictions(4, audit_labels, accuracy=0.9, n_classes=5, seed=1)
+    pruned = planted_predictions(4, audit_labels, accuracy=0.8, n_classes=5, seed=2, class_accuracy={1: 0.3})
+    names = ["ant", "bee", "cat", "dog", "eel"]
+    result = pie_audit.compare(
+        pie_audit.Population.from_arrays(base, audit_labels, classes=names),
+        pie_audit.Population.from_arrays(pruned, audit_labels, classes=names),
+        n_bootstrap=50,
+    )
+    examples = result.examples
+    for column in ("label", "baseline_modal", "pruned_modal"):
+        assert examples[f"{column}_name"].astype(str).tolist() == [names[k] for k in examples[column]]
+    assert len(result.top_pies()) == min(10, result.pies.count)
+    assert len(result.top_pies(None)) == result.pies.count
+
+
+def test_pie_flows_count_where_pies_went():
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    base = np.tile(labels, (3, 1))
+    pruned = base.copy()
+    pruned[:, 0] = 1  # three examples of class 0 now go to class 1 ...
+    pruned[:, 1] = 1
+    pruned[:, 2] = 2  # ... or 2
+    pruned[:, 3] = 0  # one of class 1 goes to 0
+    result = pie_audit.compare(
+        pie_audit.Population.from_arrays(base, labels, classes=["zero", "one", "two"]),
+        pie_audit.Population.from_arrays(pruned, labels),
+        n_bootstrap=20,
+    )
+    flows = result.pie_flows
+    assert flows[["baseline_modal_name", "pruned_modal_name", "count"]].values.tolist() == [
+        ["zero", "one", 2], ["zero", "two", 1], ["one", "zero", 1],
+    ]  # fmt: skip
+    assert flows["count"].sum() == result.pies.count
+    assert (flows["true_label_share"] == 1.0).all()  # the baseline was right on each
+
+
+def test_notebook_display_is_a_compact_escaped_summary(tmp_path, audit_labels):
+    base = planted_predictions(4, audit_labels, accuracy=0.9, n_classes=5, seed=1)
+    pruned = planted_predictions(4, audit_labels, accuracy=0.8, n_classes=5, seed=2, class_accuracy={1: 0.3})
+    names = ["<b>ant</b>", "bee", "cat", "dog", "eel"]
+    result = pie_audit.compare(
+        pie_audit.Population.from_arrays(base, audit_labels, classes=names),
+        pie_audit.Population.from_arrays(pruned, audit_labels, classes=names),
+        n_bootstrap=50,
+    )
+    html = result._repr_html_()
+    assert result.verdict in html and "Classes that lost most recall" in html and "Top PIEs" in html
+    assert "<b>ant</b>" not in html and "&lt;b&gt;ant&lt;/b&gt;" in html
+    assert "<script" not in html and len(html) < 20_000
+    # bee lost most recall: it heads the table.
+    assert html.index("<td>bee</td>") < html.index("<td>cat</td>")

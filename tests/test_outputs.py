@@ -157,3 +157,37 @@ def test_an_unwritable_junit_is_refused_before_the_report_is_replaced(tmp_path, 
         assert (out / "summary.json").read_bytes() == old
     write_outputs(result, out, junit=tmp_path / "ci" / "gate.xml")
     assert (tmp_path / "ci" / "gate.xml").read_text().startswith("<?xml")
+
+
+# --- save(), images files ---------------------------------------------------------------------
+
+
+def test_save_writes_what_the_cli_writes(tmp_path, harmed_populations, monkeypatch):
+    from pie_audit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    result = pie_audit.compare(*harmed_populations)
+    saved = result.save(tmp_path / "api", junit=tmp_path / "api.xml")
+    with pytest.raises(SystemExit):
+        main(["compare", *map(str, harmed_populations), "--out", str(tmp_path / "cli"), "--junit", str(tmp_path / "cli.xml"), "-q"])
+    assert sorted(p.name for p in saved.iterdir()) == sorted(p.name for p in (tmp_path / "cli").iterdir())
+    api, cli = (json.loads((d / "summary.json").read_text()) for d in (saved, tmp_path / "cli"))
+    assert api == cli
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(saved / "examples.parquet"), pd.read_parquet(tmp_path / "cli" / "examples.parquet")
+    )
+    assert (tmp_path / "api.xml").read_text() == (tmp_path / "cli.xml").read_text()
+
+
+def test_an_images_file_fills_the_gallery(tmp_path, harmed_populations):
+    result = pie_audit.compare(*harmed_populations, n_bootstrap=50)
+    ids = result.examples["example_id"].to_numpy()
+    images = np.random.default_rng(0).random((ids.size, 8, 8, 3)).astype(np.float32)  # channels last
+    np.savez(tmp_path / "images.npz", example_id=ids, images=images)
+    out = result.save(tmp_path / "r", images=tmp_path / "images.npz")
+    html = (out / REPORT_FILE).read_text()
+    assert html.count('<img src="data:image/png;base64,') == min(result.pies.count, GALLERY_SIZE) > 0
+    # An images file without some PIE says which.
+    np.savez(tmp_path / "some.npz", example_id=ids[:1], images=images[:1])
+    gallery = pie_gallery(result, images=tmp_path / "some.npz")
+    assert not gallery.thumbnails.images and "has no image for example" in gallery.thumbnails.note

@@ -129,7 +129,12 @@ def test_pie_accuracy_and_gallery(harmed_result):
 def test_plots_are_inline_svg_with_unique_ids(harmed_result):
     page = parse(render(harmed_result))
     labels = [svg.label for svg in page.svgs]
-    assert labels == ["Normalized recall change per class", "PIEs per class", "Per-model accuracy in both populations"]
+    assert labels == [
+        "Normalized recall change per class",
+        "PIEs per class",
+        "Where the PIEs went: baseline modal class by pruned modal class",
+        "Per-model accuracy in both populations",
+    ]
     for svg in page.svgs:
         assert not svg.find_all("style")  # it would style the whole page
         # Axes and text follow the page's colour (dark mode).

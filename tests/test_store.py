@@ -3,11 +3,12 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pie_audit.errors import FormatError
+from pie_audit.errors import FormatError, OutputError
 from pie_audit.store import (
     BAD_CLASSES,
     BAD_RUN_JSON,
@@ -28,10 +29,13 @@ from pie_audit.store import (
     MAX_UNNAMED_CLASSES,
     NOT_INTEGER,
     TOO_MANY_CLASSES,
+    INDEX_HINT,
+    Population,
     check_populations,
     load_population,
     read_predictions,
 )
+from pie_audit.store import write_population as store_write_population
 from synthetic import write_population
 
 LABELS = np.array([0, 1, 2, 1, 0, 2])
@@ -108,9 +112,15 @@ def test_empty_directory(tmp_path):
     (tmp_path / "pop").mkdir()
     (tmp_path / "pop" / "population.json").write_text("{}")
     _raises(
-        EMPTY_POPULATION.format(path=tmp_path / "pop", file="predictions.parquet"),
+        EMPTY_POPULATION.format(path=tmp_path / "pop", file="predictions.parquet", found="found only population.json"),
         load_population,
         tmp_path / "pop",
+    )
+    (tmp_path / "empty").mkdir()
+    _raises(
+        EMPTY_POPULATION.format(path=tmp_path / "empty", file="predictions.parquet", found="it is empty"),
+        load_population,
+        tmp_path / "empty",
     )
 
 
@@ -157,7 +167,7 @@ def test_missing_column(tmp_path, column):
     columns = _good()
     del columns[column]
     path = _write(tmp_path / "p.parquet", **columns)
-    _raises(MISSING_COLUMN.format(path=path, column=column), read_predictions, path)
+    _raises(MISSING_COLUMN.format(path=path, column=column, hint=""), read_predictions, path)
 
 
 @pytest.mark.parametrize(
@@ -363,3 +373,107 @@ def test_an_absurd_class_index_without_a_class_list_is_refused(tmp_path):
     preds[1, 3] = MAX_UNNAMED_CLASSES - 1
     pruned = load_population(write_population(tmp_path / "q", preds, LABELS))
     assert len(check_populations(base, pruned)) == MAX_UNNAMED_CLASSES
+
+
+# --- friendlier layouts, in-memory populations, writing ---------------------------------------
+
+
+def test_one_parquet_file_per_model_is_a_population(tmp_path):
+    a = load_population(write_population(tmp_path / "dirs", PREDS, LABELS))
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for model in sorted((tmp_path / "dirs").iterdir()):
+        (model / "predictions.parquet").rename(flat / f"{model.name}.parquet")
+    b = load_population(flat)
+    np.testing.assert_array_equal(a.predictions, b.predictions)
+    assert b.models == ("model-000", "model-001", "model-002")
+    assert b.reference_file == flat / "model-000.parquet"
+    (flat / "odd").mkdir()
+    (flat / "odd" / "predictions.parquet").write_bytes(b"")
+    with pytest.raises(FormatError, match="use one layout"):
+        load_population(flat)
+
+
+def test_example_id_may_be_the_dataframe_index(tmp_path):
+    frame = pd.DataFrame({"example_id": [4, 5, 6], "label": [0, 1, 1], "prediction": [0, 1, 0]})
+    frame.set_index("example_id").to_parquet(tmp_path / "range.parquet")
+    frame.set_index("example_id").iloc[[2, 0, 1]].to_parquet(tmp_path / "shuffled.parquet")
+    for name in ("range.parquet", "shuffled.parquet"):
+        ids, labels, preds = read_predictions(tmp_path / name)
+        assert ids.tolist() == [4, 5, 6] and labels.tolist() == [0, 1, 1] and preds.tolist() == [0, 1, 0]
+    for index, shown in (("id", "id"), (None, "(unnamed)")):
+        frame.set_index("example_id").rename_axis(index).iloc[[1, 0, 2]].to_parquet(tmp_path / "wrong.parquet")
+        _raises(
+            MISSING_COLUMN.format(path=tmp_path / "wrong.parquet", column="example_id", hint=INDEX_HINT.format(index=shown)),
+            read_predictions,
+            tmp_path / "wrong.parquet",
+        )
+
+
+def test_classes_named_once_in_population_json(tmp_path):
+    pop = write_population(tmp_path / "pop", PREDS, LABELS)
+    (pop / "population.json").write_text(json.dumps({"classes": ["a", "b", "c"]}))
+    assert load_population(pop).classes == ("a", "b", "c")
+    # A model's run.json must agree with it.
+    (pop / "model-001" / "run.json").write_text(json.dumps({"classes": ["a", "b", "x"]}))
+    _raises(
+        CLASS_MISMATCH.format(
+            path=pop / "model-001" / "run.json", reference=pop / "population.json", detail="class 2 is 'x' here, 'c' there"
+        ),
+        load_population,
+        pop,
+    )
+    (pop / "population.json").write_text(json.dumps({"classes": "abc"}))
+    _raises(BAD_CLASSES.format(path=pop / "population.json"), load_population, pop)
+
+
+def test_from_arrays_equals_files(tmp_path):
+    ids = np.array([10, 11, 12, 13, 14, 15])
+    pop = write_population(tmp_path / "pop", PREDS, LABELS, example_ids=ids, classes=["a", "b", "c"])
+    from_files = load_population(pop)
+    order = np.array([3, 0, 5, 1, 4, 2])  # arrays in any example order
+    in_memory = Population.from_arrays(
+        [row[order] for row in PREDS], LABELS[order], example_ids=ids[order], classes=["a", "b", "c"], name="pop"
+    )
+    np.testing.assert_array_equal(in_memory.example_ids, from_files.example_ids)
+    np.testing.assert_array_equal(in_memory.predictions, from_files.predictions)
+    np.testing.assert_array_equal(in_memory.labels, from_files.labels)
+    assert in_memory.classes == from_files.classes and in_memory.path is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"predictions": [[0, 1], [0, 1, 1]]}, "base model 0 predictions: 2 values, but there are 3 labels"),
+        ({"predictions": np.zeros((2, 4), int)}, "base predictions: shape (2, 4); expected (models, 3)"),
+        ({"predictions": [[0.5, 1, 1]]}, "base model 0 predictions: not an array of class indices"),
+        ({"predictions": [[0, -1, 1]]}, "base predictions: column 'prediction' has negative value -1"),
+        ({"example_ids": [1, 1, 2]}, "base example_ids: duplicate example_id 1"),
+        ({"model_names": ["a", "a"]}, "base: model_names must be 2 distinct"),
+        ({"predictions": np.zeros((0, 3), int)}, "base: no model"),
+        ({"probabilities": np.ones((2, 3, 2))}, "base: the arg-max of the probabilities differs"),
+    ],
+)
+def test_from_arrays_refuses_what_files_would(kwargs, message):
+    args = {"predictions": [[0, 1, 1], [0, 1, 0]], "labels": [0, 1, 1], **kwargs}
+    with pytest.raises(FormatError) as e:
+        Population.from_arrays(args.pop("predictions"), args.pop("labels"), name="base", **args)
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_write_population_round_trips(tmp_path):
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=(2, 6)).astype(np.float32)
+    pop = Population.from_arrays(
+        probs.argmax(axis=2), LABELS, example_ids=np.arange(6) * 2, classes=["a", "b", "c"],
+        model_names=["int8", "fp32"], probabilities=probs, name="mine",
+    )  # fmt: skip
+    out = store_write_population(tmp_path / "mine", pop)
+    back = load_population(out)
+    assert back.models == ("fp32", "int8")  # read back in name order
+    np.testing.assert_array_equal(back.predictions, pop.predictions[::-1])
+    np.testing.assert_array_equal(back.example_ids, pop.example_ids)
+    assert back.classes == ("a", "b", "c")
+    frame = pd.read_parquet(out / "int8" / "predictions.parquet")
+    np.testing.assert_allclose(frame[["prob_0", "prob_1", "prob_2"]].to_numpy(), probs[0])
+    with pytest.raises(OutputError):
+        store_write_population(out, pop)

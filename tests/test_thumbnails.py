@@ -88,3 +88,47 @@ def test_no_images_when_labels_or_ids_disagree(digits):
     assert thumbs.note == LABEL_MISMATCH.format(name="digits", example_id=0, found=labels[0], expected=wrong[0])
     thumbs = dataset_thumbnails([{"dataset": record}], np.array([450]), np.array([0]))
     assert thumbs.note == ID_OUT_OF_RANGE.format(example_id=450, name="digits", n=450)
+
+
+# --- images files ---------------------------------------------------------------------------------
+
+
+def test_read_images_accepts_the_documented_layouts(tmp_path):
+    from pie_audit.thumbnails import read_images
+
+    ids = np.array([3, 1, 2])
+    for shape, expected in (((3, 8, 8), (3, 8, 8)), ((3, 1, 8, 8), (3, 1, 8, 8)), ((3, 8, 8, 3), (3, 3, 8, 8))):
+        np.savez(tmp_path / "i.npz", example_id=ids, images=np.zeros(shape, np.uint8))
+        got_ids, images = read_images(tmp_path / "i.npz")
+        assert got_ids.tolist() == [3, 1, 2] and images.shape == expected
+
+
+@pytest.mark.parametrize(
+    ("arrays", "reason"),
+    [
+        ({"images": np.zeros((2, 8, 8))}, "no array 'example_id'"),
+        ({"example_id": np.array([1, 1]), "images": np.zeros((2, 8, 8))}, "repeated example_id"),
+        ({"example_id": np.array([1, 2]), "images": np.zeros((3, 8, 8))}, "images of shape (3, 8, 8) for 2 ids"),
+        ({"example_id": np.array([1.5, 2]), "images": np.zeros((2, 8, 8))}, "example_id has shape (2,) and type float64"),
+    ],
+)
+def test_read_images_refuses_bad_files(tmp_path, arrays, reason):
+    from pie_audit.errors import FormatError
+    from pie_audit.thumbnails import read_images
+
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(FormatError) as e:
+        read_images(path)
+    assert reason in str(e.value) and str(path) in str(e.value)
+
+
+def test_read_images_never_unpickles(tmp_path):
+    from pie_audit.errors import FormatError
+    from pie_audit.thumbnails import read_images
+
+    path = tmp_path / "pickled.npz"
+    # numpy pickles object arrays into .npz files; loading one must not run the pickle.
+    np.savez(path, example_id=np.array([1]), images=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(FormatError, match="Object arrays cannot be loaded when allow_pickle=False"):
+        read_images(path)

@@ -66,6 +66,10 @@ NBootstrap = Annotated[Optional[int], typer.Option(help="Bootstrap resamples. \\
 DataRoot = Annotated[
     Path, typer.Option(help="Where to find the dataset named in run.json, for the report's PIE images.")
 ]
+Images = Annotated[
+    Optional[Path],
+    typer.Option(help="Images of your own test set for the PIE gallery: an .npz of example_id and images (docs/interchange-format.md)."),
+]
 NoImages = Annotated[bool, typer.Option("--no-images", help="Show PIEs as ids and labels, without images.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 

@@ -17,6 +17,7 @@ from ._options import (
     Correction,
     DataRoot,
     Detect,
+    Images,
     MaxAccuracyDrop,
     MaxClassDrop,
     MaxClassRecallDrop,
@@ -61,6 +62,7 @@ def compare(
     seed: Seed = None,
     n_bootstrap: NBootstrap = None,
     data_root: DataRoot = Path("data"),
+    images: Images = None,
     no_images: NoImages = False,
     quiet: Quiet = False,
 ) -> None:
@@ -74,7 +76,7 @@ def compare(
     settings = settings_from(ctx.params)
     result = compare_populations(baseline, pruned, settings=settings)
     out = out if out is not None else Path("reports") / Path(pruned).resolve().name
-    gallery = pie_gallery(result, data_root=None if no_images else data_root)
+    gallery = pie_gallery(result, data_root=None if no_images else data_root, images=None if no_images else images)
     write_outputs(result, out, gallery=gallery, junit=junit, command=command_line())
     if not quiet:
         _print_verdict(result, out, rules_source(settings))

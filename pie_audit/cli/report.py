@@ -19,6 +19,7 @@ from ._options import (
     Correction,
     DataRoot,
     Detect,
+    Images,
     MaxAccuracyDrop,
     MaxClassDrop,
     MaxClassRecallDrop,
@@ -62,6 +63,7 @@ def report(
     seed: Seed = None,
     n_bootstrap: NBootstrap = None,
     data_root: DataRoot = Path("data"),
+    images: Images = None,
     no_images: NoImages = False,
     quiet: Quiet = False,
 ) -> None:
@@ -74,7 +76,10 @@ def report(
 
     settings = settings_from(ctx.params)
     results = sweep(baseline, pruned, settings=settings)
-    galleries = [pie_gallery(result, data_root=None if no_images else data_root) for _, result in results]
+    galleries = [
+        pie_gallery(result, data_root=None if no_images else data_root, images=None if no_images else images)
+        for _, result in results
+    ]
     write_sweep(results, out, baseline=baseline, galleries=galleries, command=command_line())
     if not quiet:
         _print_summary(results, out, rules_source(settings))
