@@ -2,13 +2,16 @@
 #   make demo   creates .venv if missing, trains a baseline and a 90%-sparse population on digits,
 #               and audits them into a report
 #   make test   creates .venv if missing and runs the test suite
+#   make lab    adds JupyterLab to .venv and opens notebooks/ in it
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 POPULATION ?= 16
 RUNS ?= runs/digits
 
-.PHONY: demo test venv bench clean
+JUPYTERLAB ?= jupyterlab==4.6.6
+
+.PHONY: demo test venv bench clean lab
 
 venv: $(VENV)/.installed
 
@@ -28,6 +31,11 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# JupyterLab is for people, not for CI (nbclient runs the notebooks there): installed on demand.
+lab: venv
+	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(JUPYTERLAB)"
+	$(BIN)/jupyter lab notebooks/
 
 bench: venv
 	$(BIN)/python bench/compare.py

@@ -97,3 +97,32 @@ def test_explore_an_audit(tmp_path, kernel_name):
     assert summary["pies"]["count"] == expected.pies.count
     assert summary["gate"]["passed"] == expected.gate.passed
     assert "<html" in (report / "report.html").read_text(encoding="utf-8").lower()
+
+
+def test_audit_your_own_model(tmp_path, kernel_name):
+    nb = nbformat.read(NOTEBOOKS / "audit-your-own-model.ipynb", as_version=4)
+    assert all(not c.get("outputs") and c.get("execution_count") is None
+               for c in nb.cells if c.cell_type == "code"), "commit notebooks with outputs cleared"
+    report = tmp_path / "report"
+    _inject_parameters(nb, f"N_SEEDS = 3\nSPARSITY = 0.9\nHIDDEN = 32\nMAX_ITER = 60\nREPORT_DIR = {str(report)!r}\n")
+    NotebookClient(
+        nb, kernel_name=kernel_name, timeout=CELL_TIMEOUT_S,
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()  # fmt: skip
+
+    stderr = "".join(_stream(c, "stderr") for c in nb.cells if c.cell_type == "code")
+    assert stderr == "", f"the notebook wrote to stderr (a warning?):\n{stderr}"
+    printed = "".join(_stream(c) for c in nb.cells if c.cell_type == "code")
+    summary = json.loads((report / "summary.json").read_text())
+    pies = re.search(r"^PIEs: (\d+) of (\d+) test examples", printed, re.MULTILINE)
+    assert pies is not None, printed
+    assert (int(pies[1]), int(pies[2])) == (summary["pies"]["count"], summary["n_examples"]) == (int(pies[1]), 450)
+    assert f"Classes significantly harmed: {summary['impacted']['harmed']}, helped: {summary['impacted']['helped']}" in printed
+    assert summary["baseline"]["n_models"] == 3 and summary["baseline"]["path"] is None
+    # The result displays itself as HTML, and the report's gallery has the digits' images.
+    shown = [o for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+    assert any("Classes that lost most recall" in o["data"]["text/html"] for o in shown)
+    html = (report / "report.html").read_text(encoding="utf-8")
+    assert html.count('<img src="data:image/png;base64,') == min(summary["pies"]["count"], 64)
+    assert "Test: mcnemar" in printed
+    assert re.search(r"^Models needed per population for a 2-point drop: (\d+|None)$", printed, re.MULTILINE)
