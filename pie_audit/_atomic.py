@@ -9,9 +9,12 @@ entries an existing directory may hold before it is replaced.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -29,6 +32,7 @@ __all__ = [
     "write_json",
     "remove_stale_temporaries",
     "check_file_target",
+    "exclusive_lock",
 ]
 
 #: Prefix of every temporary entry; readers of a directory skip hidden entries, so an interrupted
@@ -37,6 +41,10 @@ TMP_PREFIX = ".tmp-"
 CANNOT_WRITE = "{path}: cannot write there ({reason})"
 NOT_A_DIRECTORY = "{path}: not a directory"
 ALREADY_EXISTS = "{path}: already exists; refusing to overwrite it"
+LOCKED = (
+    "{path}: another pie-audit process is writing here (lock {lock} is held); wait for it to "
+    "finish, or choose another output"
+)
 NOT_REPLACEABLE = (
     "{path}: exists and holds {entry!r}, which is not part of a pie-audit {what}; refusing to replace it"
 )
@@ -172,6 +180,9 @@ def replace_directory(
         for entry in final.iterdir():
             if not accept(entry):
                 raise OutputError(NOT_REPLACEABLE.format(path=final, entry=entry.name, what=what))
+    # Left by an earlier write of this directory that was killed: never a finished output.
+    for stale in final.parent.glob(f"{TMP_PREFIX}{final.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = _temporary_directory(final)
     try:
         yield tmp
@@ -180,8 +191,14 @@ def replace_directory(
             os.rename(tmp, final)
             _fsync_path(final.parent)
             return
-        # POSIX has no portable directory swap: park the old directory beside it, move the new
-        # one in, and put the old one back if that fails.
+        if _exchange(tmp, final):
+            # One atomic step: ``final`` always names a complete directory, the old or the new.
+            _fsync_path(final.parent)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        # No atomic swap here: park the old directory beside it, move the new one in, and put
+        # the old one back if that fails. A kill between the two renames leaves ``final``
+        # missing for an instant, with the old directory under a hidden name.
         old = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}-old-", dir=final.parent))
         os.rename(final, old / final.name)
         try:
@@ -211,6 +228,65 @@ def check_file_target(path: str | Path) -> None:
     parent = next((p for p in path.absolute().parents if p.exists()), None)
     if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(CANNOT_WRITE.format(path=path.parent, reason=f"{parent} is not a writable directory"))
+
+
+@contextlib.contextmanager
+def exclusive_lock(target: str | Path, *, wait: bool = False) -> Iterator[Path]:
+    """Hold an exclusive lock on ``target`` (a directory written by one process at a time).
+
+    The lock is ``flock`` on a hidden sibling file ``.<name>.pie-audit.lock`` (a sibling, so that replacing
+    ``target`` whole does not replace its lock); it is released when the block ends or the
+    process dies, so a killed writer never leaves it stuck.
+
+    Parameters
+    ----------
+    target : str or Path
+    wait : bool, default=False
+        Block until the lock is free instead of refusing.
+
+    Raises
+    ------
+    OutputError
+        Another process holds the lock and ``wait`` is False, or the lock file cannot be made.
+    """
+    import fcntl
+
+    target = Path(target)
+    lock = target.parent / f".{target.name}.pie-audit.lock"
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    except OSError as e:
+        raise OutputError(CANNOT_WRITE.format(path=lock.parent, reason=e.strerror)) from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError as e:
+            raise OutputError(LOCKED.format(path=target, lock=lock)) from e
+        yield lock
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directory entries atomically (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the system or the filesystem cannot, so the caller falls back.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # no glibc 2.28+, or no libc to load
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), str(b))
 
 
 def write_json(path: str | Path, obj: Mapping[str, Any]) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from ._atomic import atomic_file, check_file_target, replace_directory
+from ._atomic import atomic_file, check_file_target, exclusive_lock, replace_directory
 from .compare import CompareResult
 from .errors import OutputError
 from .gate import junit_xml
@@ -165,7 +165,8 @@ def write_outputs(
     gallery = gallery if gallery is not None else pie_gallery(result)
     # Rendered first: the slowest step, and nothing is replaced if it fails.
     html = render_report(result, gallery=gallery, command=command, sweep_link=sweep_link)
-    with replace_directory(out, accept=_is_report_file, what="report") as tmp:
+    # One writer at a time: a second would clean up the first's temporary directory.
+    with exclusive_lock(out), replace_directory(out, accept=_is_report_file, what="report") as tmp:
         _write_report_files(result, tmp, html)
     if junit is not None:
         write_junit(result, junit)
@@ -256,7 +257,7 @@ def write_sweep(
     ]
     links = [f"{quote(name)}/{REPORT_FILE}" for name, _ in results]
     index = render_sweep(sweep_table(results), links=links, baseline=str(baseline), command=command)
-    with replace_directory(out, accept=_is_sweep_entry, what="sweep") as tmp:
+    with exclusive_lock(out), replace_directory(out, accept=_is_sweep_entry, what="sweep") as tmp:
         for (name, result), html in zip(results, pages, strict=True):
             (tmp / name).mkdir()
             _write_report_files(result, tmp / name, html)

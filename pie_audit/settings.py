@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .gate import GateRules
 from .pie import BAD_TIE_BREAK, TIE_BREAKS
 from .power import DEFAULT_DETECT
-from .stats import BAD_ALPHA, BAD_CONFIDENCE, BAD_CORRECTION, BAD_N_BOOTSTRAP, CORRECTIONS
+from .stats import BAD_ALPHA, BAD_CONFIDENCE, BAD_CORRECTION, BAD_N_BOOTSTRAP, CORRECTIONS, MAX_BOOTSTRAP
 
 __all__ = [
     "SETTINGS",
@@ -125,7 +125,7 @@ class Settings:
             raise ConfigError(BAD_ALPHA.format(value=self.alpha))
         if not _is_number(self.confidence) or not 0 < self.confidence < 1:
             raise ConfigError(BAD_CONFIDENCE.format(value=self.confidence))
-        if isinstance(self.n_bootstrap, bool) or not isinstance(self.n_bootstrap, int) or self.n_bootstrap < 1:
+        if isinstance(self.n_bootstrap, bool) or not isinstance(self.n_bootstrap, int) or not 1 <= self.n_bootstrap <= MAX_BOOTSTRAP:
             raise ConfigError(BAD_N_BOOTSTRAP.format(value=self.n_bootstrap))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(BAD_SEED.format(value=self.seed))

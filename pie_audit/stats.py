@@ -43,7 +43,9 @@ BAD_MCNEMAR = "McNemar's test compares one model with one model, not {baseline} 
 BAD_CORRECTION = "correction must be one of {choices}, not {value!r}"
 BAD_ALPHA = "alpha must lie strictly between 0 and 1, not {value!r}"
 BAD_CONFIDENCE = "confidence must lie strictly between 0 and 1, not {value!r}"
-BAD_N_BOOTSTRAP = "n_bootstrap must be a positive integer, not {value!r}"
+#: More resamples than this only cost memory (B x models x classes): intervals do not improve.
+MAX_BOOTSTRAP = 100_000
+BAD_N_BOOTSTRAP = "n_bootstrap must be an integer from 1 to 100,000, not {value!r}"
 BAD_SHAPES = (
     "predictions of shape {baseline} and {pruned} do not match {n} labels; "
     "expected (M, N) arrays with N = {n}"
@@ -205,7 +207,7 @@ def class_statistics(
         raise ConfigError(BAD_ALPHA.format(value=alpha))
     if not 0 < confidence < 1:
         raise ConfigError(BAD_CONFIDENCE.format(value=confidence))
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 1:
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or not 1 <= n_bootstrap <= MAX_BOOTSTRAP:
         raise ConfigError(BAD_N_BOOTSTRAP.format(value=n_bootstrap))
     if test == "paired" and base.shape[0] != pruned.shape[0]:
         raise ConfigError(BAD_PAIRS.format(baseline=base.shape[0], pruned=pruned.shape[0]))

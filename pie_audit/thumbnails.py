@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,16 +187,19 @@ def read_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         if path.stat().st_size > MAX_IMAGES_BYTES:
             raise FormatError(BAD_IMAGES.format(path=path, reason="larger than 2 GiB"))
-        with np.load(path, allow_pickle=False) as archive:
+        # Our own file object, so that it is closed whatever numpy makes of its content.
+        with open(path, "rb") as fh:
+            archive = np.load(fh, allow_pickle=False)
             if not hasattr(archive, "files"):
                 raise FormatError(BAD_IMAGES.format(path=path, reason="a single array, not an archive"))
-            missing = [key for key in ("example_id", "images") if key not in archive.files]
-            if missing:
-                raise FormatError(BAD_IMAGES.format(path=path, reason=f"no array {missing[0]!r}"))
-            ids, images = archive["example_id"], archive["images"]
+            with archive:
+                missing = [key for key in ("example_id", "images") if key not in archive.files]
+                if missing:
+                    raise FormatError(BAD_IMAGES.format(path=path, reason=f"no array {missing[0]!r}"))
+                ids, images = archive["example_id"], archive["images"]
     except FormatError:
         raise
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, RuntimeError) as e:
         raise FormatError(BAD_IMAGES.format(path=path, reason=str(e).splitlines()[0] or type(e).__name__)) from e
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
         raise FormatError(BAD_IMAGES.format(path=path, reason=f"example_id has shape {ids.shape} and type {ids.dtype}"))

@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+import sys
 
 import numpy as np
 import pytest
@@ -165,11 +166,40 @@ def test_a_failed_swap_puts_the_old_directory_back(tmp_path, monkeypatch):
         return real_rename(src, dst)
 
     monkeypatch.setattr(_atomic.os, "rename", rename)
+    monkeypatch.setattr(_atomic, "_exchange", lambda a, b: False)  # a system without the swap
     with pytest.raises(OSError), replace_directory(out, accept=accept_txt, what="report") as tmp:
         (tmp / "a.txt").write_text("new")
     monkeypatch.undo()
     assert (out / "a.txt").read_text() == "old"
     assert names(tmp_path) == ["r"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_replacing_swaps_in_one_step_on_linux(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    with replace_directory(out, accept=accept_txt, what="report") as tmp:
+        (tmp / "a.txt").write_text("old")
+
+    def rename(src, dst):
+        # Moving the old directory away would leave a moment with no ``out``: never done.
+        raise AssertionError(f"rename {src} -> {dst}")
+
+    monkeypatch.setattr(_atomic.os, "rename", rename)
+    with replace_directory(out, accept=accept_txt, what="report") as tmp:
+        (tmp / "a.txt").write_text("new")
+    monkeypatch.undo()
+    assert (out / "a.txt").read_text() == "new"
+    assert names(tmp_path) == ["r"]
+
+
+def test_temporaries_of_a_killed_replacement_are_cleaned_next_time(tmp_path):
+    out = tmp_path / "r"
+    (tmp_path / f"{TMP_PREFIX}r-abc123").mkdir()  # as a SIGKILL mid-write leaves them
+    (tmp_path / f"{TMP_PREFIX}r-old-xyz").mkdir()
+    (tmp_path / f"{TMP_PREFIX}other-1").mkdir()  # another output's: not ours to remove
+    with replace_directory(out, accept=accept_txt, what="report") as tmp:
+        (tmp / "a.txt").write_text("1")
+    assert names(tmp_path) == [f"{TMP_PREFIX}other-1", "r"]
 
 
 # --- stale temporaries ---------------------------------------------------------------------------
@@ -183,3 +213,34 @@ def test_remove_stale_temporaries(tmp_path):
     (tmp_path / ".hidden").write_text("mine")
     assert remove_stale_temporaries(tmp_path) == 2
     assert names(tmp_path) == [".hidden", "seed-0000"]
+
+
+# --- exclusive locks --------------------------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
+    from pie_audit._atomic import LOCKED, exclusive_lock
+
+    target = tmp_path / "population"
+    target.mkdir()
+    # Another process (not a thread: flock is per open file) holds the lock...
+    import subprocess
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pie_audit._atomic import exclusive_lock\n"
+         f"with exclusive_lock({str(target)!r}):\n    print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputError) as e, exclusive_lock(target):
+            pass
+        assert str(e.value) == LOCKED.format(path=target, lock=tmp_path / ".population.pie-audit.lock")
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    # ...and a killed holder never leaves it stuck.
+    with exclusive_lock(target) as lock:
+        assert lock == tmp_path / ".population.pie-audit.lock"

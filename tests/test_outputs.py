@@ -43,7 +43,10 @@ def test_write_outputs_replaces_a_previous_report(tmp_path, harmed_populations, 
     write_outputs(pie_audit.compare(*identical_populations), out)
     assert json.loads((out / "summary.json").read_text())["gate"]["passed"] is True
     assert (out / "report.html").read_text() != "stale"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "pruned", "report", "same-base", "same-pruned"]
+    # No temporary left behind; the only hidden entry is the writers' lock.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".report.pie-audit.lock", "base", "pruned", "report", "same-base", "same-pruned",
+    ]  # fmt: skip
 
 
 def test_write_outputs_refuses_a_foreign_directory(tmp_path, identical_populations):
