@@ -1,10 +1,10 @@
-"""Benchmark of population training: the one-at-a-time loop against the joint trainer.
+"""Benchmark of population training: one model at a time against K models at once.
 
-For each architecture it trains, with the real trainers (``train_model`` and
-``train_models_jointly``, pruning to 90% included) on synthetic data of the architecture's input
-size, one model alone and K models jointly for K in ``--k``, and prints training throughput:
+For each architecture it trains, with the real training loop (``train_models``, pruning to 90%
+included) on synthetic data of the architecture's input size, one model alone (K=1) and K models
+jointly for K in ``--k``, and prints training throughput:
 
-- ``sequential_images_per_s``: images per second of the one-at-a-time loop (one model);
+- ``sequential_images_per_s``: images per second of one model trained alone (K=1);
 - ``joint_images_per_s``: images per second summed over the K models trained jointly
   (``joint_images_per_model_per_s`` is that divided by K);
 - ``speedup``: their ratio, i.e. how much faster a population trains;
@@ -14,8 +14,8 @@ size, one model alone and K models jointly for K in ``--k``, and prints training
 
 ``--digits-population`` also times ``train_population`` on the real 16-model digits population
 (20 epochs) with ``jointly=1`` against ``jointly=16``, the case ``pie-audit train --jointly``
-targets on CPUs. ``--cpu-variants`` times what might speed up the one-at-a-time loop on a CPU
-(channels_last, bf16 autocast, larger batches, torch.compile).
+targets on CPUs. ``--cpu-variants`` times what might speed up training one model on a CPU
+(channels_last, bf16 autocast, larger batches, torch.compile), on a plain module stepped by hand.
 
 Usage: ``python bench/train_population.py [--arch small-cnn-28 resnet18-cifar] [--k 4 16 32]
 [--device auto] [--json] [--digits-population] [--cpu-variants]``
@@ -28,12 +28,11 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import replace
 
 import torch
 
 from pie_audit.data import Dataset, load_dataset
-from pie_audit.joint import forward_flops, train_models_jointly
+from pie_audit.models import forward_flops
 from pie_audit.population import train_population
 from pie_audit.training import (
     DEFAULT_TRAIN_CONFIGS,
@@ -41,7 +40,7 @@ from pie_audit.training import (
     TrainConfig,
     init_model,
     resolve_device,
-    train_model,
+    train_models,
 )
 
 # name -> (registry arch, input shape, CPU batch/steps, GPU batch/steps)
@@ -108,16 +107,16 @@ def bench_case(name: str, ks: list[int], device: torch.device, peak: float) -> l
 
     # Warm-up: allocator, cuDNN autotuning, thread pools.
     warm = synthetic(shape, batch * 2)
-    train_model(warm, arch=arch, seed=0, config=config, prune=PRUNE, device=device)
-    train_models_jointly(warm, arch=arch, seeds=[0, 1], config=config, prune=PRUNE, device=device)
+    train_models(warm, arch=arch, seeds=[0], config=config, prune=PRUNE, device=device)
+    train_models(warm, arch=arch, seeds=[0, 1], config=config, prune=PRUNE, device=device)
 
-    seq_s = _time(lambda: train_model(data, arch=arch, seed=0, config=config, prune=PRUNE,
-                                      device=device), device)  # fmt: skip
+    seq_s = _time(lambda: train_models(data, arch=arch, seeds=[0], config=config, prune=PRUNE,
+                                       device=device), device)  # fmt: skip
     seq_ips = images / seq_s
     rows = []
     for k in ks:
         try:
-            joint_s = _time(lambda: train_models_jointly(
+            joint_s = _time(lambda: train_models(
                 data, arch=arch, seeds=list(range(k)), config=config, prune=PRUNE, device=device
             ), device)  # fmt: skip
         except torch.cuda.OutOfMemoryError:
@@ -160,7 +159,7 @@ def bench_digits_population(device: torch.device) -> dict:
 
 
 def bench_cpu_variants(peak: float) -> list[dict]:
-    """The one-at-a-time loop on 28x28 under what might speed up a CPU, steps timed by hand."""
+    """One model on 28x28 under what might speed up a CPU: a plain module's steps timed by hand."""
     arch, shape = "small-cnn", (1, 28, 28)
     flops = 3 * forward_flops(init_model(arch, synthetic(shape, 8), 0), shape)
     rows = []

@@ -9,7 +9,16 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["ARCHITECTURES", "build_model", "SmallCNN", "resnet18_cifar"]
+__all__ = [
+    "ARCHITECTURES",
+    "build_model",
+    "forward_flops",
+    "SmallCNN",
+    "resnet18_cifar",
+    "UNKNOWN_ARCHITECTURE",
+]
+
+UNKNOWN_ARCHITECTURE = "unknown architecture {arch!r}; choose one of {choices}"
 
 
 class SmallCNN(nn.Module):
@@ -73,8 +82,46 @@ def build_model(
         factory = ARCHITECTURES[arch]
     except KeyError:
         raise ConfigError(
-            f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}"
+            UNKNOWN_ARCHITECTURE.format(arch=arch, choices=", ".join(ARCHITECTURES))
         ) from None
     if arch == "small-cnn" and image_size % 4:
         raise ConfigError(f"small-cnn needs an image size divisible by 4, got {image_size}")
     return factory(in_channels, image_size, num_classes)
+
+
+def forward_flops(model: nn.Module, image_shape: tuple[int, int, int]) -> float:
+    """Multiply-add FLOPs (x2) of one image's forward pass through conv and linear layers.
+
+    Parameters
+    ----------
+    model : nn.Module
+    image_shape : tuple of int
+        ``(C, H, W)`` of one input image.
+    """
+    total = 0.0
+    hooks = []
+
+    def conv_hook(m: nn.Conv2d, inp, out):
+        nonlocal total
+        kernel = m.weight[0].numel()  # in_channels/groups * kh * kw
+        total += 2.0 * out[0].numel() * kernel
+
+    def linear_hook(m: nn.Linear, inp, out):
+        nonlocal total
+        total += 2.0 * m.in_features * m.out_features
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *image_shape))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return total

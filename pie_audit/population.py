@@ -4,6 +4,10 @@ The directory holds ``population.json`` (the configuration every model shares) a
 ``seed-XXXX`` sub-directory per finished model, each written atomically. Re-running the same
 command skips finished models, so a killed run resumes where it stopped; a directory holding a
 different configuration is refused rather than mixed.
+
+The models are trained in groups of K by the one training loop
+(:func:`pie_audit.training.train_models`); this module decides K (:func:`default_jointly`, and
+halving K when a group runs out of device memory). K changes the speed, not the models.
 """
 
 from __future__ import annotations
@@ -23,11 +27,18 @@ import torch
 
 from ._atomic import atomic_directory, remove_stale_temporaries, write_json
 from ._version import __version__
-from .data import Dataset, dataset_hash
+from .data import DATASETS, Dataset, dataset_hash
 from .errors import ConfigError, OutputError
+from .models import ARCHITECTURES, UNKNOWN_ARCHITECTURE, forward_flops
 from .store import MODEL_FILE, PREDICTIONS_FILE, RUN_FILE, write_predictions
-from .joint import default_jointly, train_models_jointly
-from .training import PruneConfig, TrainConfig, TrainedModel, resolve_device, train_model
+from .training import (
+    PruneConfig,
+    TrainConfig,
+    TrainedModel,
+    init_model,
+    resolve_device,
+    train_models,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +47,28 @@ __all__ = [
     "PopulationSpec",
     "TrainingCallback",
     "train_population",
+    "check_arguments",
+    "default_jointly",
     "model_dir_name",
     "check_output_dir",
+    "CPU_JOINT_MAX_MFLOPS",
+    "MAX_JOINTLY",
 ]
 
 POPULATION_FILE = "population.json"
+
+#: On a CPU, training models jointly pays off only for models whose forward pass costs less than
+#: this per image (MFLOP): bigger models are compute-bound and gain nothing from batching models
+#: (bench/train_population.py; docs/joint-training.md).
+CPU_JOINT_MAX_MFLOPS = 2.0
+#: Most models trained at once: beyond this the gains flatten and memory grows linearly.
+MAX_JOINTLY = 32
+
+POPULATION_TOO_SMALL = "population must be >= 1, got {population}"
+NEGATIVE_SEED_START = "seed-start must be >= 0, got {seed_start}"
+JOINTLY_TOO_SMALL = "jointly must be >= 1, got {jointly}"
+# The same words as pie_audit.data.load_dataset's, said before any data is read.
+UNKNOWN_DATASET = "unknown dataset {dataset!r}; choose one of {choices}"
 
 
 def model_dir_name(seed: int) -> str:
@@ -128,6 +156,71 @@ def _describe_difference(old: dict, new: dict, prefix: str = "") -> str:
     return ""
 
 
+def check_arguments(
+    *,
+    arch: str,
+    population: int,
+    seed_start: int = 0,
+    jointly: int | None = None,
+    device: str = "auto",
+    dataset: str | None = None,
+) -> None:
+    """Refuse arguments a population run cannot use, cheaply, before any data is loaded.
+
+    :func:`train_population` calls it; a command line calls it first so that a typo fails
+    before a dataset is read.
+
+    Parameters
+    ----------
+    arch : str
+        Must be in :data:`pie_audit.models.ARCHITECTURES`.
+    population : int
+        Must be >= 1.
+    seed_start : int, default 0
+        Must be >= 0.
+    jointly : int, optional
+        Must be >= 1 when given.
+    device : str, default "auto"
+        Must be available (:func:`pie_audit.training.resolve_device`).
+    dataset : str, optional
+        A dataset name, which must be in :data:`pie_audit.data.DATASETS`; not checked when
+        ``None`` (a :class:`~pie_audit.data.Dataset` built in code may have any name).
+
+    Raises
+    ------
+    ConfigError
+        On the first argument that is out of range or unknown.
+    """
+    if population < 1:
+        raise ConfigError(POPULATION_TOO_SMALL.format(population=population))
+    if seed_start < 0:
+        raise ConfigError(NEGATIVE_SEED_START.format(seed_start=seed_start))
+    if jointly is not None and jointly < 1:
+        raise ConfigError(JOINTLY_TOO_SMALL.format(jointly=jointly))
+    if arch not in ARCHITECTURES:
+        raise ConfigError(UNKNOWN_ARCHITECTURE.format(arch=arch, choices=", ".join(ARCHITECTURES)))
+    if dataset is not None and dataset not in DATASETS:
+        raise ConfigError(UNKNOWN_DATASET.format(dataset=dataset, choices=", ".join(DATASETS)))
+    resolve_device(device)
+
+
+def default_jointly(arch: str, dataset: Dataset, device: torch.device, population: int) -> int:
+    """How many models to train at once when the user does not say (``jointly=None``).
+
+    The rule (docs/joint-training.md): on CUDA, up to :data:`MAX_JOINTLY` models
+    (:func:`train_population` halves K if a group runs out of memory); on CPU and MPS,
+    :data:`MAX_JOINTLY` // 2 models only when one image's forward pass costs under
+    :data:`CPU_JOINT_MAX_MFLOPS` MFLOP, else one at a time, because a compute-bound CPU gains
+    nothing from batching models.
+    """
+    if device.type == "cuda":
+        return max(1, min(population, MAX_JOINTLY))
+    mflops = forward_flops(init_model(arch, dataset, 0), dataset.image_shape) / 1e6
+    if mflops < CPU_JOINT_MAX_MFLOPS:
+        return max(1, min(population, MAX_JOINTLY // 2))
+    return 1
+
+
 def check_output_dir(out: Path, spec: PopulationSpec) -> None:
     """Refuse an ``out`` that cannot be written or holds something other than this population."""
     out = Path(out)
@@ -178,7 +271,7 @@ def _write_model(out: Path, result: TrainedModel, *, dataset: Dataset, spec: Pop
         "steps": result.steps,
         "wall_time_s": result.wall_time_s,
         "device": result.device,
-        "jointly": result.extra.get("jointly", 1),
+        "jointly": result.jointly,
         "versions": _versions(),
         "git_commit": _git_commit(),
         "command": list(command) if command is not None else None,
@@ -222,8 +315,9 @@ def train_population(
         ``prune.sparsity == 0`` trains the dense baseline.
     device : {"auto", "cpu", "cuda", "mps"}
     jointly : int, optional
-        Models trained at once (1: one at a time). Default: chosen from the device and the model
-        by :func:`pie_audit.joint.default_jointly`.
+        Models trained at once (1: one at a time); the models are the same whatever K, up to
+        floating-point rounding. Default: chosen from the device and the model by
+        :func:`default_jointly`.
     callback : TrainingCallback, optional
         Progress events.
     command : sequence of str, optional
@@ -234,12 +328,10 @@ def train_population(
     list of Path
         Every model directory of the population, finished before or now, in seed order.
     """
-    if population < 1:
-        raise ConfigError(f"population must be >= 1, got {population}")
-    if seed_start < 0:
-        raise ConfigError(f"seed-start must be >= 0, got {seed_start}")
-    if jointly is not None and jointly < 1:
-        raise ConfigError(f"jointly must be >= 1, got {jointly}")
+    # Before anything is written.
+    check_arguments(
+        arch=arch, population=population, seed_start=seed_start, jointly=jointly, device=device
+    )
     torch_device = resolve_device(device)
     out = Path(out)
     callback = callback or _Silent()
@@ -250,11 +342,6 @@ def train_population(
         train=train,
         prune=prune,
     )
-    # Fail on an unknown architecture before anything is written.
-    from .models import ARCHITECTURES
-
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     check_output_dir(out, spec)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -278,8 +365,8 @@ def train_population(
         group = todo[:jointly]
         callback.group_started(group)
         try:
-            results = _train_group(
-                dataset, arch=arch, seeds=group, train=train, prune=prune,
+            results = train_models(
+                dataset, arch=arch, seeds=group, config=train, prune=prune,
                 device=torch_device, on_epoch=callback.epoch_done,
             )  # fmt: skip
         except torch.cuda.OutOfMemoryError:
@@ -296,13 +383,3 @@ def train_population(
         todo = todo[len(group):]
     return [out / model_dir_name(seed) for seed in seeds]
 
-
-def _train_group(dataset: Dataset, *, arch: str, seeds: Sequence[int], train: TrainConfig,
-                 prune: PruneConfig, device: torch.device, on_epoch) -> list[TrainedModel]:
-    if len(seeds) == 1:
-        return [
-            train_model(dataset, arch=arch, seed=seeds[0], config=train, prune=prune,
-                        device=device, on_epoch=on_epoch)
-        ]  # fmt: skip
-    return train_models_jointly(dataset, arch=arch, seeds=seeds, config=train, prune=prune,
-                                device=device, on_epoch=on_epoch)  # fmt: skip

@@ -1,9 +1,12 @@
 """Gradual magnitude pruning (Zhu & Gupta, "To prune, or not to prune", arXiv 1710.01878).
 
-Masks are plain boolean tensors keyed by parameter name (``True`` keeps a weight). Working on
-named tensors rather than on ``torch.nn.utils.prune``'s forward hooks lets the one-at-a-time
-trainer and the joint trainer (which holds K models' parameters stacked along a leading axis)
-share one code path; every function here accepts such a leading model axis.
+Masks are plain boolean tensors keyed by parameter name (``True`` keeps a weight). The training
+loop holds K models' parameters stacked along a leading axis and runs them through
+``torch.func.functional_call``, where ``torch.nn.utils.prune``'s forward hooks cannot work; named
+tensors can, and every function here accepts such a leading model axis (``batch_dims``).
+
+:class:`GradualMagnitudePruning` is the mask policy the training loop calls at every step (see
+:class:`pie_audit.training.MaskPolicy`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "sparsity_report",
     "SCOPES",
     "default_frequency",
+    "GradualMagnitudePruning",
 ]
 
 SCOPES = ("layer", "global")
@@ -253,3 +257,56 @@ def sparsity_report(
 def default_frequency(begin_step: int, end_step: int, updates: int = 50) -> int:
     """Recompute masks about ``updates`` times over the ramp (at least every step)."""
     return max(1, math.ceil((end_step - begin_step) / updates))
+
+
+@dataclass(frozen=True)
+class GradualMagnitudePruning:
+    """Mask policy of gradual magnitude pruning: the smallest weights, on Zhu & Gupta's schedule.
+
+    Each model of the stack is ranked on its own weights, so every model reaches the target on
+    its own. With ``schedule.final == 0`` it never returns masks: that is dense training.
+
+    Attributes
+    ----------
+    schedule : PruningSchedule
+    names : tuple of str
+        The parameters it prunes (from :func:`prunable_weights`).
+    """
+
+    schedule: PruningSchedule
+    names: tuple[str, ...]
+
+    @property
+    def target(self) -> float:
+        """The final sparsity."""
+        return self.schedule.final
+
+    def __call__(
+        self,
+        step: int,
+        weights: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor] | None,
+    ) -> dict[str, torch.Tensor] | None:
+        """New masks before ``step``, or ``None`` when the schedule does not update there.
+
+        Parameters
+        ----------
+        step : int
+        weights : mapping of name to Tensor of shape (K, ...)
+            The stacked weights of :attr:`names`.
+        masks : mapping of name to bool Tensor of shape (K, ...), optional
+            The current masks (``None`` before the first update).
+        """
+        if not self.schedule.updates_at(step):
+            return None
+        return magnitude_masks(
+            weights,
+            self.schedule.sparsity_at(step),
+            scope=self.schedule.scope,
+            previous=masks,
+            batch_dims=1,
+        )
+
+    def to_dict(self) -> dict:
+        """The schedule, as a run record states it."""
+        return self.schedule.to_dict()

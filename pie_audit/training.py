@@ -1,8 +1,27 @@
-"""Training one model: the plain loop, read top to bottom.
+"""Training: one loop over a stack of K models (K = 1 included), read top to bottom.
 
-Each model's randomness comes from its seed alone: one stream initialises the weights, an
+The K models of a group share an architecture, a configuration and a step count, and nothing
+else. Each model's randomness comes from its seed alone: one stream initialises the weights, an
 independent one orders the data (and draws augmentations), so two models never share either and a
-model trained twice with the same seed on CPU gives the same predictions.
+model trained twice with the same seed on CPU gives the same predictions. Each model also keeps
+its own masks and its own BatchNorm statistics, and its own gradient: the loss is the sum of the
+K models' mean losses, and SGD is element-wise, so one optimizer over the stacked tensors updates
+each model as its own optimizer would. The stack runs packed (:mod:`pie_audit.packing`); a model
+trained in a group of K therefore matches the same model trained alone (K = 1) up to
+floating-point rounding.
+
+What a compression method changes enters the loop through three seams, each with today's
+behaviour as its default, so a new method is a new small object rather than a flag in the loop:
+
+- the *starting point* (:data:`StartingPoint`): how each model's initial weights are obtained.
+  Default :func:`init_model`, fresh weights from the seed; later a trained parent, or weights
+  rewound to an early step.
+- the *mask policy* (:class:`MaskPolicy`), built for the run by ``prune`` (:class:`Pruning`):
+  given the step and the stacked prunable weights, the new masks or ``None``. Default
+  :class:`~pie_audit.pruning.GradualMagnitudePruning` from :class:`PruneConfig` (dense when its
+  sparsity is 0); later random masks, or masks fixed from a parent.
+- the *post-training step* (:data:`PostTraining`): receives the finished models and returns what
+  the run keeps. Default none; later int8 quantization, or fine-tuning.
 """
 
 from __future__ import annotations
@@ -10,8 +29,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -20,11 +40,12 @@ from torch import nn
 from .data import Dataset
 from .errors import ConfigError
 from .models import build_model
+from .packing import pack, packable
 from .pruning import (
+    GradualMagnitudePruning,
     PruningSchedule,
     apply_masks_,
     default_frequency,
-    magnitude_masks,
     prunable_weights,
     sparsity_report,
 )
@@ -34,15 +55,27 @@ __all__ = [
     "PruneConfig",
     "DEFAULT_TRAIN_CONFIGS",
     "TrainedModel",
+    "MaskPolicy",
+    "Pruning",
+    "StartingPoint",
+    "PostTraining",
+    "train_models",
     "derive_seeds",
     "resolve_device",
     "cosine_lr",
     "make_schedule",
-    "train_model",
-    "evaluate",
+    "augment_batch",
     "autocast",
     "init_model",
+    "NO_SEEDS",
+    "NOT_PACKABLE",
 ]
+
+NO_SEEDS = "training needs at least one seed"
+NOT_PACKABLE = (
+    "architecture {arch!r} cannot be trained: every model trains packed into grouped "
+    "convolutions, and this model has a layer or a forward that packing does not support"
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +118,9 @@ DEFAULT_TRAIN_CONFIGS: dict[str, TrainConfig] = {
 class PruneConfig:
     """What and when to prune; steps are derived from fractions of the training run.
 
+    It builds the run's mask policy (:meth:`policy`): gradual magnitude pruning, or dense training
+    when ``sparsity`` is 0.
+
     ``begin`` and ``end`` are fractions of all training steps (pruning ramps from 20% to 80% of
     training by default, leaving the last fifth to recover at the final sparsity); ``frequency``
     is in steps (default: about 50 mask updates over the ramp).
@@ -109,6 +145,11 @@ class PruneConfig:
             raise ConfigError(f"unknown pruning scope {self.scope!r}; choose layer or global")
         if self.frequency is not None and self.frequency < 1:
             raise ConfigError(f"pruning frequency must be >= 1 step, got {self.frequency}")
+
+    def policy(self, model: nn.Module, total_steps: int) -> GradualMagnitudePruning:
+        """The mask policy for a run of ``total_steps`` on ``model``'s architecture."""
+        names = prunable_weights(model, exclude=self.exclude, prune_final=self.prune_final)
+        return GradualMagnitudePruning(make_schedule(self, total_steps), tuple(names))
 
 
 def make_schedule(prune: PruneConfig, total_steps: int) -> PruningSchedule:
@@ -200,91 +241,138 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> np.ndarray:
-    """Softmax probabilities of ``model`` on ``x``, shape (N, C), float32, in input order."""
-    model.eval()
-    out = []
-    for start in range(0, len(x), batch_size):
-        with autocast(x.device):
-            logits = model(x[start : start + batch_size])
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
-    return torch.cat(out).numpy()
-
-
-@dataclass
+@dataclass(frozen=True)
 class TrainedModel:
     """A finished model and everything the run directory records about it."""
 
     seed: int
-    state_dict: dict[str, torch.Tensor]
+    state_dict: dict[str, torch.Tensor]  # the plain module's keys and shapes, masks folded in
     probabilities: np.ndarray  # (N_test, C) float32
     accuracy: float
     sparsity: dict
     schedule: dict
     steps: int
-    wall_time_s: float
+    wall_time_s: float  # the group's wall time over K
     device: str
-    extra: dict = field(default_factory=dict)
+    jointly: int  # K, the size of the group that trained it
 
 
+class MaskPolicy(Protocol):
+    """When and how the K models' masks change during training (the first seam).
+
+    The loop calls it before every step with the stacked weights of :attr:`names`; the masks it
+    returns are applied at once and after every optimizer step until it returns new ones.
+    """
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The parameters it masks."""
+
+    @property
+    def target(self) -> float:
+        """The sparsity it ends at, recorded with each model."""
+
+    def __call__(
+        self,
+        step: int,
+        weights: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor] | None,
+    ) -> dict[str, torch.Tensor] | None:
+        """New masks, bool of shape (K, ...) like ``weights``, or ``None`` to keep ``masks``."""
+
+    def to_dict(self) -> dict:
+        """What the run record states about it (``pruning.schedule`` in ``run.json``)."""
+
+
+class Pruning(Protocol):
+    """A compression method's configuration: builds the mask policy of one run."""
+
+    def policy(self, model: nn.Module, total_steps: int) -> MaskPolicy:
+        """The policy for a run of ``total_steps`` steps of ``model``'s architecture."""
+
+
+#: The second seam: ``start(arch, dataset, seed)`` returns the model a seed starts from.
+StartingPoint = Callable[[str, Dataset, int], nn.Module]
+#: The third seam: ``finish(models)`` receives the K finished models, in seed order, and returns
+#: those the run keeps (quantized, fine-tuned, ...); a step that changes weights re-evaluates them.
+PostTraining = Callable[[list[TrainedModel]], list[TrainedModel]]
 EpochCallback = Callable[[int, int], None]
-StepCallback = Callable[[int, nn.Module, "dict[str, torch.Tensor] | None"], None]
+StepCallback = Callable[[int, dict[str, torch.Tensor], "dict[str, torch.Tensor] | None"], None]
 
 
-def train_model(
+def train_models(
     dataset: Dataset,
     *,
     arch: str,
-    seed: int,
+    seeds: Sequence[int],
     config: TrainConfig,
-    prune: PruneConfig,
+    prune: Pruning,
     device: torch.device | str = "cpu",
+    start: StartingPoint = init_model,
+    finish: PostTraining | None = None,
     on_epoch: EpochCallback | None = None,
     on_step: StepCallback | None = None,
-) -> TrainedModel:
-    """Train one model with gradual magnitude pruning and evaluate it on the test split.
+) -> list[TrainedModel]:
+    """Train one model per seed, all at once, and evaluate each on the test split.
 
     Parameters
     ----------
     dataset : Dataset
     arch : str
-        Registry name of the architecture.
-    seed : int
-        The model's seed; initialisation and data order derive from it.
+        Registry name of the architecture; it must be packable (:func:`pie_audit.packing.packable`).
+    seeds : sequence of int
+        One model per seed; K = ``len(seeds)``, 1 included.
     config : TrainConfig
-    prune : PruneConfig
-        ``prune.sparsity == 0`` trains a dense baseline.
+        Shared by the K models, as in a population.
+    prune : Pruning
+        Builds the mask policy, e.g. a :class:`PruneConfig` (``sparsity=0`` trains dense models).
     device : torch.device or str
+    start : callable(arch, dataset, seed) -> nn.Module, default :func:`init_model`
+        Where each model starts.
+    finish : callable(list of TrainedModel) -> list of TrainedModel, optional
+        Applied to the finished models before they are returned.
     on_epoch : callable(epoch, epochs), optional
         Called after each epoch (progress display).
-    on_step : callable(step, model, masks), optional
-        Called after each optimizer step with the current masks (``None`` before pruning starts);
-        for logging and for checking invariants.
+    on_step : callable(step, params, masks), optional
+        Called after each optimizer step with the stacked parameters, ``(K, ...)`` by name, and
+        the current masks (``None`` before any); for logging and for checking invariants.
+
+    Returns
+    -------
+    list of TrainedModel
+        In the order of ``seeds``, each with ``jointly == len(seeds)``.
+
+    Raises
+    ------
+    ConfigError
+        No seeds, or an architecture that cannot be packed.
     """
+    if len(seeds) < 1:
+        raise ConfigError(NO_SEEDS)
     start_time = time.perf_counter()
     device = torch.device(device)
     if config.augment and not dataset.augment:
         config = replace(config, augment=False)
-    model = init_model(arch, dataset, seed).to(device)
-    # channels_last (NHWC) convolutions are faster on CUDA (tensor cores) and, measured with
-    # oneDNN, on CPUs too (1.2-1.8x for small-cnn; bench/train_population.py --cpu-variants).
-    memory_format = torch.channels_last
-    model = model.to(memory_format=memory_format)
-    _, data_seed = derive_seeds(seed)
-    generator = torch.Generator().manual_seed(data_seed)
+    k = len(seeds)
 
-    # The whole dataset lives on the device, so batches cost an index, not a copy from the host.
-    x_train = dataset.x_train.to(device, memory_format=memory_format)
+    # Data: each model draws its order and augmentations from its own stream. The whole dataset
+    # lives on the device, so a batch costs an index, not a copy from the host.
+    generators = [torch.Generator().manual_seed(derive_seeds(seed)[1]) for seed in seeds]
+    x_train = dataset.x_train.to(device)
     y_train = dataset.y_train.to(device)
     n = len(x_train)
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
-    schedule = make_schedule(prune, total_steps)
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
 
+    # The K models as one module: stacked parameters (K, ...) under each model's own names.
+    models = [start(arch, dataset, seed) for seed in seeds]
+    if not packable(arch, models[0]):
+        raise ConfigError(NOT_PACKABLE.format(arch=arch))
+    policy = prune.policy(models[0], total_steps)
+    model = pack(models).to(device)
+    del models
     params = dict(model.named_parameters())
-    names = prunable_weights(model, exclude=prune.exclude, prune_final=prune.prune_final)
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=config.lr,
@@ -292,25 +380,20 @@ def train_model(
         weight_decay=config.weight_decay,
         nesterov=config.momentum > 0,
     )
-    loss_fn = nn.CrossEntropyLoss()
     masks: dict[str, torch.Tensor] | None = None
 
     step = 0
     for epoch in range(config.epochs):
         model.train()
-        order = torch.randperm(n, generator=generator).to(device)
+        orders = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
         for first in range(0, n, config.batch_size):
-            idx = order[first : first + config.batch_size]
-            xb, yb = x_train[idx], y_train[idx]
+            idx = orders[:, first : first + config.batch_size]  # (K, B)
+            xb, yb = x_train[idx], y_train[idx]  # (K, B, C, H, W), (K, B)
             if config.augment:
-                xb = augment_batch(xb, generator)
-            if schedule.updates_at(step):
-                masks = magnitude_masks(
-                    {k: params[k] for k in names},
-                    schedule.sparsity_at(step),
-                    scope=schedule.scope,
-                    previous=masks,
-                )
+                xb = torch.stack([augment_batch(xb[i], g) for i, g in enumerate(generators)])
+            new_masks = policy(step, {name: params[name] for name in policy.names}, masks)
+            if new_masks is not None:
+                masks = new_masks
                 apply_masks_(params, masks)
             lr = cosine_lr(
                 step, total_steps=total_steps, base_lr=config.lr, warmup_steps=warmup_steps
@@ -318,8 +401,10 @@ def train_model(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast(device):
-                logits = model(xb)
-            loss = loss_fn(logits.float(), yb)
+                logits = model(xb)  # (K, B, classes)
+            # The sum of the K models' mean losses (their batches have one size), so each model's
+            # gradient is its own.
+            loss = k * nn.functional.cross_entropy(logits.float().flatten(0, 1), yb.flatten())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -327,26 +412,45 @@ def train_model(
                 # Momentum and weight decay would otherwise revive pruned weights.
                 apply_masks_(params, masks)
             if on_step is not None:
-                on_step(step, model, masks)
+                on_step(step, params, masks)
             step += 1
         if on_epoch is not None:
             on_epoch(epoch + 1, config.epochs)
 
-    probabilities = evaluate(
-        model, dataset.x_test.to(device, memory_format=memory_format),
-        batch_size=config.eval_batch_size,
-    )  # fmt: skip
-    accuracy = float((probabilities.argmax(1) == dataset.y_test.numpy()).mean())
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return TrainedModel(
-        seed=seed,
-        state_dict=state,
-        probabilities=probabilities,
-        accuracy=accuracy,
-        sparsity=sparsity_report(state, names) | {"target": prune.sparsity},
-        schedule=schedule.to_dict() | {"total_steps": total_steps},
-        steps=total_steps,
-        wall_time_s=time.perf_counter() - start_time,
-        device=str(device),
-        extra={"config": asdict(config)},
+    probabilities = _evaluate(
+        model, dataset.x_test.to(device), k=k, batch_size=config.eval_batch_size
     )
+    labels = dataset.y_test.numpy()
+    stacked = model.state_dict()
+    wall = time.perf_counter() - start_time
+    results = []
+    for i, seed in enumerate(seeds):
+        state = {name: tensor[i].detach().cpu().clone() for name, tensor in stacked.items()}
+        results.append(
+            TrainedModel(
+                seed=seed,
+                state_dict=state,
+                probabilities=probabilities[i],
+                accuracy=float((probabilities[i].argmax(1) == labels).mean()),
+                sparsity=sparsity_report(state, policy.names) | {"target": policy.target},
+                schedule=policy.to_dict() | {"total_steps": total_steps},
+                steps=total_steps,
+                wall_time_s=wall / k,
+                device=str(device),
+                jointly=k,
+            )
+        )
+    return finish(results) if finish is not None else results
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, x: torch.Tensor, *, k: int, batch_size: int) -> np.ndarray:
+    """Softmax probabilities of the K packed models on the same inputs, shape (K, N, C), float32."""
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        chunk = x[start : start + batch_size]
+        with autocast(x.device):
+            logits = model(chunk.expand(k, *chunk.shape))
+        out.append(torch.softmax(logits.float(), dim=-1).cpu())
+    return torch.cat(out, dim=1).numpy()

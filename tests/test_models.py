@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pie_audit.errors import ConfigError
-from pie_audit.models import ARCHITECTURES, build_model
+from pie_audit.models import ARCHITECTURES, UNKNOWN_ARCHITECTURE, build_model, forward_flops
 
 
 @pytest.mark.parametrize("channels,size", [(1, 8), (1, 28), (3, 32)])
@@ -21,5 +21,17 @@ def test_resnet18_cifar_stem():
 
 def test_registry_and_unknown_arch():
     assert set(ARCHITECTURES) == {"small-cnn", "resnet18-cifar"}
-    with pytest.raises(ConfigError, match="unknown architecture 'vgg'"):
+    with pytest.raises(ConfigError) as e:
         build_model("vgg", in_channels=1, image_size=8, num_classes=10)
+    expected = UNKNOWN_ARCHITECTURE.format(arch="vgg", choices="small-cnn, resnet18-cifar")
+    assert str(e.value) == expected
+    assert str(e.value).startswith("unknown architecture 'vgg'; choose one of small-cnn")
+
+
+def test_forward_flops_hand_computed():
+    model = build_model("small-cnn", in_channels=1, image_size=8, num_classes=10)
+    conv1 = 2 * (32 * 8 * 8) * 9
+    conv2 = 2 * (64 * 4 * 4) * (32 * 9)
+    linear = 2 * 256 * 128 + 2 * 128 * 10
+    assert forward_flops(model, (1, 8, 8)) == conv1 + conv2 + linear
+    assert model.training  # measured in eval mode, handed back as it was

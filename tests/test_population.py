@@ -7,16 +7,25 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pie_audit.errors import OutputError
-from pie_audit.models import build_model
-from pie_audit.population import POPULATION_FILE, train_population
+from pie_audit.data import Dataset
+from pie_audit.errors import ConfigError, OutputError
+from pie_audit.models import UNKNOWN_ARCHITECTURE, build_model
+from pie_audit.population import (
+    JOINTLY_TOO_SMALL,
+    NEGATIVE_SEED_START,
+    POPULATION_FILE,
+    POPULATION_TOO_SMALL,
+    UNKNOWN_DATASET,
+    check_arguments,
+    default_jointly,
+    train_population,
+)
 from pie_audit.training import PruneConfig, TrainConfig
 
 from tiny import PRUNE_90, TINY_CONFIG, tiny_digits
@@ -75,6 +84,7 @@ def test_run_json(pruned_population):
     assert run["accuracy"] == pytest.approx(float((preds["prediction"] == preds["label"]).mean()))
     assert run["device"] == "cpu" and run["versions"]["torch"] == torch.__version__
     assert run["command"] == ["pie-audit", "train"] and run["wall_time_s"] > 0
+    assert run["jointly"] == 2  # the default K on a CPU for the small CNN on digits
 
 
 def test_model_pt_loads_into_plain_module_with_masks_folded(pruned_population):
@@ -172,7 +182,7 @@ def test_out_of_device_memory_halves_k_and_retries(tmp_path, monkeypatch):
     from pie_audit import population as population_module
 
     groups = []
-    real = population_module._train_group
+    real = population_module.train_models
 
     def fake(dataset, *, seeds, **kw):
         groups.append(list(seeds))
@@ -180,10 +190,67 @@ def test_out_of_device_memory_halves_k_and_retries(tmp_path, monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(dataset, seeds=seeds, **kw)
 
-    monkeypatch.setattr(population_module, "_train_group", fake)
+    monkeypatch.setattr(population_module, "train_models", fake)
     dirs = train_population(
         tiny_digits(), arch="small-cnn", out=tmp_path / "pop", population=5, jointly=8,
         train=replace(TINY_CONFIG, epochs=1), prune=PruneConfig(), device="cpu",
     )  # fmt: skip
     assert groups == [[0, 1, 2, 3, 4], [0, 1, 2, 3], [0, 1], [2, 3], [4]]
     assert all((d / "predictions.parquet").is_file() for d in dirs)
+    assert [json.loads((d / "run.json").read_text())["jointly"] for d in dirs] == [2, 2, 2, 2, 1]
+
+
+def _tiny_rgb() -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    return Dataset(
+        name="synthetic-rgb",
+        classes=tuple("abcd"),
+        x_train=torch.randn(4, 3, 32, 32, generator=g),
+        y_train=torch.randint(0, 4, (4,), generator=g),
+        x_test=torch.randn(2, 3, 32, 32, generator=g),
+        y_test=torch.randint(0, 4, (2,), generator=g),
+        split="random",
+    )
+
+
+def test_default_jointly_rule():
+    digits = tiny_digits()
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert default_jointly("small-cnn", digits, cpu, 16) == 16
+    assert default_jointly("small-cnn", digits, cpu, 5) == 5
+    assert default_jointly("small-cnn", digits, cpu, 100) == 16
+    big = replace(digits, x_train=torch.zeros(4, 1, 28, 28), x_test=torch.zeros(2, 1, 28, 28))
+    assert default_jointly("small-cnn", big, cpu, 16) == 1  # compute-bound on a CPU
+    assert default_jointly("resnet18-cifar", _tiny_rgb(), cpu, 16) == 1
+    assert default_jointly("small-cnn", big, cuda, 100) == 32
+
+
+ARCHS, DATASETS = "small-cnn, resnet18-cifar", "digits, fashion-mnist, cifar10"
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(population=0), POPULATION_TOO_SMALL.format(population=0)),
+        (dict(seed_start=-1), NEGATIVE_SEED_START.format(seed_start=-1)),
+        (dict(jointly=0), JOINTLY_TOO_SMALL.format(jointly=0)),
+        (dict(arch="vgg16"), UNKNOWN_ARCHITECTURE.format(arch="vgg16", choices=ARCHS)),
+        (dict(dataset="imagenet"), UNKNOWN_DATASET.format(dataset="imagenet", choices=DATASETS)),
+        (dict(device="tpu"), "unknown device 'tpu'; choose auto, cpu, cuda or mps"),
+    ],
+)
+def test_check_arguments(kwargs, message):
+    args = dict(arch="small-cnn", population=2, dataset="digits", device="cpu") | kwargs
+    with pytest.raises(ConfigError) as e:
+        check_arguments(**args)
+    assert str(e.value) == message
+
+
+def test_bad_arguments_are_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "pop"
+    for kwargs in (dict(population=0), dict(jointly=0), dict(arch="vgg16"), dict(seed_start=-1)):
+        args = dict(arch="small-cnn", out=out, population=1, train=TINY_CONFIG, prune=PRUNE_90,
+                    device="cpu") | kwargs  # fmt: skip
+        with pytest.raises(ConfigError):
+            train_population(tiny_digits(), **args)
+    assert not out.exists()

@@ -8,6 +8,7 @@ from torch import nn
 from pie_audit.errors import ConfigError
 from pie_audit.models import SmallCNN, resnet18_cifar
 from pie_audit.pruning import (
+    GradualMagnitudePruning,
     PruningSchedule,
     apply_masks_,
     magnitude_masks,
@@ -133,3 +134,23 @@ class TestMasks:
         expected = sum(round(0.8 * params[n].numel()) for n in names)
         assert report["n_zero"] == expected
         assert report["achieved"] == pytest.approx(expected / report["n_weights"])
+
+
+class TestGradualMagnitudePruning:
+    def test_masks_only_when_the_schedule_updates_each_model_on_its_own(self):
+        schedule = PruningSchedule(final=0.5, begin_step=2, end_step=6, frequency=2)
+        policy = GradualMagnitudePruning(schedule, ("w",))
+        stacked = {"w": torch.randn(3, 8, 10, generator=torch.Generator().manual_seed(0))}
+        updates = {step: policy(step, stacked, None) for step in range(9)}
+        assert [step for step, m in updates.items() if m is not None] == [2, 4, 6]
+        final = updates[6]["w"]
+        assert final.shape == (3, 8, 10)
+        for k in range(3):
+            alone = magnitude_masks({"w": stacked["w"][k]}, 0.5)["w"]
+            assert torch.equal(final[k], alone)
+        assert policy.target == 0.5 and policy.to_dict() == schedule.to_dict()
+
+    def test_sparsity_zero_is_dense(self):
+        schedule = PruningSchedule(final=0.0, begin_step=0, end_step=4, frequency=1)
+        policy = GradualMagnitudePruning(schedule, ("w",))
+        assert all(policy(step, {"w": torch.ones(2, 3)}, None) is None for step in range(6))

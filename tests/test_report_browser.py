@@ -82,7 +82,7 @@ def test_renders_offline_without_errors_and_sorts(browser, report, tmp_path):
     assert page.title() == "pie-audit: pruned vs base"
     assert page.locator(".verdict .badge").inner_text() == "Gate FAILED"
     assert page.locator(".pie img").count() == min(result.pies.count, GALLERY_SIZE)
-    assert page.locator("svg.figure").count() == 3
+    assert page.locator("svg.figure").count() == 4  # recall change, PIEs per class, PIE flows, accuracy
 
     classes = result.classes
     header = page.locator("#class-table thead th").nth(6)  # normalized change

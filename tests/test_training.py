@@ -1,85 +1,277 @@
-"""The one-model training loop: determinism, sparsity reached, masks hold at every step."""
+"""The training loop: K models at once (K = 1 included), each as it would train alone."""
+
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
+from pie_audit.data import Dataset
 from pie_audit.errors import ConfigError
 from pie_audit.training import (
+    NO_SEEDS,
+    NOT_PACKABLE,
     PruneConfig,
     TrainConfig,
     augment_batch,
     cosine_lr,
     derive_seeds,
+    init_model,
     make_schedule,
     resolve_device,
-    train_model,
+    train_models,
 )
 
 from tiny import PRUNE_90, TINY_CONFIG, tiny_digits
 
 
-def test_same_seed_same_predictions_on_cpu():
-    a = train_model(tiny_digits(), arch="small-cnn", seed=3, config=TINY_CONFIG, prune=PRUNE_90)
-    b = train_model(tiny_digits(), arch="small-cnn", seed=3, config=TINY_CONFIG, prune=PRUNE_90)
-    np.testing.assert_array_equal(a.probabilities, b.probabilities)
-    for k in a.state_dict:
-        assert torch.equal(a.state_dict[k], b.state_dict[k])
-
-
-def test_different_seeds_differ_in_init_and_data_order():
-    a = train_model(tiny_digits(), arch="small-cnn", seed=0, config=TINY_CONFIG, prune=PruneConfig())
-    b = train_model(tiny_digits(), arch="small-cnn", seed=1, config=TINY_CONFIG, prune=PruneConfig())
-    assert not np.array_equal(a.probabilities, b.probabilities)
-    assert len(set(derive_seeds(0)) | set(derive_seeds(1))) == 4
-
-
-def test_pruned_model_reaches_target_and_masks_hold_every_step():
-    checked = []
-
-    def check(step, model, masks):
-        if masks is None:
-            return
-        params = dict(model.named_parameters())
-        for name, mask in masks.items():
-            assert torch.all(params[name][~mask] == 0), f"step {step}: {name} revived"
-        checked.append(step)
-
-    result = train_model(
-        tiny_digits(), arch="small-cnn", seed=0, config=TINY_CONFIG, prune=PRUNE_90, on_step=check
+def train(seeds, *, dataset=None, arch="small-cnn", config=TINY_CONFIG, prune=PRUNE_90, **kw):
+    return train_models(
+        dataset or tiny_digits(), arch=arch, seeds=seeds, config=config, prune=prune, **kw
     )
-    assert checked, "pruning never started"
-    layers = result.sparsity["layers"]
-    for name, fraction in layers.items():
-        n = result.state_dict[name].numel()
-        assert int((result.state_dict[name] == 0).sum()) == round(0.9 * n)
-        assert fraction == pytest.approx(round(0.9 * n) / n)
-    assert result.sparsity["achieved"] == pytest.approx(0.9, abs=1e-3)
-    assert result.sparsity["target"] == 0.9
-    # Biases and the final classifier stay dense.
-    assert int((result.state_dict["classifier.3.weight"] == 0).sum()) == 0
+
+
+def tiny_rgb(n_train: int = 16) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    return Dataset(
+        name="synthetic-rgb",
+        classes=tuple("abcd"),
+        x_train=torch.randn(n_train, 3, 32, 32, generator=g),
+        y_train=torch.randint(0, 4, (n_train,), generator=g),
+        x_test=torch.randn(6, 3, 32, 32, generator=g),
+        y_test=torch.randint(0, 4, (6,), generator=g),
+        split="random",
+        augment=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def alone():
+    return [train([seed])[0] for seed in (0, 1, 2)]
+
+
+@pytest.fixture(scope="module")
+def together():
+    return train([0, 1, 2])
+
+
+# ---- one model ------------------------------------------------------------------------------
+
+
+def test_same_seed_same_predictions_on_cpu(alone):
+    [again] = train([0])
+    np.testing.assert_array_equal(again.probabilities, alone[0].probabilities)
+    for key in again.state_dict:
+        assert torch.equal(again.state_dict[key], alone[0].state_dict[key])
+
+
+def test_different_seeds_differ_in_init_and_data_order(together):
+    assert len(set(derive_seeds(0)) | set(derive_seeds(1))) == 4
+    assert not np.array_equal(together[0].probabilities, together[1].probabilities)
 
 
 def test_baseline_is_dense_and_learns():
     config = TrainConfig(epochs=10, batch_size=32, lr=0.05)
-    result = train_model(tiny_digits(), arch="small-cnn", seed=0, config=config, prune=PruneConfig())
-    assert result.sparsity["achieved"] == 0.0
+    [result] = train([0], config=config, prune=PruneConfig())
+    assert result.sparsity["achieved"] == 0.0 and result.sparsity["target"] == 0.0
     assert result.accuracy > 0.8  # 10 classes: chance is 0.1
     assert result.probabilities.shape == (120, 10)
     assert result.probabilities.dtype == np.float32
     np.testing.assert_allclose(result.probabilities.sum(1), 1.0, rtol=1e-5)
+    assert result.jointly == 1 and result.steps == 80 and result.device == "cpu"
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_pruned_models_reach_target_and_masks_hold_every_step(k):
+    checked = []
+
+    def check(step, params, masks):
+        if masks is None:
+            return
+        for name, mask in masks.items():
+            assert mask.shape == params[name].shape and mask.shape[0] == k
+            assert torch.all(params[name][~mask] == 0), f"step {step}: {name} revived"
+            # Each model is pruned to the target on its own.
+            assert len(set((~mask).flatten(1).sum(1).tolist())) == 1
+        checked.append(step)
+
+    results = train(list(range(k)), on_step=check)
+    assert checked, "pruning never started"
+    assert checked == list(range(checked[0], results[0].steps))  # every step from the first mask
+    for result in results:
+        for name, fraction in result.sparsity["layers"].items():
+            n = result.state_dict[name].numel()
+            assert int((result.state_dict[name] == 0).sum()) == round(0.9 * n)
+            assert fraction == pytest.approx(round(0.9 * n) / n)
+        assert result.sparsity["achieved"] == pytest.approx(0.9, abs=1e-3)
+        assert result.sparsity["target"] == 0.9
+        # Biases and the final classifier stay dense.
+        assert int((result.state_dict["classifier.3.weight"] == 0).sum()) == 0
+        assert result.schedule["final"] == 0.9 and result.schedule["total_steps"] == 80
 
 
 def test_global_scope_reaches_overall_target():
-    result = train_model(
-        tiny_digits(),
-        arch="small-cnn",
-        seed=0,
-        config=TINY_CONFIG,
-        prune=PruneConfig(sparsity=0.75, scope="global"),
-    )
+    [result] = train([0], prune=PruneConfig(sparsity=0.75, scope="global"))
     report = result.sparsity
     assert report["n_zero"] == round(0.75 * report["n_weights"])
+
+
+# ---- K models at once -----------------------------------------------------------------------
+
+
+def test_a_model_trained_in_a_group_matches_it_trained_alone(alone, together):
+    for a, b in zip(alone, together):
+        assert a.seed == b.seed and (a.jointly, b.jointly) == (1, 3)
+        agreement = (a.probabilities.argmax(1) == b.probabilities.argmax(1)).mean()
+        assert agreement >= 0.97
+        assert abs(a.accuracy - b.accuracy) <= 0.02
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-3)
+        assert a.sparsity == b.sparsity  # the same masks reach the same exact counts
+        assert list(a.state_dict) == list(b.state_dict)
+        for key in a.state_dict:
+            torch.testing.assert_close(a.state_dict[key], b.state_dict[key], atol=1e-4, rtol=1e-3)
+
+
+def test_a_model_does_not_depend_on_its_companions(together):
+    other = train([5, 0])
+    np.testing.assert_allclose(other[1].probabilities, together[0].probabilities, atol=1e-5)
+
+
+def test_batchnorm_statistics_are_per_model_and_used_in_evaluation():
+    data = tiny_rgb()
+    config = TrainConfig(epochs=1, batch_size=8, lr=0.01, augment=True)
+    prune = PruneConfig(sparsity=0.5, begin=0.0, end=0.5)
+    joint = train([0, 1], dataset=data, arch="resnet18-cifar", config=config, prune=prune)
+    for result in joint:
+        [alone] = train([result.seed], dataset=data, arch="resnet18-cifar", config=config, prune=prune)
+        for key in ("bn1.running_mean", "bn1.running_var", "layer4.1.bn2.running_mean"):
+            # Grouped and plain convolution kernels round differently: close, not equal.
+            torch.testing.assert_close(result.state_dict[key], alone.state_dict[key], atol=1e-3, rtol=1e-2)
+        assert result.state_dict["bn1.num_batches_tracked"] == 2
+        np.testing.assert_allclose(result.probabilities, alone.probabilities, atol=1e-3)
+    assert not torch.equal(joint[0].state_dict["bn1.running_mean"], joint[1].state_dict["bn1.running_mean"])
+
+
+@pytest.mark.parametrize(
+    "arch,dataset,atol",
+    [
+        ("small-cnn", tiny_digits, 1e-5),
+        # oneDNN's channels_last convolutions round to ~1e-4 here, in a plain module as packed.
+        ("resnet18-cifar", lambda: tiny_rgb(8), 2e-4),
+    ],
+)
+def test_one_step_updates_a_model_as_a_plain_module_would(arch, dataset, atol):
+    """K = 1 runs packed; one SGD step must still be the plain module's step (computed exactly)."""
+    data = dataset()
+    # One step over the whole training set: its mean loss does not depend on the data order.
+    config = TrainConfig(epochs=1, batch_size=len(data.x_train), lr=0.05)
+    [result] = train([4], dataset=data, arch=arch, config=config, prune=PruneConfig())
+
+    plain = init_model(arch, data, 4).double()
+    optimizer = torch.optim.SGD(
+        plain.parameters(), lr=config.lr, momentum=config.momentum,
+        weight_decay=config.weight_decay, nesterov=True,
+    )  # fmt: skip
+    plain.train()
+    nn.functional.cross_entropy(plain(data.x_train.double()), data.y_train).backward()
+    optimizer.step()
+
+    assert list(result.state_dict) == list(plain.state_dict())
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(
+            result.state_dict[key], value.to(result.state_dict[key].dtype), atol=atol, rtol=1e-4
+        )
+    plain.eval()
+    with torch.no_grad():
+        probabilities = torch.softmax(plain(data.x_test.double()), dim=1).float().numpy()
+    np.testing.assert_allclose(result.probabilities, probabilities, atol=atol)
+
+
+def test_refuses_an_architecture_that_cannot_be_packed():
+    def layer_norm_model(arch, dataset, seed):
+        return nn.Sequential(nn.Flatten(), nn.LayerNorm(64), nn.Linear(64, 10))
+
+    with pytest.raises(ConfigError) as e:
+        train([0], start=layer_norm_model)
+    assert str(e.value) == NOT_PACKABLE.format(arch="small-cnn")
+
+
+def test_needs_a_seed():
+    with pytest.raises(ConfigError) as e:
+        train([])
+    assert str(e.value) == NO_SEEDS
+
+
+# ---- the seams: a method is a new small object, not a change to the loop --------------------
+
+
+@dataclass(frozen=True)
+class _KeepParentZeros:
+    """A mask policy the loop has never seen: the parent's zeros, fixed from the first step."""
+
+    parent: dict
+    names: tuple[str, ...]
+    target: float
+
+    def __call__(self, step, weights, masks):
+        if step > 0:
+            return None
+        k = next(iter(weights.values())).shape[0]
+        keep = {name: self.parent[name] != 0 for name in self.names}
+        return {name: mask.expand(k, *mask.shape) for name, mask in keep.items()}
+
+    def to_dict(self):
+        return {"kind": "fixed-from-parent"}
+
+
+@dataclass(frozen=True)
+class _FineTune:
+    parent: dict
+    sparsity: dict
+
+    def policy(self, model, total_steps):
+        names = tuple(self.sparsity["layers"])
+        return _KeepParentZeros(self.parent, names, self.sparsity["target"])
+
+
+def test_fine_tuning_a_pruned_parent_through_the_starting_point_and_mask_policy(alone):
+    parent = alone[0]
+
+    def from_parent(arch, dataset, seed):
+        model = init_model(arch, dataset, seed)
+        model.load_state_dict(parent.state_dict)
+        return model
+
+    config = replace(TINY_CONFIG, epochs=2, lr=0.01)
+    children = train([10, 11], config=config, prune=_FineTune(parent.state_dict, parent.sparsity),
+                     start=from_parent)  # fmt: skip
+    for child in children:
+        assert child.sparsity["target"] == 0.9
+        assert child.schedule == {"kind": "fixed-from-parent", "total_steps": 16}
+        for name in parent.sparsity["layers"]:
+            pruned = parent.state_dict[name] == 0
+            assert torch.all(child.state_dict[name][pruned] == 0)
+            assert child.sparsity["layers"][name] == parent.sparsity["layers"][name]
+        # Started from the parent, not from scratch: two epochs at a small rate keep it close.
+        assert child.accuracy >= parent.accuracy - 0.05
+    assert not np.array_equal(children[0].probabilities, children[1].probabilities)
+
+
+def test_the_post_training_step_gets_the_finished_models_and_has_the_last_word():
+    received = []
+
+    def finish(models):
+        received.append([m.seed for m in models])
+        return [replace(m, accuracy=-1.0) for m in reversed(models)]
+
+    config = replace(TINY_CONFIG, epochs=1)
+    results = train([3, 4], config=config, prune=PruneConfig(), finish=finish)
+    assert received == [[3, 4]]
+    assert [r.seed for r in results] == [4, 3] and {r.accuracy for r in results} == {-1.0}
+
+
+# ---- the pure helpers -----------------------------------------------------------------------
 
 
 def test_schedule_from_fractions():

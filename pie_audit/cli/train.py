@@ -42,23 +42,15 @@ def train(
     from dataclasses import replace
 
     from ..data import load_dataset
-    from ..errors import ConfigError
-    from ..models import ARCHITECTURES
-    from ..population import train_population
-    from ..training import DEFAULT_TRAIN_CONFIGS, PruneConfig, resolve_device
+    from ..population import check_arguments, train_population
+    from ..training import DEFAULT_TRAIN_CONFIGS, PruneConfig
     from ._progress import TrainingProgress, summarise
 
     # Cheap checks first, so a typo fails before any data is read.
-    if population < 1:
-        raise ConfigError(f"--population must be >= 1, got {population}")
-    if jointly is not None and jointly < 1:
-        raise ConfigError(f"--jointly must be >= 1, got {jointly}")
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-    from ..data import DATASETS
-
-    if dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    check_arguments(
+        arch=arch, population=population, seed_start=seed_start, jointly=jointly, device=device,
+        dataset=dataset,
+    )  # fmt: skip
     prune = PruneConfig(
         sparsity=sparsity,
         scope=scope,
@@ -76,7 +68,6 @@ def train(
         if v is not None
     }
     config = replace(DEFAULT_TRAIN_CONFIGS[dataset], **overrides)
-    resolve_device(device)
 
     data = load_dataset(dataset, data_root=data_root, download=download)
     with TrainingProgress(enabled=not quiet) as progress:
