@@ -168,7 +168,7 @@ def pie_stability(
     baseline_predictions: np.ndarray,
     pruned_predictions: np.ndarray,
     *,
-    n_resamples: int = 200,
+    n_resamples: int = 100,
     seed: int = 0,
     tie_break: str = "lowest",
 ) -> np.ndarray:
@@ -182,8 +182,9 @@ def pie_stability(
     ----------
     baseline_predictions : array-like of shape (M_b, N)
     pruned_predictions : array-like of shape (M_p, N)
-    n_resamples : int, default=200
-        B, resamples of each population.
+    n_resamples : int, default=100
+        B, resamples of each population. 100 puts a stability of 0.9 within about 0.03: enough
+        to tell a PIE that rests on one swing model from a settled one, at half the cost of 200.
     seed : int, default=0
     tie_break : {"lowest", "highest"}, default="lowest"
         As in :func:`modal_labels`, applied within each resample.
