@@ -10,9 +10,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -90,25 +92,114 @@ class Dataset:
         return np.arange(len(self.y_test), dtype=np.int64)
 
 
-def dataset_hash(example_ids: np.ndarray, labels: np.ndarray) -> str:
-    """SHA-256 of the test examples' ids and labels, to tell whether two runs saw the same data."""
+#: Hashed first when images are covered, so that the two layouts can never give the same hash.
+_HASH_LAYOUT = b"pie-audit/dataset-hash/2\0"
+
+
+def dataset_hash(
+    example_ids: np.ndarray, labels: np.ndarray, images: np.ndarray | torch.Tensor | None = None
+) -> str:
+    """SHA-256 of a split's examples, to tell whether two runs saw the same data.
+
+    Parameters
+    ----------
+    example_ids : ndarray of shape (N,)
+        Integer ids (for a test split, the ids its predictions carry).
+    labels : ndarray of shape (N,)
+        Integer labels.
+    images : ndarray or Tensor of shape (N, ...), optional
+        The inputs as the models see them, after preprocessing; hashed with their shape as
+        little-endian ``float32``. Without them the hash covers ids and labels only, as
+        pie-audit's records did before they covered images: kept to recognise such records.
+
+    Returns
+    -------
+    str
+        ``"sha256:"`` followed by 64 hex digits.
+
+    Notes
+    -----
+    The preprocessing is exact (:func:`_standardise`), so the same files give the same hash on
+    every machine, whatever its number of threads. SHA-256 runs at 1 to 2 GB/s: all of
+    Fashion-MNIST (70,000 images, 220 MB of ``float32``) hashes in about 0.15 s.
+
+    Examples
+    --------
+    >>> ids, labels = np.arange(2), np.array([1, 0])
+    >>> images = np.zeros((2, 1, 2, 2), dtype=np.float32)
+    >>> dataset_hash(ids, labels, images) == dataset_hash(ids, labels, images + 1)
+    False
+    """
+    ids = np.ascontiguousarray(example_ids, dtype="<i8")
+    targets = np.ascontiguousarray(labels, dtype="<i8")
     h = hashlib.sha256()
-    h.update(np.ascontiguousarray(example_ids, dtype="<i8").tobytes())
-    h.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+    if images is None:
+        h.update(ids.tobytes())
+        h.update(targets.tobytes())
+        return "sha256:" + h.hexdigest()
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    pixels = np.ascontiguousarray(images, dtype="<f4")
+    h.update(_HASH_LAYOUT)
+    h.update(np.asarray(pixels.shape, dtype="<i8").tobytes())
+    h.update(ids.tobytes())
+    h.update(targets.tobytes())
+    h.update(memoryview(pixels).cast("B"))  # no copy of the images
     return "sha256:" + h.hexdigest()
 
 
-def _normalise(x: np.ndarray, scale: float) -> torch.Tensor:
-    """Scale pixel values to [0, 1] as float32."""
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) / scale)
-    return t
+#: Images processed at once by :func:`_standardise`: bounds its temporary memory (~50 MB for CIFAR).
+_CHUNK = 2048
 
 
-def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # Per-channel mean/std from the training split only, so test data never leaks into training.
-    mean = train.mean(dim=(0, 2, 3), keepdim=True)
-    std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return (train - mean) / std, (test - mean) / std
+def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardise integer pixels per channel with the training split's mean and std.
+
+    Parameters
+    ----------
+    train : ndarray of shape (N, C, H, W)
+    test : ndarray of shape (M, C, H, W)
+        Integer pixel values.
+
+    Returns
+    -------
+    x_train, x_test : Tensor of shape (N, C, H, W) and (M, C, H, W), float32
+
+    Notes
+    -----
+    The statistics come from the training split only, so test data never leaks into training.
+    They are exact, from integer sums: a parallel float reduction rounds differently with the
+    number of threads, and the stored images (hence :func:`dataset_hash`) must be the same on
+    every machine. Each value is then computed in float64 and rounded once to float32, which
+    IEEE arithmetic does the same everywhere. A constant channel is only centred.
+    """
+    if not (np.issubdtype(train.dtype, np.integer) and np.issubdtype(test.dtype, np.integer)):
+        raise TypeError(f"pixels must be integers, got {train.dtype} and {test.dtype}")
+    channels = train.shape[1]
+    n = train.shape[0] * train.shape[2] * train.shape[3]
+    totals, squares = [0] * channels, [0] * channels
+    for first in range(0, len(train), _CHUNK):
+        chunk = train[first : first + _CHUNK].astype(np.int64)
+        for c in range(channels):
+            totals[c] += int(chunk[:, c].sum())
+            squares[c] += int(np.square(chunk[:, c]).sum())
+    mean = np.array([float(Fraction(t, n)) for t in totals]).reshape(1, -1, 1, 1)
+    # The unbiased variance, exactly: (n * sum(x^2) - sum(x)^2) / (n (n - 1)).
+    std = np.array(
+        [
+            math.sqrt(float(Fraction(n * q - t * t, n * (n - 1)))) if n > 1 else 0.0
+            for t, q in zip(totals, squares)
+        ]
+    ).reshape(1, -1, 1, 1)
+    std[std == 0] = 1.0
+
+    def scale(x: np.ndarray) -> torch.Tensor:
+        out = np.empty(x.shape, dtype=np.float32)
+        for first in range(0, len(x), _CHUNK):
+            out[first : first + _CHUNK] = (x[first : first + _CHUNK] - mean) / std
+        return torch.from_numpy(out)
+
+    return scale(train), scale(test)
 
 
 def _load_digits(data_root: Path, download: bool) -> Dataset:
@@ -116,7 +207,7 @@ def _load_digits(data_root: Path, download: bool) -> Dataset:
     from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
-    images = bunch.images.astype(np.float32)  # (1797, 8, 8), values 0..16
+    images = bunch.images.astype(np.uint8)  # (1797, 8, 8), values 0..16
     labels = bunch.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(
         images,
@@ -125,9 +216,7 @@ def _load_digits(data_root: Path, download: bool) -> Dataset:
         stratify=labels,
         random_state=DIGITS_SPLIT_SEED,
     )
-    x_train, x_test = _standardise(
-        _normalise(x_tr[:, None], 16.0), _normalise(x_te[:, None], 16.0)
-    )
+    x_train, x_test = _standardise(x_tr[:, None], x_te[:, None])
     return Dataset(
         name="digits",
         classes=tuple(str(d) for d in range(10)),
@@ -207,10 +296,7 @@ def _load_fashion_mnist(data_root: Path, download: bool) -> Dataset:
         n_img, n_lab = len(arrays[f"{part}_images"]), len(arrays[f"{part}_labels"])
         if n_img != n_lab:
             raise DatasetError(f"{directory}: {part} split has {n_img} images but {n_lab} labels")
-    x_train, x_test = _standardise(
-        _normalise(arrays["train_images"][:, None], 255.0),
-        _normalise(arrays["test_images"][:, None], 255.0),
-    )
+    x_train, x_test = _standardise(arrays["train_images"][:, None], arrays["test_images"][:, None])
     return Dataset(
         name="fashion-mnist",
         classes=FASHION_MNIST_CLASSES,
@@ -286,7 +372,7 @@ def _load_cifar10(data_root: Path, download: bool) -> Dataset:
         names = _read_cifar_batch(meta).get("label_names")
         if names:
             classes = tuple(str(n) for n in names)
-    x_train, x_test = _standardise(_normalise(x_tr, 255.0), _normalise(x_te, 255.0))
+    x_train, x_test = _standardise(x_tr, x_te)
     return Dataset(
         name="cifar10",
         classes=classes,

@@ -25,6 +25,8 @@ __all__ = [
     "zhu_gupta_sparsity",
     "PruningSchedule",
     "prunable_weights",
+    "exclude_patterns",
+    "BAD_EXCLUDE",
     "magnitude_masks",
     "apply_masks_",
     "sparsity_report",
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 SCOPES = ("layer", "global")
+BAD_EXCLUDE = "--exclude {pattern!r} is not a valid regular expression ({reason})"
 
 
 def zhu_gupta_sparsity(
@@ -141,12 +144,7 @@ def prunable_weights(
     prune_final : bool, default False
         Prune the final classifier too.
     """
-    patterns = []
-    for p in exclude:
-        try:
-            patterns.append(re.compile(p))
-        except re.error as e:
-            raise ConfigError(f"--exclude {p!r} is not a valid regular expression ({e})") from e
+    patterns = exclude_patterns(exclude)
     final = None if prune_final else _final_classifier(model)
     names = []
     for name, module in model.named_modules():
@@ -156,6 +154,23 @@ def prunable_weights(
             continue
         names.append(f"{name}.weight" if name else "weight")
     return names
+
+
+def exclude_patterns(exclude: Sequence[str]) -> list[re.Pattern[str]]:
+    """Compile ``exclude`` (module names or regular expressions), refusing an invalid one.
+
+    Raises
+    ------
+    ConfigError
+        :data:`BAD_EXCLUDE`, naming the first pattern that does not compile.
+    """
+    patterns = []
+    for pattern in exclude:
+        try:
+            patterns.append(re.compile(pattern))
+        except re.error as e:
+            raise ConfigError(BAD_EXCLUDE.format(pattern=pattern, reason=e)) from e
+    return patterns
 
 
 def _keep_mask(score: torch.Tensor, n_prune: int) -> torch.Tensor:

@@ -138,7 +138,7 @@ def dataset_thumbnails(
     except PieAuditError as e:
         return Thumbnails(note=UNAVAILABLE.format(name=name, reason=e))
     test_labels = dataset.y_test.numpy()
-    found = dataset_hash(dataset.example_ids, test_labels)
+    found = dataset_hash(dataset.example_ids, test_labels, dataset.x_test)
     if found != expected:
         return Thumbnails(note=HASH_MISMATCH.format(name=name, found=found, expected=expected))
     n = len(test_labels)

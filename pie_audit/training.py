@@ -22,12 +22,19 @@ behaviour as its default, so a new method is a new small object rather than a fl
   sparsity is 0); later random masks, or masks fixed from a parent.
 - the *post-training step* (:data:`PostTraining`): receives the finished models and returns what
   the run keeps. Default none; later int8 quantization, or fine-tuning.
+
+The loop checks what it produced before returning it: a loss or predictions that are not finite
+stop the run (:data:`DIVERGED`, the seeds and the step named) instead of returning a model of
+NaNs, and each model's zeros are counted again against its policy's target
+(:data:`SPARSITY_MISSED`). :func:`check_training` refuses, before anything runs, what the loop
+would refuse at its start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -46,6 +53,7 @@ from .pruning import (
     PruningSchedule,
     apply_masks_,
     default_frequency,
+    exclude_patterns,
     prunable_weights,
     sparsity_report,
 )
@@ -60,6 +68,8 @@ __all__ = [
     "StartingPoint",
     "PostTraining",
     "train_models",
+    "check_training",
+    "training_steps",
     "derive_seeds",
     "resolve_device",
     "cosine_lr",
@@ -69,12 +79,45 @@ __all__ = [
     "init_model",
     "NO_SEEDS",
     "NOT_PACKABLE",
+    "NOT_A_COUNT",
+    "BAD_LR",
+    "BAD_MOMENTUM",
+    "BAD_WEIGHT_DECAY",
+    "BAD_WARMUP",
+    "NOTHING_TO_PRUNE",
+    "PRUNING_TOO_LATE",
+    "DIVERGED",
+    "SPARSITY_MISSED",
 ]
 
 NO_SEEDS = "training needs at least one seed"
 NOT_PACKABLE = (
     "architecture {arch!r} cannot be trained: every model trains packed into grouped "
     "convolutions, and this model has a layer or a forward that packing does not support"
+)
+NOT_A_COUNT = "{name} must be a whole number >= 1, got {value!r}"
+BAD_LR = "learning rate must be a finite number > 0, got {value!r}"
+BAD_MOMENTUM = "momentum must be in [0, 1), got {value!r}"
+BAD_WEIGHT_DECAY = "weight decay must be a finite number >= 0, got {value!r}"
+BAD_WARMUP = "warm-up epochs must be a finite number >= 0, got {value!r}"
+NOTHING_TO_PRUNE = (
+    "sparsity {sparsity} asks for pruning, but no layer of the model is left to prune "
+    "(--exclude and --prune-final leave none)"
+)
+PRUNING_TOO_LATE = (
+    "prune-begin {begin} starts pruning at step {begin_step} of a {total_steps}-step run, when "
+    "training is over, so the models could never reach sparsity {sparsity}; choose prune-begin "
+    "<= {max_begin} or train longer"
+)
+DIVERGED = (
+    "training diverged: {what} of {seeds} became non-finite at step {step} of {total_steps}; "
+    "choose a lower learning rate (--lr, now {lr!r})"
+)
+#: Raised as a RuntimeError: masks that miss their target are a bug in pie-audit, not bad input.
+SPARSITY_MISSED = (
+    "seed {seed}: {n_zero} of {n_weights} prunable weights are zero after training, but the mask "
+    "policy's target {target} means {expected:.0f}, give or take one weight per layer "
+    "({n_layers} layers); the masks were not applied as scheduled"
 )
 
 
@@ -93,12 +136,23 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ConfigError("weight decay must be >= 0 and momentum in [0, 1)")
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ConfigError(NOT_A_COUNT.format(name=name.replace("_", "-"), value=value))
+        # Written so that NaN fails too: every comparison with NaN is false. An infinite rate
+        # would pass "> 0" and train a model of NaNs.
+        if not (_finite(self.lr) and self.lr > 0):
+            raise ConfigError(BAD_LR.format(value=self.lr))
+        if not (_finite(self.momentum) and 0 <= self.momentum < 1):
+            raise ConfigError(BAD_MOMENTUM.format(value=self.momentum))
+        if not (_finite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(BAD_WEIGHT_DECAY.format(value=self.weight_decay))
+        if not (_finite(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise ConfigError(BAD_WARMUP.format(value=self.warmup_epochs))
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 #: Per-dataset defaults. Measured on 2 CPU cores: digits 98.1% dense and 97.4% at 90% sparsity
@@ -145,21 +199,56 @@ class PruneConfig:
             raise ConfigError(f"unknown pruning scope {self.scope!r}; choose layer or global")
         if self.frequency is not None and self.frequency < 1:
             raise ConfigError(f"pruning frequency must be >= 1 step, got {self.frequency}")
+        # Here rather than when training starts, so that a typo fails before anything is written.
+        exclude_patterns(self.exclude)
 
     def policy(self, model: nn.Module, total_steps: int) -> GradualMagnitudePruning:
-        """The mask policy for a run of ``total_steps`` on ``model``'s architecture."""
+        """The mask policy for a run of ``total_steps`` on ``model``'s architecture.
+
+        Raises
+        ------
+        ConfigError
+            With a sparsity above 0: no layer is left to prune (:data:`NOTHING_TO_PRUNE`), or
+            pruning would begin after the last step (:data:`PRUNING_TOO_LATE`); either way the
+            models would be dense while their run record claims the target.
+        """
         names = prunable_weights(model, exclude=self.exclude, prune_final=self.prune_final)
-        return GradualMagnitudePruning(make_schedule(self, total_steps), tuple(names))
+        schedule = make_schedule(self, total_steps)
+        if self.sparsity > 0 and not names:
+            raise ConfigError(NOTHING_TO_PRUNE.format(sparsity=self.sparsity))
+        # Masks change before steps begin_step..end_step; the loop's last step is total_steps - 1.
+        if self.sparsity > 0 and schedule.end_step > total_steps - 1:
+            raise ConfigError(
+                PRUNING_TOO_LATE.format(
+                    begin=self.begin,
+                    begin_step=schedule.begin_step,
+                    total_steps=total_steps,
+                    sparsity=self.sparsity,
+                    # Floored, so the value printed is one that works.
+                    max_begin=math.floor((total_steps - 1) / total_steps * 1e4) / 1e4,
+                )
+            )
+        return GradualMagnitudePruning(schedule, tuple(names))
 
 
 def make_schedule(prune: PruneConfig, total_steps: int) -> PruningSchedule:
-    """Turn a :class:`PruneConfig` into step numbers for a run of ``total_steps``."""
+    """Turn a :class:`PruneConfig` into step numbers for a run of ``total_steps``.
+
+    ``end_step`` is at most the last step, ``total_steps - 1``, unless ``begin_step`` is later:
+    ``begin`` close to 1 rounds to ``total_steps``, a schedule that never runs
+    (:meth:`PruneConfig.policy` refuses it).
+    """
     begin = int(round(prune.begin * total_steps))
     end = max(begin, min(total_steps - 1, int(round(prune.end * total_steps))))
     frequency = prune.frequency or default_frequency(begin, end)
     return PruningSchedule(
         final=prune.sparsity, begin_step=begin, end_step=end, frequency=frequency, scope=prune.scope
     )
+
+
+def training_steps(dataset: Dataset, config: TrainConfig) -> int:
+    """Optimizer steps of a run: ``epochs * ceil(N_train / batch_size)``, the last batch partial."""
+    return config.epochs * math.ceil(len(dataset.x_train) / config.batch_size)
 
 
 def cosine_lr(step: int, *, total_steps: int, base_lr: float, warmup_steps: int = 0) -> float:
@@ -345,7 +434,11 @@ def train_models(
     Raises
     ------
     ConfigError
-        No seeds, or an architecture that cannot be packed.
+        No seeds, an architecture that cannot be packed, a pruning configuration the run cannot
+        carry out (:meth:`PruneConfig.policy`), or a loss or predictions that became non-finite
+        (:data:`DIVERGED`): training stops at the end of that epoch and returns nothing.
+    RuntimeError
+        A model's sparsity misses its policy's target (:data:`SPARSITY_MISSED`): a bug.
     """
     if len(seeds) < 1:
         raise ConfigError(NO_SEEDS)
@@ -362,14 +455,12 @@ def train_models(
     y_train = dataset.y_train.to(device)
     n = len(x_train)
     steps_per_epoch = math.ceil(n / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
+    total_steps = training_steps(dataset, config)
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
 
     # The K models as one module: stacked parameters (K, ...) under each model's own names.
     models = [start(arch, dataset, seed) for seed in seeds]
-    if not packable(arch, models[0]):
-        raise ConfigError(NOT_PACKABLE.format(arch=arch))
-    policy = prune.policy(models[0], total_steps)
+    policy = _policy(arch, models[0], prune, total_steps)
     model = pack(models).to(device)
     del models
     params = dict(model.named_parameters())
@@ -381,6 +472,9 @@ def train_models(
         nesterov=config.momentum > 0,
     )
     masks: dict[str, torch.Tensor] | None = None
+    # First step at which each model's loss was not finite (-1: none yet). Kept on the device and
+    # read once an epoch, so that checking costs no synchronisation per step.
+    diverged = torch.full((k,), -1, dtype=torch.long, device=device)
 
     step = 0
     for epoch in range(config.epochs):
@@ -402,9 +496,14 @@ def train_models(
                 group["lr"] = lr
             with autocast(device):
                 logits = model(xb)  # (K, B, classes)
-            # The sum of the K models' mean losses (their batches have one size), so each model's
-            # gradient is its own.
-            loss = k * nn.functional.cross_entropy(logits.float().flatten(0, 1), yb.flatten())
+            # The sum of the K models' mean losses, so each model's gradient is its own.
+            losses = nn.functional.cross_entropy(
+                logits.float().flatten(0, 1), yb.flatten(), reduction="none"
+            ).view(k, -1).mean(1)  # (K,)
+            loss = losses.sum()
+            diverged = torch.where(
+                ~torch.isfinite(losses.detach()) & (diverged < 0), step, diverged
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -414,12 +513,16 @@ def train_models(
             if on_step is not None:
                 on_step(step, params, masks)
             step += 1
+        _check_finite("the loss", diverged.cpu().numpy(), seeds, total_steps, config)
         if on_epoch is not None:
             on_epoch(epoch + 1, config.epochs)
 
     probabilities = _evaluate(
         model, dataset.x_test.to(device), k=k, batch_size=config.eval_batch_size
     )
+    # A last step that overflowed leaves finite losses behind it and NaN weights.
+    broken = ~np.isfinite(probabilities).reshape(k, -1).all(axis=1)
+    _check_finite("the predictions", np.where(broken, total_steps, -1), seeds, total_steps, config)
     labels = dataset.y_test.numpy()
     stacked = model.state_dict()
     wall = time.perf_counter() - start_time
@@ -440,7 +543,74 @@ def train_models(
                 jointly=k,
             )
         )
+    for result in results:
+        _check_sparsity(result, policy)
     return finish(results) if finish is not None else results
+
+
+def check_training(
+    dataset: Dataset, *, arch: str, config: TrainConfig, prune: Pruning, seed: int = 0
+) -> MaskPolicy:
+    """Refuse, before anything is trained or written, a run :func:`train_models` would refuse.
+
+    It builds one model (seed ``seed``) and the run's mask policy, which is where an
+    architecture that cannot be packed, or a pruning schedule the run is too short for, shows.
+
+    Returns
+    -------
+    MaskPolicy
+        The policy the run would use.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`train_models` would, before its first step.
+    """
+    model = init_model(arch, dataset, seed)
+    return _policy(arch, model, prune, training_steps(dataset, config))
+
+
+def _policy(arch: str, model: nn.Module, prune: Pruning, total_steps: int) -> MaskPolicy:
+    if not packable(arch, model):
+        raise ConfigError(NOT_PACKABLE.format(arch=arch))
+    return prune.policy(model, total_steps)
+
+
+def _check_finite(
+    what: str, first_step: np.ndarray, seeds: Sequence[int], total_steps: int, config: TrainConfig
+) -> None:
+    """Raise :data:`DIVERGED` for the models whose ``first_step`` is not -1."""
+    bad = [i for i, s in enumerate(first_step.tolist()) if s >= 0]
+    if not bad:
+        return
+    names = ", ".join(str(seeds[i]) for i in bad)
+    raise ConfigError(
+        DIVERGED.format(
+            what=what,
+            seeds=f"seed {names}" if len(bad) == 1 else f"seeds {names}",
+            step=min(int(first_step[i]) for i in bad),
+            total_steps=total_steps,
+            lr=config.lr,
+        )
+    )
+
+
+def _check_sparsity(result: TrainedModel, policy: MaskPolicy) -> None:
+    """The zeros of a finished model, counted again: they must match the policy's target."""
+    report = sparsity_report(result.state_dict, policy.names)
+    expected = policy.target * report["n_weights"]
+    # Each layer (layer scope) or the whole (global scope) is rounded to a whole weight.
+    if abs(report["n_zero"] - expected) > max(1, len(policy.names)):
+        raise RuntimeError(
+            SPARSITY_MISSED.format(
+                seed=result.seed,
+                n_zero=report["n_zero"],
+                n_weights=report["n_weights"],
+                target=policy.target,
+                expected=expected,
+                n_layers=len(policy.names),
+            )
+        )
 
 
 @torch.no_grad()

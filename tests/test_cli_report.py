@@ -145,7 +145,7 @@ def digits_record():
 
     data = load_dataset("digits")
     labels = data.y_test.numpy()
-    return {"name": "digits", "hash": dataset_hash(data.example_ids, labels)}, labels
+    return {"name": "digits", "hash": dataset_hash(data.example_ids, labels, data.x_test)}, labels
 
 
 def test_compare_shows_digits_images_unless_told_not_to(tmp_path, digits_record):

@@ -1,6 +1,8 @@
 """Dataset loaders: the digits split, Fashion-MNIST on the real IDX files, CIFAR-10's format."""
 
+import doctest
 import gzip
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -29,11 +31,54 @@ def test_digits_split_is_fixed_and_stratified():
     np.testing.assert_array_equal(ds.example_ids, np.arange(450))
 
 
-def test_dataset_hash_depends_on_ids_and_labels():
+def test_dataset_hash_depends_on_ids_labels_and_images():
+    rng = np.random.default_rng(0)
     ids, labels = np.arange(5), np.array([0, 1, 2, 1, 0])
-    h = dataset_hash(ids, labels)
-    assert h.startswith("sha256:") and h == dataset_hash(ids.copy(), labels.copy())
-    assert h != dataset_hash(ids, labels + 1) and h != dataset_hash(ids + 1, labels)
+    images = rng.standard_normal((5, 1, 2, 2)).astype(np.float32)
+    h = dataset_hash(ids, labels, images)
+    assert h.startswith("sha256:") and len(h) == len("sha256:") + 64
+    assert h == dataset_hash(ids.copy(), labels.copy(), torch.from_numpy(images.copy()))
+    assert h != dataset_hash(ids, labels + 1, images) and h != dataset_hash(ids + 1, labels, images)
+    changed = images.copy()
+    changed[3, 0, 1, 1] = np.nextafter(changed[3, 0, 1, 1], np.float32(np.inf))  # one ulp
+    assert h != dataset_hash(ids, labels, changed)
+    assert h != dataset_hash(ids, labels, images.reshape(5, 1, 1, 4))  # same bytes, other shape
+    assert h != dataset_hash(ids, labels)
+
+
+def test_dataset_hash_without_images_is_the_one_older_records_hold():
+    ids, labels = np.arange(3), np.array([2, 0, 1])
+    old = hashlib.sha256(ids.astype("<i8").tobytes() + labels.astype("<i8").tobytes()).hexdigest()
+    assert dataset_hash(ids, labels) == "sha256:" + old
+
+
+def test_preprocessing_is_exact_whatever_the_order_of_the_training_split():
+    """A float reduction's result depends on its order (and on the number of threads); the
+    statistics here come from integer sums, so the stored images, and their hash, do not."""
+    rng = np.random.default_rng(1)
+    train = rng.integers(0, 256, (500, 3, 4, 4), dtype=np.uint8)
+    test = rng.integers(0, 256, (7, 3, 4, 4), dtype=np.uint8)
+    x_train, x_test = data_module._standardise(train, test)
+    shuffled_train, shuffled_test = data_module._standardise(train[rng.permutation(500)], test)
+    assert torch.equal(x_test, shuffled_test)
+    assert x_train.dtype == torch.float32 and x_test.shape == (7, 3, 4, 4)
+    values = train[:, 1].astype(np.float64)
+    expected = (test[:, 1].astype(np.float64) - values.mean()) / values.std(ddof=1)
+    np.testing.assert_allclose(x_test[:, 1].numpy(), expected, rtol=1e-6)
+    # A constant channel is centred, not divided by zero.
+    flat = np.full((4, 1, 2, 2), 9, dtype=np.uint8)
+    assert torch.equal(data_module._standardise(flat, flat)[1], torch.zeros(4, 1, 2, 2))
+
+
+def test_doctests():
+    assert doctest.testmod(data_module).failed == 0
+
+
+def test_digits_hash_is_stable_across_loads():
+    a, b = load_dataset("digits"), load_dataset("digits")
+    assert dataset_hash(a.example_ids, a.y_test.numpy(), a.x_test) == dataset_hash(
+        b.example_ids, b.y_test.numpy(), b.x_test
+    )
 
 
 def test_unknown_dataset():

@@ -103,7 +103,7 @@ def test_gallery_rows_are_chosen_once_for_images_and_page(tmp_path):
     ids = digits.example_ids
     base = planted_predictions(4, labels, accuracy=0.95, n_classes=10, seed=1)
     pruned = planted_predictions(4, labels, accuracy=0.8, n_classes=10, seed=2, class_accuracy={3: 0.3})
-    run = {"dataset": {"name": "digits", "hash": dataset_hash(ids, labels)}}
+    run = {"dataset": {"name": "digits", "hash": dataset_hash(ids, labels, digits.x_test)}}
     b = write_population(tmp_path / "b", base, labels, example_ids=ids, run=run)
     p = write_population(tmp_path / "p", pruned, labels, example_ids=ids, run=run)
     result = pie_audit.compare(b, p, n_bootstrap=50)

@@ -1,32 +1,43 @@
 """Population directories: the interchange files, resume, refusal to mix configurations."""
 
+import errno
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pie_audit.data import Dataset
+from pie_audit import population as population_module
+from pie_audit._atomic import LOCKED, exclusive_lock
+from pie_audit.data import Dataset, dataset_hash
 from pie_audit.errors import ConfigError, OutputError
 from pie_audit.models import UNKNOWN_ARCHITECTURE, build_model
+from pie_audit.store import load_population
 from pie_audit.population import (
+    BAD_POPULATION_FILE,
+    INCOMPLETE_PREFIX,
     JOINTLY_TOO_SMALL,
+    MOVED_ASIDE,
     NEGATIVE_SEED_START,
+    OLD_DATASET_HASH,
     POPULATION_FILE,
     POPULATION_TOO_SMALL,
     UNKNOWN_DATASET,
+    WRITE_FAILED,
     check_arguments,
     default_jointly,
+    incomplete_reason,
     train_population,
 )
-from pie_audit.training import PruneConfig, TrainConfig
+from pie_audit.training import DIVERGED, NOTHING_TO_PRUNE, PRUNING_TOO_LATE, PruneConfig, TrainConfig
 
 from tiny import PRUNE_90, TINY_CONFIG, tiny_digits
 
@@ -85,6 +96,17 @@ def test_run_json(pruned_population):
     assert run["device"] == "cpu" and run["versions"]["torch"] == torch.__version__
     assert run["command"] == ["pie-audit", "train"] and run["wall_time_s"] > 0
     assert run["jointly"] == 2  # the default K on a CPU for the small CNN on digits
+    # Written last, the sizes and checksums of the other files make the directory finished.
+    assert sorted(run["files"]) == ["model.pt", "predictions.parquet"]
+    for name, record in run["files"].items():
+        assert record["bytes"] == (dirs[1] / name).stat().st_size
+        assert record["sha256"] == population_module._file_record(dirs[1] / name)["sha256"]
+    spec = json.loads((dirs[1].parent / POPULATION_FILE).read_text())["spec"]
+    data = tiny_digits()
+    assert run["dataset"]["hash"] == spec["dataset_hash"]
+    assert spec["dataset_hash"] == dataset_hash(data.example_ids, data.y_test.numpy(), data.x_test)
+    assert spec["train_hash"] == dataset_hash(np.arange(256), data.y_train.numpy(), data.x_train)
+    assert incomplete_reason(dirs[1], seed=6) is None
 
 
 def test_model_pt_loads_into_plain_module_with_masks_folded(pruned_population):
@@ -248,9 +270,267 @@ def test_check_arguments(kwargs, message):
 
 def test_bad_arguments_are_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "pop"
-    for kwargs in (dict(population=0), dict(jointly=0), dict(arch="vgg16"), dict(seed_start=-1)):
+    for kwargs in (
+        dict(population=0), dict(jointly=0), dict(arch="vgg16"), dict(seed_start=-1),
+        dict(prune=PruneConfig(sparsity=0.5, begin=1.0, end=1.0)),
+        dict(prune=PruneConfig(sparsity=0.5, exclude=(".*",))),
+    ):  # fmt: skip
         args = dict(arch="small-cnn", out=out, population=1, train=TINY_CONFIG, prune=PRUNE_90,
                     device="cpu") | kwargs  # fmt: skip
         with pytest.raises(ConfigError):
             train_population(tiny_digits(), **args)
-    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # not even a lock file
+
+
+def test_a_schedule_too_late_for_the_run_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        train_population(
+            tiny_digits(), arch="small-cnn", out=tmp_path / "pop", population=1, train=TINY_CONFIG,
+            prune=PruneConfig(sparsity=0.5, begin=0.995, end=1.0), device="cpu",
+        )  # fmt: skip
+    assert str(e.value) == PRUNING_TOO_LATE.format(
+        begin=0.995, begin_step=80, total_steps=80, sparsity=0.5, max_begin=0.9875
+    )
+    with pytest.raises(ConfigError) as e:
+        train_population(
+            tiny_digits(), arch="small-cnn", out=tmp_path / "pop", population=1, train=TINY_CONFIG,
+            prune=PruneConfig(sparsity=0.5, exclude=(".*",)), device="cpu",
+        )  # fmt: skip
+    assert str(e.value) == NOTHING_TO_PRUNE.format(sparsity=0.5)
+    assert list(tmp_path.iterdir()) == []
+
+
+ONE_EPOCH = replace(TINY_CONFIG, epochs=1)
+
+
+def _train(out, population=1, *, config=ONE_EPOCH, prune=PruneConfig(), dataset=None, **kw):
+    return train_population(
+        dataset or tiny_digits(), arch="small-cnn", out=out, population=population,
+        train=config, prune=prune, device="cpu", **kw,
+    )  # fmt: skip
+
+
+def test_a_diverged_run_writes_nothing_and_a_lower_rate_then_trains(tmp_path):
+    out = tmp_path / "pop"
+    with pytest.raises(ConfigError) as e:
+        _train(out, 2, config=replace(ONE_EPOCH, lr=1e6))
+    assert str(e.value) == DIVERGED.format(
+        what="the loss", seeds="seeds 0, 1", step=2, total_steps=8, lr=1e6
+    )
+    assert not out.exists()  # no population.json binding the directory to the rate that failed
+    dirs = _train(out, 2)
+    assert all(incomplete_reason(d, seed=s) is None for s, d in enumerate(dirs))
+
+
+def test_a_record_without_models_does_not_bind_the_directory(tmp_path):
+    """What `train --exclude '['` used to leave: population.json and no model."""
+    out = tmp_path / "pop"
+    out.mkdir()
+    (out / POPULATION_FILE).write_text(json.dumps({"format": "pie-audit/population/1", "spec": {"arch": "x"}}))
+    [d] = _train(out)
+    assert incomplete_reason(d, seed=0) is None
+    assert json.loads((out / POPULATION_FILE).read_text())["spec"]["arch"] == "small-cnn"
+
+
+def test_a_model_that_misses_its_sparsity_is_not_written(tmp_path, monkeypatch):
+    @dataclass(frozen=True)
+    class NeverPrunes:
+        names: tuple
+        target: float = 0.9
+
+        def __call__(self, step, weights, masks):
+            return None
+
+        def to_dict(self):
+            return {}
+
+    real = PruneConfig.policy
+    monkeypatch.setattr(PruneConfig, "policy", lambda self, m, t: NeverPrunes(real(self, m, t).names))
+    with pytest.raises(RuntimeError, match="the masks were not applied as scheduled"):
+        _train(tmp_path / "pop", prune=PRUNE_90)
+    assert not (tmp_path / "pop").exists()
+
+
+# ---- resume trusts only finished models -----------------------------------------------------
+
+
+def _damage(out):
+    """Five ways a model directory can be unfinished, each for one seed."""
+    (out / "seed-0000" / "model.pt").unlink()
+    (out / "seed-0000" / "predictions.parquet").unlink()
+    (out / "seed-0000" / "run.json").unlink()  # an empty directory
+    (out / "seed-0001" / "model.pt").unlink()
+    model = out / "seed-0002" / "model.pt"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte flipped
+    model.write_bytes(bytes(data))
+    run = out / "seed-0003" / "run.json"
+    run.write_text(json.dumps({k: v for k, v in json.loads(run.read_text()).items() if k != "files"}))
+    (out / "seed-0004").write_text("a file, not a model directory")
+
+
+def test_resume_moves_unfinished_model_directories_aside_and_trains_them_again(tmp_path, caplog):
+    out = tmp_path / "pop"
+    _train(out, 4)
+    _damage(out)
+    reasons = {seed: incomplete_reason(out / f"seed-{seed:04d}", seed=seed) for seed in range(5)}
+    assert reasons == {
+        0: "no run.json",
+        1: "no model.pt",
+        2: "model.pt does not match the checksum run.json records",
+        3: "run.json does not list the sizes and checksums of predictions.parquet and model.pt",
+        4: "not a directory",
+    }
+    with caplog.at_level(logging.WARNING, logger="pie_audit.population"):
+        dirs = _train(out, 6)
+    assert [incomplete_reason(d, seed=s) for s, d in enumerate(dirs)] == [None] * 6
+    aside = sorted(p.name for p in out.iterdir() if p.name.startswith(INCOMPLETE_PREFIX))
+    assert [name[len(INCOMPLETE_PREFIX) : len(INCOMPLETE_PREFIX) + 9] for name in aside] == [
+        f"seed-000{s}" for s in range(5)
+    ]
+    # Moved, never deleted: what was there is still there, under a hidden name.
+    [file] = [out / name for name in aside if name.startswith(f"{INCOMPLETE_PREFIX}seed-0004")]
+    assert file.read_text() == "a file, not a model directory"
+    warned = sorted(r.getMessage() for r in caplog.records if r.msg == MOVED_ASIDE)
+    assert len(warned) == 5 and all("moved to .incomplete-seed-000" in w for w in warned)
+    assert load_population(out).models == tuple(f"seed-{s:04d}" for s in range(6))
+
+
+def test_incomplete_reason_checks_the_seed(tmp_path):
+    [d] = _train(tmp_path / "pop", seed_start=3)
+    assert incomplete_reason(d, seed=3) is None
+    assert incomplete_reason(d, seed=4) == "run.json is not the record of seed 4"
+    assert incomplete_reason(tmp_path / "nowhere", seed=3) == "not a directory"
+
+
+# ---- one writer; failed writes ----------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_and_leaves_the_first_ones_work_alone(tmp_path):
+    out = tmp_path / "pop"
+    out.mkdir()
+    in_progress = out / ".tmp-seed-0000-abcd1234"  # the first writer's model being written
+    in_progress.mkdir()
+    with exclusive_lock(out):
+        with pytest.raises(OutputError) as e:
+            _train(out)
+        assert str(e.value) == LOCKED.format(path=out, lock=tmp_path / ".pop.pie-audit.lock")
+        assert in_progress.is_dir()
+    # Once the lock is free, a temporary left behind is stale and cleaned up.
+    _train(out)
+    assert sorted(p.name for p in out.iterdir()) == [POPULATION_FILE, "seed-0000"]
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _torch_writer_fails(*args, **kwargs):
+    raise RuntimeError(
+        "[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file "
+        "data/0: file write failed"
+    )
+
+
+@pytest.mark.parametrize(
+    "target,fake,reason",
+    [
+        ((torch, "save"), _torch_writer_fails, "PytorchStreamWriter failed writing file data/0: file write failed"),
+        ((population_module, "write_predictions"), _enospc, "No space left on device"),
+    ],
+)
+def test_a_failed_write_is_an_output_error_and_leaves_nothing_half_written(
+    tmp_path, monkeypatch, target, fake, reason
+):
+    out = tmp_path / "pop"
+    [first] = _train(out)
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    monkeypatch.setattr(*target, fake)
+    with pytest.raises(OutputError) as e:
+        _train(out, 2)
+    assert str(e.value) == WRITE_FAILED.format(path=out / "seed-0001", reason=reason)
+    assert sorted(p.name for p in out.iterdir()) == [POPULATION_FILE, "seed-0000"]  # no .tmp-*
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before
+    monkeypatch.undo()
+    dirs = _train(out, 2)
+    assert incomplete_reason(dirs[1], seed=1) is None
+
+
+def test_an_error_that_is_not_a_write_failure_stays_a_bug(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("something else went wrong")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(RuntimeError, match="something else went wrong"):
+        _train(tmp_path / "pop")
+    assert sorted(p.name for p in (tmp_path / "pop").iterdir()) == [POPULATION_FILE]
+
+
+# ---- what the directory already holds ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content,reason",
+    [
+        (b"[1, 2]", "expected a JSON object, found a list"),
+        (b'"spec"', "expected a JSON object, found a string"),
+        (b"null", "expected a JSON object, found null"),
+        (b'{"spec": 3}', "'spec' is a number, expected an object"),
+        (b'{"spec": [1]}', "'spec' is a list, expected an object"),
+        (b"\xff\xfe{}", None),  # not UTF-8
+        (b"{", None),  # not JSON
+        (b"[" * 100_000, None),  # too deep for the parser
+    ],
+)
+@pytest.mark.parametrize("with_model", [False, True])
+def test_a_malformed_population_json_is_one_clear_error(tmp_path, content, reason, with_model):
+    out = tmp_path / "pop"
+    out.mkdir()
+    marker = out / POPULATION_FILE
+    marker.write_bytes(content)
+    if with_model:
+        (out / "seed-0000").mkdir()
+    with pytest.raises(OutputError) as e:
+        _train(out)
+    message = str(e.value)
+    if reason is not None:
+        assert message == BAD_POPULATION_FILE.format(path=marker, reason=reason)
+    else:
+        head, tail = BAD_POPULATION_FILE.format(path=marker, reason="\0").split("\0")
+        assert message.startswith(head + "not UTF-8 JSON: ") and message.endswith(tail)
+        assert "\n" not in message
+    assert marker.read_bytes() == content
+
+
+def test_a_spec_of_unexpected_shape_is_a_difference_not_a_crash(tmp_path):
+    out = tmp_path / "pop"
+    out.mkdir()
+    (out / POPULATION_FILE).write_text(json.dumps({"spec": {"train": 3, "train_hash": "x"}}))
+    (out / "seed-0000").mkdir()
+    with pytest.raises(OutputError, match=r"different configuration \(arch is None there, 'small-cnn' now\)"):
+        _train(out)
+
+
+def test_a_population_of_an_older_pie_audit_is_refused_with_the_reason(tmp_path):
+    out = tmp_path / "pop"
+    _train(out)
+    marker = out / POPULATION_FILE
+    record = json.loads(marker.read_text())
+    del record["spec"]["train_hash"]
+    data = tiny_digits()
+    record["spec"]["dataset_hash"] = dataset_hash(data.example_ids, data.y_test.numpy())
+    marker.write_text(json.dumps(record))
+    with pytest.raises(OutputError) as e:
+        _train(out, 2)
+    assert str(e.value) == OLD_DATASET_HASH.format(path=out)
+
+
+@pytest.mark.parametrize("split,key", [("x_test", "dataset_hash"), ("x_train", "train_hash")])
+def test_changed_images_fail_the_configuration_check(tmp_path, split, key):
+    out = tmp_path / "pop"
+    _train(out)
+    data = tiny_digits()
+    images = getattr(data, split).clone()
+    images[0, 0, 0, 0] += 0.5  # one pixel of one image; ids and labels unchanged
+    with pytest.raises(OutputError, match=rf"different configuration \({key} is 'sha256:"):
+        _train(out, 2, dataset=replace(data, **{split: images}))

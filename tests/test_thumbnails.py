@@ -30,7 +30,7 @@ def decode(uri):
 def digits():
     data = load_dataset("digits")
     labels = data.y_test.numpy()
-    return data, {"name": "digits", "hash": dataset_hash(data.example_ids, labels)}, labels
+    return data, {"name": "digits", "hash": dataset_hash(data.example_ids, labels, data.x_test)}, labels
 
 
 def test_png_data_uri_scales_to_full_range_and_keeps_small_images():

@@ -9,18 +9,31 @@ from torch import nn
 
 from pie_audit.data import Dataset
 from pie_audit.errors import ConfigError
+from pie_audit import training as training_module
+from pie_audit.pruning import BAD_EXCLUDE
 from pie_audit.training import (
+    BAD_LR,
+    BAD_MOMENTUM,
+    BAD_WARMUP,
+    BAD_WEIGHT_DECAY,
+    DIVERGED,
     NO_SEEDS,
+    NOT_A_COUNT,
     NOT_PACKABLE,
+    NOTHING_TO_PRUNE,
+    PRUNING_TOO_LATE,
+    SPARSITY_MISSED,
     PruneConfig,
     TrainConfig,
     augment_batch,
+    check_training,
     cosine_lr,
     derive_seeds,
     init_model,
     make_schedule,
     resolve_device,
     train_models,
+    training_steps,
 )
 
 from tiny import PRUNE_90, TINY_CONFIG, tiny_digits
@@ -304,13 +317,168 @@ def test_augment_batch_shifts_and_flips_deterministically():
         assert found
 
 
-def test_config_validation():
-    with pytest.raises(ConfigError, match="epochs must be >= 1"):
-        TrainConfig(epochs=0)
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(epochs=0), NOT_A_COUNT.format(name="epochs", value=0)),
+        (dict(epochs=2.5), NOT_A_COUNT.format(name="epochs", value=2.5)),
+        (dict(batch_size=0), NOT_A_COUNT.format(name="batch-size", value=0)),
+        (dict(lr=0.0), BAD_LR.format(value=0.0)),
+        # "not lr > 0" let infinity through: the model then trained to NaN.
+        (dict(lr=float("inf")), BAD_LR.format(value=float("inf"))),
+        (dict(lr=float("nan")), BAD_LR.format(value=float("nan"))),
+        (dict(momentum=float("nan")), BAD_MOMENTUM.format(value=float("nan"))),
+        (dict(momentum=1.0), BAD_MOMENTUM.format(value=1.0)),
+        (dict(weight_decay=float("nan")), BAD_WEIGHT_DECAY.format(value=float("nan"))),
+        (dict(weight_decay=float("inf")), BAD_WEIGHT_DECAY.format(value=float("inf"))),
+        (dict(weight_decay=-1e-4), BAD_WEIGHT_DECAY.format(value=-1e-4)),
+        (dict(warmup_epochs=float("nan")), BAD_WARMUP.format(value=float("nan"))),
+        (dict(warmup_epochs=-1.0), BAD_WARMUP.format(value=-1.0)),
+    ],
+)
+def test_train_config_refuses(kwargs, message):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(**kwargs)
+    assert str(e.value) == message
+
+
+def test_prune_config_validation():
     with pytest.raises(ConfigError, match="sparsity must be in"):
         PruneConfig(sparsity=1.0)
+    with pytest.raises(ConfigError, match="sparsity must be in"):
+        PruneConfig(sparsity=float("nan"))
     with pytest.raises(ConfigError, match="begin <= end"):
         PruneConfig(sparsity=0.5, begin=0.9, end=0.1)
+    with pytest.raises(ConfigError, match="begin <= end"):
+        PruneConfig(sparsity=0.5, begin=float("nan"))
+    # A bad regular expression is refused when the configuration is made, not when training
+    # starts: by then a population directory used to have been written.
+    with pytest.raises(ConfigError) as e:
+        PruneConfig(sparsity=0.5, exclude=("features.0", "["))
+    assert str(e.value) == BAD_EXCLUDE.format(
+        pattern="[", reason="unterminated character set at position 0"
+    )
+
+
+# ---- what the run can carry out, checked before it starts -----------------------------------
+
+
+@pytest.mark.parametrize("begin", [1.0, 0.995])
+def test_a_schedule_that_begins_after_training_ends_is_refused(begin):
+    """80 steps: begin 1.0 and 0.995 both round to step 80, after the last step (79)."""
+    prune = PruneConfig(sparsity=0.5, begin=begin, end=1.0)
+    assert training_steps(tiny_digits(), TINY_CONFIG) == 80
+    with pytest.raises(ConfigError) as e:
+        check_training(tiny_digits(), arch="small-cnn", config=TINY_CONFIG, prune=prune)
+    assert str(e.value) == PRUNING_TOO_LATE.format(
+        begin=begin, begin_step=80, total_steps=80, sparsity=0.5, max_begin=0.9875
+    )
+    with pytest.raises(ConfigError) as again:
+        train([0], prune=prune)
+    assert str(again.value) == str(e.value)
+
+
+def test_the_latest_begin_the_message_offers_reaches_the_target():
+    prune = PruneConfig(sparsity=0.5, begin=0.9875, end=1.0)
+    policy = check_training(tiny_digits(), arch="small-cnn", config=TINY_CONFIG, prune=prune)
+    assert policy.schedule.begin_step == policy.schedule.end_step == 79
+    [result] = train([0], prune=prune)
+    assert result.sparsity["achieved"] == pytest.approx(0.5, abs=1e-4)
+
+
+def test_a_dense_run_ignores_the_schedule():
+    prune = PruneConfig(sparsity=0.0, begin=1.0, end=1.0)
+    check_training(tiny_digits(), arch="small-cnn", config=TINY_CONFIG, prune=prune)
+
+
+def test_nothing_left_to_prune_is_refused():
+    prune = PruneConfig(sparsity=0.5, exclude=(".*",))
+    with pytest.raises(ConfigError) as e:
+        check_training(tiny_digits(), arch="small-cnn", config=TINY_CONFIG, prune=prune)
+    assert str(e.value) == NOTHING_TO_PRUNE.format(sparsity=0.5)
+
+
+def test_check_training_refuses_an_architecture_that_cannot_be_packed(monkeypatch):
+    monkeypatch.setattr(training_module, "packable", lambda arch, model: False)
+    with pytest.raises(ConfigError) as e:
+        check_training(tiny_digits(), arch="small-cnn", config=TINY_CONFIG, prune=PRUNE_90)
+    assert str(e.value) == NOT_PACKABLE.format(arch="small-cnn")
+
+
+# ---- what training produced, checked before it is returned ---------------------------------
+
+
+def test_a_diverging_run_stops_with_the_seeds_and_the_step():
+    epochs = []
+    config = replace(TINY_CONFIG, lr=1e6)
+    with pytest.raises(ConfigError) as e:
+        train([3, 4], config=config, on_epoch=lambda epoch, total: epochs.append(epoch))
+    assert str(e.value) == DIVERGED.format(
+        what="the loss", seeds="seeds 3, 4", step=2, total_steps=80, lr=1e6
+    )
+    assert epochs == []  # stopped at the end of the first epoch
+
+
+def test_divergence_names_only_the_models_that_diverged():
+    def nan_for_seed_6(arch, dataset, seed):
+        model = init_model(arch, dataset, seed)
+        if seed == 6:
+            with torch.no_grad():
+                model.classifier[3].bias.fill_(float("nan"))
+        return model
+
+    with pytest.raises(ConfigError) as e:
+        train([5, 6], start=nan_for_seed_6, prune=PruneConfig())
+    assert str(e.value) == DIVERGED.format(
+        what="the loss", seeds="seed 6", step=0, total_steps=80, lr=TINY_CONFIG.lr
+    )
+
+
+def test_predictions_that_are_not_finite_are_refused(monkeypatch):
+    real = training_module._evaluate
+
+    def nan_for_the_second(model, x, *, k, batch_size):
+        probabilities = real(model, x, k=k, batch_size=batch_size)
+        probabilities[1, 0, 0] = np.nan
+        return probabilities
+
+    monkeypatch.setattr(training_module, "_evaluate", nan_for_the_second)
+    config = replace(TINY_CONFIG, epochs=1)
+    with pytest.raises(ConfigError) as e:
+        train([0, 1], config=config, prune=PruneConfig())
+    assert str(e.value) == DIVERGED.format(
+        what="the predictions", seeds="seed 1", step=8, total_steps=8, lr=config.lr
+    )
+
+
+@dataclass(frozen=True)
+class _NeverPrunes:
+    """A broken mask policy: it claims a target and never applies a mask."""
+
+    names: tuple[str, ...]
+    target: float = 0.9
+
+    def __call__(self, step, weights, masks):
+        return None
+
+    def to_dict(self):
+        return {"kind": "broken"}
+
+
+@dataclass(frozen=True)
+class _Broken:
+    def policy(self, model, total_steps):
+        return _NeverPrunes(tuple(PRUNE_90.policy(model, total_steps).names))
+
+
+def test_a_model_that_misses_its_target_sparsity_is_a_bug_not_a_result():
+    with pytest.raises(RuntimeError) as e:
+        train([2], config=replace(TINY_CONFIG, epochs=1), prune=_Broken())
+    assert not isinstance(e.value, ConfigError)  # exit 3, not "bad input"
+    n_weights = 32 * 9 + 64 * 32 * 9 + 256 * 128
+    assert str(e.value) == SPARSITY_MISSED.format(
+        seed=2, n_zero=0, n_weights=n_weights, target=0.9, expected=0.9 * n_weights, n_layers=3
+    )
 
 
 def test_resolve_device():

@@ -38,7 +38,12 @@ def train(
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Train a population of models: dense (--sparsity 0) or gradually magnitude-pruned."""
+    """Train a population of models: dense (--sparsity 0) or gradually magnitude-pruned.
+
+    Re-running the same command resumes: finished models are kept, the rest are trained. Ctrl-C
+    keeps every model finished so far (exit 130); a second run on the same --out while one is
+    writing it is refused (exit 2).
+    """
     from dataclasses import replace
 
     from ..data import load_dataset
@@ -46,10 +51,12 @@ def train(
     from ..training import DEFAULT_TRAIN_CONFIGS, PruneConfig
     from ._progress import TrainingProgress, summarise
 
-    # Cheap checks first, so a typo fails before any data is read.
+    # Every check that needs no data first, so that a typo fails before any data is read (or
+    # downloaded); the configurations below check themselves as they are made. What needs the
+    # data (the schedule's step count, the dataset hash) train_population checks before writing.
     check_arguments(
         arch=arch, population=population, seed_start=seed_start, jointly=jointly, device=device,
-        dataset=dataset,
+        dataset=dataset, out=out,
     )  # fmt: skip
     prune = PruneConfig(
         sparsity=sparsity,
