@@ -11,6 +11,7 @@ from .errors import ConfigError, DatasetError, FormatError, OutputError, PieAudi
 from .gate import GateRules
 from .outputs import pie_gallery, write_outputs
 from .power import PowerSummary
+from .predict import predict
 from .settings import Settings
 from .store import Population, load_population, write_population
 
@@ -30,6 +31,7 @@ __all__ = [
     "Population",
     "load_population",
     "write_population",
+    "predict",
     "pie_gallery",
     "write_outputs",
 ]
