@@ -1,13 +1,12 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   creates .venv if missing, trains a baseline and a 90%-sparse population on digits,
-#               and audits them into a report
+#   make demo   creates .venv if missing and runs the digits study (studies/digits.toml): a dense
+#               population and three pruned ones, trained and audited into a sweep report
 #   make test   creates .venv if missing and runs the test suite
 #   make lab    adds JupyterLab to .venv and opens notebooks/ in it
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-POPULATION ?= 16
-RUNS ?= runs/digits
+STUDY ?= studies/digits.toml
 
 JUPYTERLAB ?= jupyterlab==4.6.6
 
@@ -23,11 +22,7 @@ $(VENV)/.installed: requirements-dev.txt pyproject.toml
 	touch $@
 
 demo: venv
-	$(BIN)/pie-audit train --dataset digits --arch small-cnn --population $(POPULATION) --sparsity 0 --out $(RUNS)/baseline
-	$(BIN)/pie-audit train --dataset digits --arch small-cnn --population $(POPULATION) --sparsity 0.9 --out $(RUNS)/pruned-90
-	$(BIN)/pie-audit compare $(RUNS)/baseline $(RUNS)/pruned-90 --out reports/digits-pruned-90 ; \
-	  status=$$?; [ $$status -le 1 ] || exit $$status; \
-	  echo "Report: reports/digits-pruned-90/report.html"
+	$(BIN)/pie-audit study run $(STUDY) ; status=$$?; [ $$status -le 1 ] || exit $$status
 
 test: venv
 	$(BIN)/python -m pytest -q
@@ -40,6 +35,7 @@ lab: venv
 bench: venv
 	$(BIN)/python bench/compare.py
 	$(BIN)/python bench/train_population.py
+	$(BIN)/python bench/study.py
 
 clean:
 	rm -rf runs reports/*/ .pytest_cache

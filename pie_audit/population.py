@@ -543,10 +543,19 @@ def train_population(
         arch=arch, population=population, seed_start=seed_start, jointly=jointly, device=device
     )
     torch_device = resolve_device(device)
-    check_training(dataset, arch=arch, config=train, prune=prune, seed=seed_start)
-    out = Path(out)
     callback = callback or _Silent()
-    spec = PopulationSpec(
+    seeds = list(range(seed_start, seed_start + population))
+    with open_population(
+        dataset, arch=arch, out=out, train=train, prune=prune, seed=seed_start, command=command
+    ) as writer:
+        return _train_locked(
+            dataset, writer, seeds=seeds, device=torch_device, jointly=jointly, callback=callback
+        )
+
+
+def population_spec(dataset: Dataset, *, arch: str, train: TrainConfig, prune: PruneConfig) -> PopulationSpec:
+    """What a population of ``arch`` trained on ``dataset`` with these configurations records."""
+    return PopulationSpec(
         dataset=dataset.name,
         dataset_hash=dataset_hash(dataset.example_ids, dataset.y_test.numpy(), dataset.x_test),
         train_hash=dataset_hash(
@@ -556,47 +565,116 @@ def train_population(
         train=train,
         prune=prune,
     )
+
+
+def population_status(out: str | Path, seeds: Sequence[int], spec: PopulationSpec) -> tuple[list[int], list[int]]:
+    """Which of ``seeds`` ``out`` holds as finished models, and which it lacks; nothing is written.
+
+    Raises
+    ------
+    OutputError
+        ``out`` holds another configuration (:func:`check_output_dir`).
+    """
+    out = Path(out)
     check_output_dir(out, spec)
-    # One writer at a time: a second would take the first's temporary directories for stale
-    # ones and delete them, or train the same seeds.
+    finished, missing = [], []
+    for seed in seeds:
+        directory = out / model_dir_name(seed)
+        complete = os.path.lexists(directory) and incomplete_reason(directory, seed=seed) is None
+        (finished if complete else missing).append(seed)
+    return finished, missing
+
+
+@dataclass
+class PopulationWriter:
+    """A population directory held for writing (:func:`open_population`): checked and locked."""
+
+    out: Path
+    spec: PopulationSpec
+    dataset: Dataset
+    command: Sequence[str] | None = None
+
+    def missing(self, seeds: Sequence[int]) -> list[int]:
+        """The seeds without a finished model; unfinished directories are moved aside first."""
+        todo = []
+        for seed in seeds:
+            directory = self.out / model_dir_name(seed)
+            if os.path.lexists(directory):
+                reason = incomplete_reason(directory, seed=seed)
+                if reason is None:
+                    continue
+                with _writing(directory):
+                    _move_aside(directory, reason)
+            todo.append(seed)
+        return todo
+
+    def write(self, result: TrainedModel) -> Path:
+        """Write one finished model, atomically (and the population's record with the first)."""
+        # Written with the first model, not before: a run that fails before it (diverged,
+        # interrupted) leaves nothing that would bind the directory to its configuration.
+        _write_spec(self.out, self.spec)
+        return _write_model(self.out, result, dataset=self.dataset, spec=self.spec, command=self.command)
+
+
+@contextlib.contextmanager
+def open_population(
+    dataset: Dataset,
+    *,
+    arch: str,
+    out: str | Path,
+    train: TrainConfig,
+    prune: PruneConfig,
+    seed: int = 0,
+    command: Sequence[str] | None = None,
+) -> Iterator[PopulationWriter]:
+    """Check a population directory for this configuration and hold it for writing.
+
+    Everything that can be refused is refused before anything is written
+    (:func:`pie_audit.training.check_training`, :func:`check_output_dir`); then the directory's
+    lock is held (one writer at a time: a second would take the first's temporary directories
+    for stale ones), and the temporaries a killed writer left are removed.
+
+    Yields
+    ------
+    PopulationWriter
+        ``missing(seeds)`` and ``write(result)``; ``pie-audit train`` and studies both write
+        through it, so their populations are interchangeable.
+
+    Raises
+    ------
+    ConfigError, OutputError
+        As :func:`train_population`.
+    """
+    check_training(dataset, arch=arch, config=train, prune=prune, seed=seed)
+    out = Path(out)
+    spec = population_spec(dataset, arch=arch, train=train, prune=prune)
+    check_output_dir(out, spec)
     with exclusive_lock(out):
-        return _train_locked(
-            dataset, spec, out=out, seeds=list(range(seed_start, seed_start + population)),
-            device=torch_device, jointly=jointly, callback=callback, command=command,
-        )  # fmt: skip
+        # Again, now that no other writer can change the directory.
+        check_output_dir(out, spec)
+        if out.is_dir():
+            with _writing(out):
+                # Left by a writer that was killed mid-write (the lock says none is running
+                # now): never a finished model.
+                remove_stale_temporaries(out)
+        yield PopulationWriter(out=out, spec=spec, dataset=dataset, command=command)
 
 
 def _train_locked(
     dataset: Dataset,
-    spec: PopulationSpec,
+    writer: PopulationWriter,
     *,
-    out: Path,
     seeds: list[int],
     device: torch.device,
     jointly: int | None,
     callback: TrainingCallback,
-    command: Sequence[str] | None,
 ) -> list[Path]:
-    # Again, now that no other writer can change the directory.
-    check_output_dir(out, spec)
-    if out.is_dir():
-        with _writing(out):
-            # Left by a writer that was killed mid-write (the lock says none is running now):
-            # never a finished model.
-            remove_stale_temporaries(out)
-
+    spec = writer.spec
     callback.started(len(seeds))
-    todo = []
+    todo = writer.missing(seeds)
     for seed in seeds:
-        directory = out / model_dir_name(seed)
-        if os.path.lexists(directory):
-            reason = incomplete_reason(directory, seed=seed)
-            if reason is None:
-                callback.model_done(seed, None)
-                continue
-            with _writing(directory):
-                _move_aside(directory, reason)
-        todo.append(seed)
+        if seed not in todo:
+            callback.model_done(seed, None)
     if jointly is None:
         jointly = default_jointly(spec.arch, dataset, device, len(todo) or 1)
 
@@ -617,10 +695,7 @@ def _train_locked(
             torch.cuda.empty_cache()
             continue
         for result in results:
-            # Written with the first model, not before: a run that fails before it (diverged,
-            # interrupted) leaves nothing that would bind the directory to its configuration.
-            _write_spec(out, spec)
-            _write_model(out, result, dataset=dataset, spec=spec, command=command)
+            writer.write(result)
             callback.model_done(result.seed, result)
         todo = todo[len(group):]
-    return [out / model_dir_name(seed) for seed in seeds]
+    return [writer.out / model_dir_name(seed) for seed in seeds]

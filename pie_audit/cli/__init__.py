@@ -76,7 +76,7 @@ def _root(
 
 
 # Commands register themselves on ``app`` when imported.
-from . import compare, report, train  # noqa: E402,F401
+from . import compare, predict, report, study, train  # noqa: E402,F401
 
 
 def _error(message: str) -> None:
