@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ._atomic import atomic_file, check_file_target, exclusive_lock, replace_directory
-from .compare import CompareResult
+from .result import AuditResult
 from .errors import OutputError
 from .gate import junit_xml
 from .report import GALLERY_SIZE, NO_IMAGES, Gallery, render_report, render_sweep
@@ -59,7 +59,7 @@ NOT_A_SWEEP = (
 
 
 def pie_gallery(
-    result: CompareResult,
+    result: AuditResult,
     *,
     data_root: str | Path | None = None,
     images: str | Path | None = None,
@@ -69,7 +69,7 @@ def pie_gallery(
 
     Parameters
     ----------
-    result : CompareResult
+    result : AuditResult
     data_root : str or Path, optional
         Where the dataset named in the models' ``run.json`` is looked for (never downloaded);
         ``None`` shows no image.
@@ -77,7 +77,7 @@ def pie_gallery(
         An images file of one's own data (:func:`pie_audit.thumbnails.read_images`); it wins
         over ``data_root``.
     size : int, default=GALLERY_SIZE
-        How many PIEs: the highest-scoring, as :meth:`CompareResult.top_pies` orders them.
+        How many PIEs: the highest-scoring, as :meth:`AuditResult.top_pies` orders them.
 
     Returns
     -------
@@ -97,7 +97,7 @@ def pie_gallery(
     return Gallery(rows=rows, thumbnails=images)
 
 
-def _check_apart_from_inputs(out: Path, results: Sequence[CompareResult]) -> None:
+def _check_apart_from_inputs(out: Path, results: Sequence[AuditResult]) -> None:
     """Refuse an output inside an input population (the next audit would read it as a model)."""
     target = out.resolve()
     for result in results:
@@ -119,7 +119,7 @@ def _is_report_file(entry: Path) -> bool:
 
 
 def write_outputs(
-    result: CompareResult,
+    result: AuditResult,
     out: str | Path,
     *,
     gallery: Gallery | None = None,
@@ -136,7 +136,7 @@ def write_outputs(
 
     Parameters
     ----------
-    result : CompareResult
+    result : AuditResult
     out : str or Path
         The report directory.
     gallery : Gallery, optional
@@ -173,7 +173,7 @@ def write_outputs(
     return out
 
 
-def _write_report_files(result: CompareResult, directory: Path, html: str) -> None:
+def _write_report_files(result: AuditResult, directory: Path, html: str) -> None:
     with open(directory / SUMMARY_FILE, "w", encoding="utf-8") as fh:
         json.dump(result.to_summary(), fh, indent=2, allow_nan=False)
         fh.write("\n")
@@ -182,7 +182,7 @@ def _write_report_files(result: CompareResult, directory: Path, html: str) -> No
     (directory / REPORT_FILE).write_text(html, encoding="utf-8")
 
 
-def write_junit(result: CompareResult, path: str | Path) -> Path:
+def write_junit(result: AuditResult, path: str | Path) -> Path:
     """Write the gate's verdict as JUnit XML (:func:`pie_audit.gate.junit_xml`), atomically."""
     path = Path(path)
     properties = {
@@ -203,7 +203,7 @@ def _is_sweep_entry(entry: Path) -> bool:
 
 
 def write_sweep(
-    results: Sequence[tuple[str, CompareResult]],
+    results: Sequence[tuple[str, AuditResult]],
     out: str | Path,
     *,
     baseline: str | Path,
@@ -218,7 +218,7 @@ def write_sweep(
 
     Parameters
     ----------
-    results : sequence of (str, CompareResult)
+    results : sequence of (str, AuditResult)
         As returned by :func:`pie_audit.sweep.sweep`.
     out : str or Path
     baseline : str or Path

@@ -25,10 +25,13 @@ __all__ = [
     "vote_distance",
     "pie_table",
     "pie_stability",
+    "STABLE",
     "accuracy_on",
 ]
 
 TIE_BREAKS = ("lowest", "highest")
+#: A PIE is *stable* when it stays a PIE in at least this fraction of model resamples.
+STABLE = 0.9
 BAD_TIE_BREAK = "tie_break must be one of {choices}, not {value!r}"
 BAD_PREDICTIONS = "predictions must be a non-empty 2-D array of class indices, got shape {shape}"
 SHAPE_MISMATCH = "baseline and pruned predictions cover {n_baseline} and {n_pruned} examples"

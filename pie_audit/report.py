@@ -1,6 +1,6 @@
 """The HTML report of one audit and the sweep page over several: they render, never compute.
 
-:func:`render_report` turns a :class:`~pie_audit.compare.CompareResult` into one
+:func:`render_report` turns a :class:`~pie_audit.result.AuditResult` into one
 self-contained HTML file (inline styles, figures, thumbnails and a small table sorter; no
 network access, see the Content-Security-Policy in the template). :func:`render_sweep` does
 the same for the table of :func:`pie_audit.sweep.sweep_table`.
@@ -22,7 +22,8 @@ from typing import Any
 import pandas as pd
 
 from ._version import __version__
-from .compare import STABLE, CompareResult, PopulationSummary
+from .pie import STABLE
+from .result import AuditResult, PopulationSummary
 from .thumbnails import Thumbnails
 
 __all__ = ["GALLERY_SIZE", "Gallery", "render_report", "render_summary_html", "render_sweep", "class_labels"]
@@ -55,8 +56,8 @@ class Gallery:
     Attributes
     ----------
     rows : DataFrame
-        Rows of :attr:`CompareResult.examples`, in the order shown
-        (:meth:`CompareResult.top_pies`).
+        Rows of :attr:`AuditResult.examples`, in the order shown
+        (:meth:`AuditResult.top_pies`).
     thumbnails : Thumbnails
         Images of those examples by id, or the reason there are none.
     """
@@ -202,7 +203,7 @@ def _drop(value: float) -> str:
     return f"{abs(100 * value):.1f} points"
 
 
-def _gate_rows(result: CompareResult) -> list[dict[str, str]]:
+def _gate_rows(result: AuditResult) -> list[dict[str, str]]:
     rules = result.gate.rules
     limits = rules.limits()
     failed = {f.rule for f in result.gate.failures}
@@ -284,7 +285,7 @@ def _provenance(role: str, path: Any, provenance: Any) -> dict[str, Any]:
 
 
 def render_report(
-    result: CompareResult,
+    result: AuditResult,
     *,
     gallery: Gallery | None = None,
     command: Sequence[str] | None = None,
@@ -295,7 +296,7 @@ def render_report(
 
     Parameters
     ----------
-    result : CompareResult
+    result : AuditResult
     gallery : Gallery, optional
         The PIEs to show and their images (:func:`pie_audit.outputs.pie_gallery`); without
         images the gallery shows ids and labels, and the thumbnails' ``note`` says why.
@@ -413,12 +414,12 @@ def render_report(
     return _environment().get_template("report.html").render(context)
 
 
-def render_summary_html(result: CompareResult, *, classes: int = 5, pies: int = 5) -> str:
+def render_summary_html(result: AuditResult, *, classes: int = 5, pies: int = 5) -> str:
     """A compact HTML summary of an audit for a notebook: verdict, worst classes, top PIEs.
 
     Parameters
     ----------
-    result : CompareResult
+    result : AuditResult
     classes, pies : int
         How many of the most harmed classes and of the top PIEs to list.
 

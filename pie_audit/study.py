@@ -479,7 +479,7 @@ def run_study(
         return StudyOutcome(trained=trained, skipped=skipped, results=None, report=None)
 
     from .outputs import pie_gallery, write_sweep
-    from .sweep import sweep
+    from .compare import sweep
 
     results = sweep(study.directory(study.baseline), [study.directory(p) for p in study.pruned])
     galleries = [pie_gallery(result, data_root=data_root) for _, result in results]

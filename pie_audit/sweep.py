@@ -1,6 +1,6 @@
 """A sweep: one baseline audited against several pruned populations (e.g. one per sparsity).
 
-:func:`sweep` runs the audit once per pruned population, reading the baseline only once;
+:func:`pie_audit.compare.sweep` runs the audit once per pruned population, reading the baseline once;
 :func:`sweep_table` tabulates the results with each population's sparsity from its ``run.json``.
 :func:`pie_audit.outputs.write_sweep` writes them.
 """
@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .compare import CompareResult, compare_populations
 from .errors import ConfigError
 from .provenance import population_provenance
-from .settings import Settings, resolve_settings
-from .store import load_population
+from .result import AuditResult
 
-__all__ = ["SWEEP_PAGE", "SWEEP_COLUMNS", "sweep_names", "sweep", "sweep_table"]
+__all__ = ["SWEEP_PAGE", "SWEEP_COLUMNS", "sweep_names", "sweep_table"]
 
 #: The sweep page's file name in a sweep directory, which no pruned population may take.
 SWEEP_PAGE = "index.html"
@@ -66,43 +64,12 @@ def sweep_names(pruned_dirs: Sequence[str | Path]) -> list[str]:
     return list(seen)
 
 
-def sweep(
-    baseline_dir: str | Path,
-    pruned_dirs: Sequence[str | Path],
-    *,
-    settings: Settings | None = None,
-) -> list[tuple[str, CompareResult]]:
-    """Audit every pruned population against one baseline.
-
-    Parameters
-    ----------
-    baseline_dir : str or Path
-    pruned_dirs : sequence of str or Path
-        Pruned population directories, with distinct names (see :func:`sweep_names`).
-    settings : Settings, optional
-        Statistics options and gate rules for every audit
-        (:func:`pie_audit.settings.resolve_settings`); default :class:`Settings` ``()``.
-
-    Returns
-    -------
-    list of (str, CompareResult)
-        Name and result per pruned population, in the order given.
-    """
-    settings = settings if settings is not None else resolve_settings()
-    names = sweep_names(pruned_dirs)
-    baseline = load_population(Path(baseline_dir))
-    return [
-        (name, compare_populations(baseline, Path(path), settings=settings))
-        for name, path in zip(names, pruned_dirs, strict=True)
-    ]
-
-
-def sweep_table(results: Sequence[tuple[str, CompareResult]]) -> pd.DataFrame:
+def sweep_table(results: Sequence[tuple[str, AuditResult]]) -> pd.DataFrame:
     """One row per pruned population: sparsity, accuracy, PIEs, impacted classes and gate.
 
     Parameters
     ----------
-    results : sequence of (str, CompareResult)
+    results : sequence of (str, AuditResult)
         As returned by :func:`sweep`.
 
     Returns

@@ -72,7 +72,7 @@ def report(
     Exit 0 when every gate passes, 1 when any fails, 2 on bad input.
     """
     from ..outputs import pie_gallery, write_sweep
-    from ..sweep import sweep
+    from ..compare import sweep
 
     settings = settings_from(ctx.params)
     results = sweep(baseline, pruned, settings=settings)
