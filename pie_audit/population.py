@@ -40,13 +40,12 @@ from .errors import ConfigError, OutputError
 from .models import ARCHITECTURES, UNKNOWN_ARCHITECTURE, forward_flops
 from .store import MODEL_FILE, POPULATION_FILE, PREDICTIONS_FILE, RUN_FILE, write_predictions
 from .training import (
-    PruneConfig,
+    Method,
     TrainConfig,
     TrainedModel,
     check_training,
     init_model,
     resolve_device,
-    train_models,
 )
 
 logger = logging.getLogger(__name__)
@@ -118,11 +117,13 @@ class PopulationSpec:
     train_hash: str  # the training split's, so that data changed under a population shows
     arch: str
     train: TrainConfig
-    prune: PruneConfig
+    prune: Method  # the compression method's configuration; PruneConfig is "gmp"
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["prune"]["exclude"] = list(self.prune.exclude)
+        # As JSON has it (tuples become lists), so that a record read back compares equal.
+        d["prune"] = json.loads(json.dumps(d["prune"]))
+        d["method"] = self.prune.method
         return d
 
 
@@ -294,7 +295,8 @@ def check_output_dir(out: Path, spec: PopulationSpec | None = None) -> None:
         if spec is not None and any(p != marker for p in entries):
             if "dataset_hash" in old and "train_hash" not in old:
                 raise OutputError(OLD_DATASET_HASH.format(path=out))
-            difference = _describe_difference(old, spec.to_dict())
+            # Populations recorded before methods existed were all gradual magnitude pruning.
+            difference = _describe_difference({"method": "gmp"} | old, spec.to_dict())
             if difference:
                 raise OutputError(DIFFERENT_CONFIGURATION.format(path=out, difference=difference))
     elif entries:
@@ -455,6 +457,8 @@ def _write_model(out: Path, result: TrainedModel, *, dataset: Dataset, spec: Pop
         },
         "classes": list(dataset.classes),
         "sparsity": result.sparsity,
+        "method": spec.prune.method,
+        "method_params": spec.to_dict()["prune"],
         "pruning": {"config": spec.to_dict()["prune"], "schedule": result.schedule},
         "config": asdict(spec.train),
         "accuracy": result.accuracy,
@@ -466,6 +470,7 @@ def _write_model(out: Path, result: TrainedModel, *, dataset: Dataset, spec: Pop
         "git_commit": _git_commit(),
         "command": list(command) if command is not None else None,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **result.record,
     }
     final = out / model_dir_name(result.seed)
     # atomic_directory removes the temporary directory on any error: nothing half-written stays.
@@ -491,7 +496,7 @@ def train_population(
     population: int,
     seed_start: int = 0,
     train: TrainConfig,
-    prune: PruneConfig,
+    prune: Method,
     device: str = "auto",
     jointly: int | None = None,
     callback: TrainingCallback | None = None,
@@ -509,8 +514,11 @@ def train_population(
         Number of models; model ``i`` uses seed ``seed_start + i``.
     seed_start : int, default 0
     train : TrainConfig
-    prune : PruneConfig
-        ``prune.sparsity == 0`` trains the dense baseline.
+    prune : Method
+        The compression method: a :class:`~pie_audit.training.PruneConfig` (gradual magnitude
+        pruning; ``sparsity == 0`` trains the dense baseline) or one of
+        :mod:`pie_audit.methods`. A method that derives from a parent population must find a
+        finished parent model for every seed (:meth:`~pie_audit.training.Method.check`).
     device : {"auto", "cpu", "cuda", "mps"}
     jointly : int, optional
         Models trained at once (1: one at a time); the models are the same whatever K, up to
@@ -545,6 +553,7 @@ def train_population(
     torch_device = resolve_device(device)
     callback = callback or _Silent()
     seeds = list(range(seed_start, seed_start + population))
+    prune.check(dataset, arch=arch, seeds=seeds)
     with open_population(
         dataset, arch=arch, out=out, train=train, prune=prune, seed=seed_start, command=command
     ) as writer:
@@ -553,7 +562,7 @@ def train_population(
         )
 
 
-def population_spec(dataset: Dataset, *, arch: str, train: TrainConfig, prune: PruneConfig) -> PopulationSpec:
+def population_spec(dataset: Dataset, *, arch: str, train: TrainConfig, prune: Method) -> PopulationSpec:
     """What a population of ``arch`` trained on ``dataset`` with these configurations records."""
     return PopulationSpec(
         dataset=dataset.name,
@@ -623,7 +632,7 @@ def open_population(
     arch: str,
     out: str | Path,
     train: TrainConfig,
-    prune: PruneConfig,
+    prune: Method,
     seed: int = 0,
     command: Sequence[str] | None = None,
 ) -> Iterator[PopulationWriter]:
@@ -682,9 +691,9 @@ def _train_locked(
         group = todo[:jointly]
         callback.group_started(group)
         try:
-            results = train_models(
-                dataset, arch=spec.arch, seeds=group, config=spec.train, prune=spec.prune,
-                device=device, on_epoch=callback.epoch_done,
+            results = spec.prune.train(
+                dataset, arch=spec.arch, seeds=group, config=spec.train, device=device,
+                on_epoch=callback.epoch_done,
             )  # fmt: skip
         except torch.cuda.OutOfMemoryError:
             if jointly == 1:

@@ -48,6 +48,9 @@ class Provenance:
         The target sparsity when every record agrees on one, else ``None``.
     sparsity_achieved : float or None
         Mean achieved sparsity over the records that give one.
+    method : str or None
+        The compression method of ``run.json`` (``"gmp"`` for a record without one, written
+        before methods existed); distinct methods joined by ", "; ``None`` without records.
     finished : tuple of str
         Earliest and latest ``finished_at`` (empty when none is recorded).
     fields : tuple of (str, tuple of str)
@@ -60,6 +63,7 @@ class Provenance:
     seeds: tuple[int, ...]
     sparsity_target: float | None
     sparsity_achieved: float | None
+    method: str | None
     finished: tuple[str, ...]
     fields: tuple[tuple[str, tuple[str, ...]], ...]
 
@@ -111,6 +115,7 @@ def population_provenance(runs: Iterable[Mapping[str, Any] | None]) -> Provenanc
     targets = {_number(_get(r, "sparsity.target")) for r in records}
     achieved = [a for r in records if (a := _number(_get(r, "sparsity.achieved"))) is not None]
     finished = sorted(f for r in records if isinstance(f := r.get("finished_at"), str))
+    methods = list(dict.fromkeys(m if isinstance(m := r.get("method", "gmp"), str) else _text(m) for r in records))
     fields = []
     for label, path in PROVENANCE_FIELDS:
         values = [_text(v) for r in records if (v := _get(r, path)) is not None]
@@ -122,6 +127,7 @@ def population_provenance(runs: Iterable[Mapping[str, Any] | None]) -> Provenanc
         seeds=tuple(seeds),
         sparsity_target=targets.pop() if len(targets) == 1 else None,
         sparsity_achieved=sum(achieved) / len(achieved) if achieved else None,
+        method=", ".join(methods) if methods else None,
         finished=(finished[0], finished[-1]) if finished else (),
         fields=tuple(fields),
     )

@@ -33,6 +33,7 @@ __all__ = [
     "SCOPES",
     "default_frequency",
     "GradualMagnitudePruning",
+    "FixedMasks",
 ]
 
 SCOPES = ("layer", "global")
@@ -325,3 +326,42 @@ class GradualMagnitudePruning:
     def to_dict(self) -> dict:
         """The schedule, as a run record states it."""
         return self.schedule.to_dict()
+
+
+@dataclass(frozen=True)
+class FixedMasks:
+    """Mask policy that holds the starting weights' zeros from the first step to the last.
+
+    The methods that choose their masks before training (random masks, one-shot pruning of a
+    parent, a lottery ticket's round) zero the pruned weights in the starting point; this policy
+    reads the masks off those zeros at step 0 and never changes them, so the pruned weights stay
+    zero however the optimizer moves the others.
+
+    Attributes
+    ----------
+    names : tuple of str
+        The parameters it masks.
+    target : float
+        The sparsity the starting point was pruned to, which the loop checks at the end.
+    origin : str
+        How the zeros were chosen (``"random"``, ``"parent-magnitude"``, ...), for the record.
+    """
+
+    names: tuple[str, ...]
+    target: float
+    origin: str
+
+    def __call__(
+        self,
+        step: int,
+        weights: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor] | None,
+    ) -> dict[str, torch.Tensor] | None:
+        """Before the first step, ``weights != 0`` (bool, shape (K, ...)); afterwards ``None``."""
+        if masks is not None:
+            return None
+        return {name: w.detach() != 0 for name, w in weights.items()}
+
+    def to_dict(self) -> dict:
+        """What the run record states: fixed masks, their origin and the target."""
+        return {"kind": "fixed", "origin": self.origin, "final": self.target}

@@ -514,6 +514,8 @@ def render_sweep(
         {
             "name": r.name,
             "href": link,
+            # Tables written before the method column have none; NaN or None: no run.json.
+            "method": m if isinstance(m := getattr(r, "method", None), str) else _DASH,
             "target": _pct(r.sparsity_target) if _finite(r.sparsity_target) is not None else _DASH,
             "target_v": _sort_key(r.sparsity_target),
             "achieved": _pct(r.sparsity_achieved, 2),

@@ -46,8 +46,9 @@ class Unit:
     ----------
     population : str
         The population's name in the study.
-    prune : PruneConfig
-        Its pruning configuration (shared by the unit's models).
+    prune : Method
+        Its compression method (:class:`pie_audit.training.Method`, shared by the unit's models),
+        which trains it.
     seeds : tuple of int
     """
 
@@ -107,7 +108,7 @@ def run_local(
     A unit that runs out of device memory is split in two and both halves are trained (down to
     one model, which then fails as it would alone).
     """
-    from .training import resolve_device, train_models
+    from .training import resolve_device
 
     torch_device = resolve_device(device)
     queue = list(units)
@@ -116,7 +117,8 @@ def run_local(
         if started is not None:
             started(unit)
         try:
-            results = train_models(dataset, arch=arch, seeds=unit.seeds, config=train, prune=unit.prune, device=torch_device)
+            # The unit's method trains it (pie_audit.training.Method): gmp, random, oneshot, ...
+            results = unit.prune.train(dataset, arch=arch, seeds=unit.seeds, config=train, device=torch_device)
         except Exception as e:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raised
             if not _out_of_memory(e) or len(unit.seeds) == 1:
                 raise
@@ -146,11 +148,9 @@ def _dataset(name: str, data_root: str):  # noqa: ANN202 - a Dataset
 
 def _train_unit(dataset: str, data_root: str, arch: str, train: Any, prune: Any, seeds: tuple[int, ...], device: str) -> list:
     """A Ray task: train one unit on the worker and return its models to the driver."""
-    from .training import resolve_device, train_models
+    from .training import resolve_device
 
-    return train_models(
-        _dataset(dataset, data_root), arch=arch, seeds=seeds, config=train, prune=prune, device=resolve_device(device)
-    )
+    return prune.train(_dataset(dataset, data_root), arch=arch, seeds=seeds, config=train, device=resolve_device(device))
 
 
 def _check_resources(gpus_per_unit: float | None, cpus_per_unit: float | None) -> None:

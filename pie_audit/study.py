@@ -33,8 +33,11 @@ __all__ = [
     "REPORT_DIR",
 ]
 
-#: Compression methods a population may name; the compression-methods work adds more.
-METHODS = ("gmp",)
+#: Compression methods a population may name (:mod:`pie_audit.methods`; kept here as a literal
+#: so that reading a spec does not import torch).
+METHODS = ("gmp", "random", "oneshot", "lottery")
+#: Methods whose models derive from the baseline's: trained after it (``from``).
+DERIVED = ("oneshot",)
 #: Where ``study run`` writes the sweep report, inside the study's ``out``.
 REPORT_DIR = "report"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -50,6 +53,7 @@ NO_POPULATIONS = "{path}: no [[population]]; a study needs a baseline (sparsity 
 DUPLICATE_NAME = "{path}: two populations are named {name!r}; names must be distinct (each is a directory)"
 BASELINES = "{path}: a study needs exactly one baseline population (sparsity = 0), found {count}{names}"
 RESERVED = "{path}: {where} name {name!r} is reserved for the study's report"
+NOT_THE_BASELINE = "must name the study's baseline population ({baseline!r}), not {name!r}"
 
 _STUDY_KEYS: dict[str, tuple[type, ...]] = {
     "name": (str,),
@@ -80,6 +84,10 @@ _POPULATION_KEYS: dict[str, tuple[type, ...]] = {
     "prune-every": (int,),
     "exclude": (list,),
     "prune-final": (bool,),
+    "from": (str,),
+    "finetune-epochs": (int,),
+    "rewind": (int, float),
+    "rounds": (int,),
 }
 _EXPECTED = {
     (str,): "a string",
@@ -109,7 +117,12 @@ class StudyPopulation:
 
     @property
     def is_baseline(self) -> bool:
-        return self.prune.sparsity == 0
+        return self.method == "gmp" and self.prune.sparsity == 0
+
+    @property
+    def is_derived(self) -> bool:
+        """Whether its models derive from the baseline's, which must be trained first."""
+        return self.method in DERIVED
 
 
 @dataclass(frozen=True)
@@ -226,7 +239,8 @@ def read_study(path: str | Path) -> Study:
     """
     from .data import DATASETS
     from .models import ARCHITECTURES
-    from .training import DEFAULT_TRAIN_CONFIGS, PruneConfig
+    from .methods import make_method
+    from .training import DEFAULT_TRAIN_CONFIGS
 
     path = Path(path)
     document = _load_toml(path)
@@ -267,6 +281,12 @@ def read_study(path: str | Path) -> Study:
     tables = document.get("population", [])
     if not isinstance(tables, list) or not tables:
         raise ConfigError(NO_POPULATIONS.format(path=path))
+    out = (path.parent / study["out"]).resolve() if not Path(study["out"]).is_absolute() else Path(study["out"])
+    # The baseline's name first: a derived method's ``from`` defaults to it and must name it.
+    baseline_name = next(
+        (t.get("name") for t in tables if isinstance(t, dict) and t.get("method", "gmp") == "gmp" and t.get("sparsity") == 0),
+        None,
+    )
     populations = []
     for number, table in enumerate(tables, start=1):
         where = f"[[population]] #{number}"
@@ -286,19 +306,17 @@ def read_study(path: str | Path) -> Study:
             raise ConfigError(
                 BAD_VALUE.format(path=path, where=f"{where} method", problem=f"{method!r} is not one of {', '.join(METHODS)}")
             )
-        prune = _wrapped(
-            path,
-            where,
-            lambda t=table: PruneConfig(
-                sparsity=float(t["sparsity"]),
-                scope=t.get("scope", "layer"),
-                begin=float(t.get("prune-begin", 0.2)),
-                end=float(t.get("prune-end", 0.8)),
-                frequency=t.get("prune-every"),
-                exclude=tuple(t.get("exclude", ())),
-                prune_final=t.get("prune-final", False),
-            ),
-        )
+        options = {k: v for k, v in table.items() if k not in ("name", "method")}
+        options["sparsity"] = float(options["sparsity"])
+        for key in ("prune-begin", "prune-end", "rewind"):
+            if key in options:
+                options[key] = float(options[key])
+        if method in DERIVED:
+            parent = options.get("from", baseline_name)
+            if parent is None or parent != baseline_name:
+                raise ConfigError(BAD_VALUE.format(path=path, where=f"{where} from", problem=NOT_THE_BASELINE.format(name=parent, baseline=baseline_name)))
+            options["from"] = str(out / parent)
+        prune = _wrapped(path, where, lambda m=method, o=options: make_method(m, o))
         populations.append(StudyPopulation(name=name, method=method, prune=prune))
 
     names = [p.name for p in populations]
@@ -316,7 +334,7 @@ def read_study(path: str | Path) -> Study:
         arch=study["arch"],
         models=study["models"],
         seed_start=seed_start,
-        out=(path.parent / study["out"]).resolve() if not Path(study["out"]).is_absolute() else Path(study["out"]),
+        out=out,
         train=train,
         populations=tuple(populations),
     )
@@ -456,6 +474,9 @@ def run_study(
         largest = max((len(seeds) for _, seeds in todo.values()), default=1) or 1
         if jointly is None:
             jointly = default_jointly(study.arch, dataset, resolve_device(device if executor == "local" else "cpu"), largest)
+        # Derived populations last: their units load the baseline's finished models.
+        order = sorted(study.populations, key=lambda p: p.is_derived)
+        todo = {p.name: todo[p.name] for p in order}
         units = plan_units(todo, jointly=jointly)
         clock = {"start": time.perf_counter()}
 
@@ -470,11 +491,15 @@ def run_study(
         if executor == "local":
             run_local(units, dataset=dataset, arch=study.arch, train=study.train, device=device, done=done)
         else:
-            run_ray(
-                units, dataset=study.dataset, data_root=data_root, arch=study.arch, train=study.train,
-                device=device, done=done, address=ray_address, gpus_per_unit=gpus_per_unit,
-                cpus_per_unit=cpus_per_unit,
-            )  # fmt: skip
+            # Two waves: Ray runs a wave's units at once, and derived units need the baseline.
+            derived = {p.name for p in study.populations if p.is_derived}
+            for wave in ([u for u in units if u.population not in derived], [u for u in units if u.population in derived]):
+                if wave:
+                    run_ray(
+                        wave, dataset=study.dataset, data_root=data_root, arch=study.arch, train=study.train,
+                        device=device, done=done, address=ray_address, gpus_per_unit=gpus_per_unit,
+                        cpus_per_unit=cpus_per_unit,
+                    )  # fmt: skip
     if not report:
         return StudyOutcome(trained=trained, skipped=skipped, results=None, report=None)
 

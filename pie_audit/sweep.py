@@ -23,6 +23,7 @@ SWEEP_PAGE = "index.html"
 SWEEP_COLUMNS = (
     "name",
     "position",
+    "method",
     "sparsity_target",
     "sparsity_achieved",
     "n_models",
@@ -75,7 +76,9 @@ def sweep_table(results: Sequence[tuple[str, AuditResult]]) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        Columns :data:`SWEEP_COLUMNS`: ``name``; ``position`` (1, 2, ... in the order given); ``sparsity_target`` and
+        Columns :data:`SWEEP_COLUMNS`: ``name``; ``position`` (1, 2, ... in the order given);
+        ``method`` (run.json's ``method``; ``"gmp"`` for records older than methods, ``None``
+        without a run.json, and the distinct methods joined by ", " should models disagree); ``sparsity_target`` and
         ``sparsity_achieved`` (from ``run.json``, NaN when not recorded); ``n_models``;
         ``accuracy_mean``, ``accuracy_std`` (NaN for one model) and ``baseline_accuracy_mean``;
         ``pie_count``, ``pie_fraction``; ``harmed``, ``helped`` (significant classes);
@@ -88,6 +91,7 @@ def sweep_table(results: Sequence[tuple[str, AuditResult]]) -> pd.DataFrame:
             {
                 "name": name,
                 "position": position,
+                "method": provenance.method,
                 "sparsity_target": provenance.sparsity_target,
                 "sparsity_achieved": provenance.sparsity_achieved,
                 "n_models": result.pruned.n_models,

@@ -37,8 +37,8 @@ import math
 import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -65,6 +65,7 @@ __all__ = [
     "TrainedModel",
     "MaskPolicy",
     "Pruning",
+    "Method",
     "StartingPoint",
     "PostTraining",
     "train_models",
@@ -187,6 +188,8 @@ class PruneConfig:
     frequency: int | None = None
     exclude: tuple[str, ...] = ()
     prune_final: bool = False
+    #: Its name as a compression method (:class:`Method`): gradual magnitude pruning.
+    method: ClassVar[str] = "gmp"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
@@ -229,6 +232,25 @@ class PruneConfig:
                 )
             )
         return GradualMagnitudePruning(schedule, tuple(names))
+
+    def check(self, dataset: Dataset, *, arch: str, seeds: Sequence[int] | None = None) -> None:
+        """Nothing to check beyond :meth:`policy`: the method trains from scratch."""
+
+    def train(
+        self,
+        dataset: Dataset,
+        *,
+        arch: str,
+        seeds: Sequence[int],
+        config: TrainConfig,
+        device: torch.device | str = "cpu",
+        on_epoch: EpochCallback | None = None,
+    ) -> list[TrainedModel]:
+        """Train one model per seed from scratch with this schedule (:func:`train_models`)."""
+        return train_models(
+            dataset, arch=arch, seeds=seeds, config=config, prune=self, device=device,
+            on_epoch=on_epoch,
+        )  # fmt: skip
 
 
 def make_schedule(prune: PruneConfig, total_steps: int) -> PruningSchedule:
@@ -344,6 +366,8 @@ class TrainedModel:
     wall_time_s: float  # the group's wall time over K
     device: str
     jointly: int  # K, the size of the group that trained it
+    #: What a compression method adds to ``run.json`` (``parent``, fine-tuning, rounds, ...).
+    record: dict = field(default_factory=dict)
 
 
 class MaskPolicy(Protocol):
@@ -378,6 +402,32 @@ class Pruning(Protocol):
 
     def policy(self, model: nn.Module, total_steps: int) -> MaskPolicy:
         """The policy for a run of ``total_steps`` steps of ``model``'s architecture."""
+
+
+class Method(Pruning, Protocol):
+    """A compression method: what a population is configured with (``--method``).
+
+    A frozen dataclass whose fields are the method's options, recorded in ``population.json``
+    and ``run.json`` (``method_params``); :class:`PruneConfig` is ``gmp``, the others live in
+    :mod:`pie_audit.methods`.
+    """
+
+    method: ClassVar[str]
+
+    def check(self, dataset: Dataset, *, arch: str, seeds: Sequence[int] | None = None) -> None:
+        """Refuse, before anything is written, what :meth:`train` would refuse (a bad parent)."""
+
+    def train(
+        self,
+        dataset: Dataset,
+        *,
+        arch: str,
+        seeds: Sequence[int],
+        config: TrainConfig,
+        device: torch.device | str = "cpu",
+        on_epoch: EpochCallback | None = None,
+    ) -> list[TrainedModel]:
+        """The finished models of ``seeds``, in seed order, through :func:`train_models`."""
 
 
 #: The second seam: ``start(arch, dataset, seed)`` returns the model a seed starts from.

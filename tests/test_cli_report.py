@@ -132,6 +132,7 @@ def test_sweep_table_values(sweep_dirs):
     result = pie_audit.compare(base, p90, n_bootstrap=50)
     table = sweep_table([("sparse-90", result)])
     row = table.iloc[0]
+    assert row["method"] == "gmp"  # run.json written before methods: gradual magnitude pruning
     assert row["sparsity_target"] == 0.9
     assert row["sparsity_achieved"] == pytest.approx(0.9 - 0.001 * 2.5)
     assert row["accuracy_mean"] == result.pruned_accuracy.mean()

@@ -193,3 +193,30 @@ def test_ctrl_c_keeps_finished_models_and_a_rerun_resumes(tmp_path):
     ]
     assert (out / "seed-0000" / "run.json").stat().st_mtime_ns == first  # kept, not retrained
     assert incomplete_reason(out / f"seed-{n - 1:04d}", seed=n - 1) is None
+
+
+@pytest.mark.parametrize(
+    "extra,fragments",
+    [
+        (["--method", "magic"], ["unknown method 'magic'; choose one of gmp, random, oneshot, lottery"]),
+        (["--method", "random", "--sparsity", "0.9", "--prune-begin", "0.1"],
+         ["option 'prune-begin' is not used by method 'random', which takes: sparsity, exclude, prune-final"]),
+        (["--finetune-epochs", "2"], ["option 'finetune-epochs' is not used by method 'gmp'"]),
+        (["--method", "oneshot", "--sparsity", "0.9"], ["method 'oneshot' derives each model from a trained dense model"]),
+        (["--method", "random"], ["method 'random' needs a sparsity in (0, 1), got None"]),
+    ],
+)  # fmt: skip
+def test_method_options_are_checked_before_anything_is_written(tmp_path, capsys, extra, fragments):
+    code, _, err = run(["train", "--out", str(tmp_path / "pop"), "--quiet", *extra], capsys)
+    assert code == 2
+    assert_one_line_error(err, *fragments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_from_a_population_that_is_not_there_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "pop"
+    code, _, err = run(["train", "--out", str(out), "--quiet", "--method", "oneshot", "--sparsity", "0.9",
+                        "--from", str(tmp_path / "nowhere")], capsys)  # fmt: skip
+    assert code == 2
+    assert_one_line_error(err, f"parent population {tmp_path / 'nowhere'}: not a pie-audit population")
+    assert list(tmp_path.iterdir()) == []

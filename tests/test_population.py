@@ -201,18 +201,17 @@ def test_killed_run_resumes(tmp_path):
 
 
 def test_out_of_device_memory_halves_k_and_retries(tmp_path, monkeypatch):
-    from pie_audit import population as population_module
-
     groups = []
-    real = population_module.train_models
+    real = PruneConfig.train
 
-    def fake(dataset, *, seeds, **kw):
+    def fake(self, dataset, *, seeds, **kw):
         groups.append(list(seeds))
         if len(seeds) > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(dataset, seeds=seeds, **kw)
+        return real(self, dataset, seeds=seeds, **kw)
 
-    monkeypatch.setattr(population_module, "train_models", fake)
+    # The population's method trains each group (pie_audit.training.Method.train).
+    monkeypatch.setattr(PruneConfig, "train", fake)
     dirs = train_population(
         tiny_digits(), arch="small-cnn", out=tmp_path / "pop", population=5, jointly=8,
         train=replace(TINY_CONFIG, epochs=1), prune=PruneConfig(), device="cpu",

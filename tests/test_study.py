@@ -52,6 +52,64 @@ def test_a_good_spec(tmp_path):
     assert study.seeds == [0, 1, 2] and study.directory(study.baseline) == study.out / "dense"
 
 
+METHODS_SPEC = """
+[study]
+name = "methods"
+dataset = "digits"
+arch = "small-cnn"
+models = 2
+out = "runs/methods"
+
+[train]
+epochs = 1
+
+[[population]]
+name = "oneshot-80"
+method = "oneshot"
+sparsity = 0.8
+
+[[population]]
+name = "dense"
+sparsity = 0.0
+
+[[population]]
+name = "random-80"
+method = "random"
+sparsity = 0.8
+
+[[population]]
+name = "lottery-80"
+method = "lottery"
+sparsity = 0.8
+rounds = 2
+rewind = 0.0
+"""
+
+
+def test_a_spec_with_methods(tmp_path):
+    study = read_study(write(tmp_path, METHODS_SPEC))
+    assert study.baseline.name == "dense"
+    assert [p.method for p in study.pruned] == ["oneshot", "random", "lottery"]
+    oneshot = study.pruned[0]
+    assert oneshot.is_derived and oneshot.prune.source == str(study.out / "dense")
+    assert study.pruned[2].prune.rounds == 2
+
+
+def test_a_study_trains_derived_populations_after_the_baseline(tmp_path):
+    study = read_study(write(tmp_path, METHODS_SPEC))
+    from pie_audit.study import run_study
+
+    # The derived population comes first in the spec, but its parents must exist when it trains.
+    outcome = run_study(study, device="cpu", report=False)
+    assert outcome.trained == 8
+    for population in study.populations:
+        run = json.loads((study.directory(population) / "seed-0001" / "run.json").read_text())
+        assert run["method"] == population.method
+    oneshot = json.loads((study.out / "oneshot-80" / "seed-0001" / "run.json").read_text())
+    assert oneshot["parent"]["seed"] == 1
+    assert pie_audit.compare(study.out / "dense", study.out / "oneshot-80").test == "paired"
+
+
 def test_the_shipped_study_is_valid():
     study = read_study(ROOT / "studies" / "digits.toml")
     assert [p.prune.sparsity for p in study.populations] == [0.0, 0.5, 0.9, 0.98]
@@ -75,7 +133,12 @@ def test_the_shipped_study_is_valid():
         (lambda s: s.replace("scope = \"global\"", "scope = \"row\""), "unknown pruning scope 'row'"),
         (lambda s: s.replace("epochs = 1", "epochs = 0"), "[train] epochs must be"),
         (lambda s: s.replace("epochs = 1", "epoch = 1"), "[train] has unknown key 'epoch'"),
-        (lambda s: s.replace("sparsity = 0.9", "sparsity = 0.9\nmethod = \"lottery\""), "method 'lottery' is not one of gmp"),
+        (lambda s: s.replace("sparsity = 0.9", "sparsity = 0.9\nmethod = \"magic\""), "method 'magic' is not one of gmp, random, oneshot, lottery"),
+        (lambda s: s.replace("sparsity = 0.9", "sparsity = 0.9\nmethod = \"oneshot\"\nfrom = \"gmp-90\""),
+         "[[population]] 'gmp-90' from must name the study's baseline population ('dense'), not 'gmp-90'"),
+        (lambda s: s.replace("sparsity = 0.9", "sparsity = 0.9\nmethod = \"random\""),
+         "[[population]] 'gmp-90' option 'scope' is not used by method 'random', which takes: sparsity, exclude, prune-final"),
+        (lambda s: s.replace("sparsity = 0.9", "sparsity = 0.9\nrounds = 2"), "option 'rounds' is not used by method 'gmp'"),
         (lambda s: s.replace('exclude = ["features.0"]', 'exclude = "features.0"'), "exclude must be a list of strings"),
         (lambda s: s.replace('name = "gmp-90"', 'name = "report"'), "name 'report' is reserved"),
         (lambda s: s.replace('name = "gmp-90"', 'name = "../escape"'), "name must be letters, digits"),

@@ -1,0 +1,491 @@
+"""Compression methods beyond gradual magnitude pruning, each a small object over one loop.
+
+A method (:class:`pie_audit.training.Method`) is a frozen dataclass of its options that trains
+a group of seeds through :func:`pie_audit.training.train_models`, changing only the loop's
+seams: where each model starts, and its mask policy. ``gmp`` is
+:class:`pie_audit.training.PruneConfig`; this module adds
+
+- ``random`` (:class:`RandomPruning`): random masks fixed before training, the control of
+  Liu et al. 2019 and Gale et al. 2019;
+- ``oneshot`` (:class:`OneShotPruning`): magnitude pruning of a trained dense parent, then
+  fine-tuning with the mask held (Han et al. 2015), paired with the parent by seed;
+- ``lottery`` (:class:`LotteryTicket`): iterative magnitude pruning with weight rewinding
+  (Frankle & Carbin 2019; Frankle et al. 2019).
+
+:func:`make_method` builds one from the options a command line or a study spec gave, refusing
+an option the method does not use. docs/methods.md describes each method and its defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import Dataset, dataset_hash
+from .errors import ConfigError
+from .population import incomplete_reason, model_dir_name
+from .pruning import (
+    SCOPES,
+    FixedMasks,
+    apply_masks_,
+    exclude_patterns,
+    magnitude_masks,
+    prunable_weights,
+)
+from .store import MODEL_FILE, POPULATION_FILE, RUN_FILE
+from .training import (
+    NOTHING_TO_PRUNE,
+    PruneConfig,
+    TrainConfig,
+    TrainedModel,
+    init_model,
+    train_models,
+    training_steps,
+)
+
+__all__ = [
+    "METHODS",
+    "DERIVED",
+    "METHOD_OPTIONS",
+    "make_method",
+    "RandomPruning",
+    "OneShotPruning",
+    "LotteryTicket",
+    "check_parent",
+    "load_parent",
+    "mask_seed",
+    "FINETUNE_FRACTION",
+    "FINETUNE_LR_FACTOR",
+    "UNKNOWN_METHOD",
+    "OPTION_NOT_USED",
+    "NEEDS_SPARSITY",
+    "NEEDS_FROM",
+    "BAD_SCOPE",
+    "BAD_REWIND",
+    "BAD_COUNT",
+    "PARENT_NOT_A_POPULATION",
+    "PARENT_NOT_DENSE",
+    "PARENT_OTHER",
+    "PARENT_MISSING",
+]
+
+#: Every method, ``gmp`` (the default) first.
+METHODS = ("gmp", "random", "oneshot", "lottery")
+#: The methods that derive each model from a trained dense parent (``--from``).
+DERIVED = ("oneshot",)
+#: The options each method takes, spelled as on the command line without ``--`` (and as in a
+#: study's ``[[population]]``). Any other option given is refused (:data:`OPTION_NOT_USED`).
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "gmp": ("sparsity", "scope", "prune-begin", "prune-end", "prune-every", "exclude", "prune-final"),
+    "random": ("sparsity", "exclude", "prune-final"),
+    "oneshot": ("sparsity", "scope", "exclude", "prune-final", "from", "finetune-epochs"),
+    "lottery": ("sparsity", "scope", "exclude", "prune-final", "rewind", "rounds"),
+}
+# Option name -> dataclass field, where they differ.
+_FIELDS = {"prune-begin": "begin", "prune-end": "end", "prune-every": "frequency", "from": "source"}
+
+#: One-shot fine-tuning lasts this fraction of the population's epochs unless
+#: ``finetune-epochs`` says otherwise (at least one epoch).
+FINETUNE_FRACTION = 0.25
+#: Fine-tuning restarts the cosine schedule at this fraction of the learning rate: the parent is
+#: already trained, and the full rate would undo much of it (Han et al. 2015 fine-tune lower).
+FINETUNE_LR_FACTOR = 0.1
+
+UNKNOWN_METHOD = "unknown method {method!r}; choose one of {choices}"
+OPTION_NOT_USED = "option {option!r} is not used by method {method!r}, which takes: {options}"
+NEEDS_SPARSITY = "method {method!r} needs a sparsity in (0, 1), got {sparsity!r}"
+NEEDS_FROM = (
+    "method {method!r} derives each model from a trained dense model: name the baseline "
+    "population with --from"
+)
+BAD_SCOPE = "unknown pruning scope {scope!r}; choose layer or global"
+BAD_REWIND = "rewind must be a fraction of training in [0, 1), got {value!r}"
+BAD_COUNT = "{name} must be a whole number >= 1, got {value!r}"
+PARENT_NOT_A_POPULATION = "parent population {path}: not a pie-audit population ({reason})"
+PARENT_NOT_DENSE = (
+    "parent population {path}: not a dense population (method {method!r}, sparsity "
+    "{sparsity!r}); {derived} derives from a dense baseline"
+)
+PARENT_OTHER = "parent population {path}: trained on {what} {theirs!r}, not {ours!r}"
+PARENT_MISSING = (
+    "parent population {path}: no finished model of seed {seeds}; train the baseline's seeds "
+    "first (the same --seed-start and --population)"
+)
+
+
+def make_method(method: str, options: Mapping[str, Any]) -> Any:
+    """The configuration of ``method`` from the options given, refusing one it does not use.
+
+    Parameters
+    ----------
+    method : str
+        One of :data:`METHODS`.
+    options : mapping of str to value
+        The options given, by their names in :data:`METHOD_OPTIONS` (``"prune-begin"``,
+        ``"from"``); an option not given is absent (``None`` counts as absent).
+
+    Returns
+    -------
+    Method
+        A :class:`~pie_audit.training.PruneConfig` for ``gmp``, else this module's dataclass.
+
+    Raises
+    ------
+    ConfigError
+        :data:`UNKNOWN_METHOD`, :data:`OPTION_NOT_USED`, :data:`NEEDS_FROM`, or a value out of
+        range.
+    """
+    if method not in METHODS:
+        raise ConfigError(UNKNOWN_METHOD.format(method=method, choices=", ".join(METHODS)))
+    takes = METHOD_OPTIONS[method]
+    given = {k: v for k, v in options.items() if v is not None}
+    for option in given:
+        if option not in takes:
+            raise ConfigError(
+                OPTION_NOT_USED.format(option=option, method=method, options=", ".join(takes))
+            )
+    if method in DERIVED and "from" not in given:
+        raise ConfigError(NEEDS_FROM.format(method=method))
+    kwargs = {_FIELDS.get(k, k.replace("-", "_")): v for k, v in given.items()}
+    if "exclude" in kwargs:
+        kwargs["exclude"] = tuple(kwargs["exclude"])
+    if "source" in kwargs:
+        kwargs["source"] = str(kwargs["source"])
+    cls = {"gmp": PruneConfig, "random": RandomPruning, "oneshot": OneShotPruning,
+           "lottery": LotteryTicket}[method]  # fmt: skip
+    if method != "gmp" and "sparsity" not in kwargs:
+        raise ConfigError(NEEDS_SPARSITY.format(method=method, sparsity=None))
+    return cls(**kwargs)
+
+
+def _check_pruning(method: str, sparsity: float, scope: str, exclude: Sequence[str]) -> None:
+    ok = isinstance(sparsity, (int, float)) and not isinstance(sparsity, bool)
+    if not (ok and 0.0 < sparsity < 1.0):
+        raise ConfigError(NEEDS_SPARSITY.format(method=method, sparsity=sparsity))
+    if scope not in SCOPES:
+        raise ConfigError(BAD_SCOPE.format(scope=scope))
+    exclude_patterns(exclude)
+
+
+def _count(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(BAD_COUNT.format(name=name, value=value))
+
+
+def _names(model: nn.Module, sparsity: float, exclude: Sequence[str], prune_final: bool) -> tuple[str, ...]:
+    names = prunable_weights(model, exclude=exclude, prune_final=prune_final)
+    if not names:
+        raise ConfigError(NOTHING_TO_PRUNE.format(sparsity=sparsity))
+    return tuple(names)
+
+
+def mask_seed(seed: int) -> int:
+    """The seed of a model's mask stream: independent of its init and data streams."""
+    # A spawned child of the model's SeedSequence, which derive_seeds never draws from.
+    child = np.random.SeedSequence(seed, spawn_key=(1,))
+    return int(child.generate_state(1, dtype=np.uint64)[0]) & (2**63 - 1)
+
+
+class _Trains:
+    """What the methods that train from scratch share: no parent to check."""
+
+    def check(self, dataset: Dataset, *, arch: str, seeds: Sequence[int] | None = None) -> None:
+        """Nothing to check beyond :meth:`policy`: the method needs no parent."""
+
+
+@dataclass(frozen=True)
+class RandomPruning(_Trains):
+    """Random unstructured masks, drawn before training from the model's seed and held.
+
+    Each prunable tensor loses ``round(sparsity * n)`` weights chosen uniformly at random from
+    the model's own mask stream (:func:`mask_seed`), so masks differ between seeds and ignore
+    magnitude; the model then trains from its usual initialisation with the mask held from step
+    0. The control of Liu et al. 2019 ("Rethinking the value of network pruning") and Gale et
+    al. 2019 ("The state of sparsity in deep neural networks").
+    """
+
+    sparsity: float
+    exclude: tuple[str, ...] = ()
+    prune_final: bool = False
+    method: ClassVar[str] = "random"
+
+    def __post_init__(self) -> None:
+        _check_pruning(self.method, self.sparsity, "layer", self.exclude)
+
+    def policy(self, model: nn.Module, total_steps: int) -> FixedMasks:
+        """Hold the zeros :meth:`start` drew."""
+        names = _names(model, self.sparsity, self.exclude, self.prune_final)
+        return FixedMasks(names, self.sparsity, "random")
+
+    def start(self, arch: str, dataset: Dataset, seed: int) -> nn.Module:
+        """The seed's initial model with a random ``sparsity`` of each prunable tensor zeroed."""
+        model = init_model(arch, dataset, seed)
+        params = dict(model.named_parameters())
+        generator = torch.Generator().manual_seed(mask_seed(seed))
+        masks = {}
+        for name in _names(model, self.sparsity, self.exclude, self.prune_final):
+            n = params[name].numel()
+            keep = torch.ones(n, dtype=torch.bool)
+            keep[torch.randperm(n, generator=generator)[: round(self.sparsity * n)]] = False
+            masks[name] = keep.view_as(params[name])
+        apply_masks_(params, masks)
+        return model
+
+    def train(self, dataset: Dataset, *, arch: str, seeds: Sequence[int], config: TrainConfig,
+              device: torch.device | str = "cpu", on_epoch: Any = None) -> list[TrainedModel]:  # fmt: skip
+        """Train each seed from its randomly masked initialisation with the mask held."""
+        return train_models(dataset, arch=arch, seeds=seeds, config=config, prune=self,
+                            device=device, start=self.start, on_epoch=on_epoch)  # fmt: skip
+
+
+def _read_parent_spec(source: Path) -> dict:
+    marker = source / POPULATION_FILE
+    try:
+        with open(marker, encoding="utf-8") as fh:
+            record = json.load(fh)
+    except FileNotFoundError as e:
+        raise ConfigError(PARENT_NOT_A_POPULATION.format(path=source, reason=f"no {POPULATION_FILE}")) from e
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        reason = f"{POPULATION_FILE} is unreadable: {e}"
+        raise ConfigError(PARENT_NOT_A_POPULATION.format(path=source, reason=reason)) from e
+    spec = record.get("spec") if isinstance(record, dict) else None
+    if not isinstance(spec, dict) or not isinstance(spec.get("prune"), dict):
+        reason = f"{POPULATION_FILE} records no training configuration"
+        raise ConfigError(PARENT_NOT_A_POPULATION.format(path=source, reason=reason))
+    return spec
+
+
+def check_parent(
+    source: str | Path, dataset: Dataset, *, arch: str, derived: str, seeds: Sequence[int] | None = None
+) -> None:
+    """Refuse a parent population a derived method cannot use; nothing is written.
+
+    Parameters
+    ----------
+    source : path
+        The parent population directory (``--from``).
+    dataset : Dataset
+        The derived population's data: the parent must have been trained on the same.
+    arch : str
+    derived : str
+        The derived method's name, for the message.
+    seeds : sequence of int, optional
+        Seeds whose finished parent models must be there; not checked when ``None`` (a study
+        trains its baseline first).
+
+    Raises
+    ------
+    ConfigError
+        :data:`PARENT_NOT_A_POPULATION`, :data:`PARENT_NOT_DENSE`, :data:`PARENT_OTHER` or
+        :data:`PARENT_MISSING`.
+    """
+    source = Path(source)
+    spec = _read_parent_spec(source)
+    method, sparsity = spec.get("method", "gmp"), spec["prune"].get("sparsity")
+    if method != "gmp" or sparsity != 0:
+        raise ConfigError(
+            PARENT_NOT_DENSE.format(path=source, method=method, sparsity=sparsity, derived=derived)
+        )
+    if spec.get("dataset") != dataset.name:
+        raise ConfigError(PARENT_OTHER.format(path=source, what="dataset", theirs=spec.get("dataset"), ours=dataset.name))
+    ours = dataset_hash(dataset.example_ids, dataset.y_test.numpy(), dataset.x_test)
+    if spec.get("dataset_hash") != ours:
+        raise ConfigError(PARENT_OTHER.format(path=source, what="test data of hash", theirs=spec.get("dataset_hash"), ours=ours))
+    if spec.get("arch") != arch:
+        raise ConfigError(PARENT_OTHER.format(path=source, what="architecture", theirs=spec.get("arch"), ours=arch))
+    if seeds is not None:
+        missing = [s for s in seeds if incomplete_reason(source / model_dir_name(s), seed=s) is not None]
+        if missing:
+            raise ConfigError(PARENT_MISSING.format(path=source, seeds=", ".join(map(str, missing))))
+
+
+def load_parent(source: str | Path, seed: int) -> tuple[dict[str, torch.Tensor], dict]:
+    """The finished parent model of ``seed``: its weights and the ``parent`` record.
+
+    The weights are read with ``torch.load(weights_only=True)``: tensors only, no pickled code.
+
+    Returns
+    -------
+    state_dict : dict of str to Tensor
+    record : dict
+        ``{"seed", "path", "model_sha256"}``, as ``run.json`` states the parent.
+
+    Raises
+    ------
+    ConfigError
+        :data:`PARENT_MISSING`: no finished model of ``seed`` (checked against its run.json).
+    """
+    directory = Path(source) / model_dir_name(seed)
+    if incomplete_reason(directory, seed=seed) is not None:
+        raise ConfigError(PARENT_MISSING.format(path=source, seeds=seed))
+    with open(directory / RUN_FILE, encoding="utf-8") as fh:
+        run = json.load(fh)
+    state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
+    record = {"seed": seed, "path": str(directory.resolve()),
+              "model_sha256": run["files"][MODEL_FILE]["sha256"]}  # fmt: skip
+    return state, record
+
+
+@dataclass(frozen=True)
+class OneShotPruning:
+    """Magnitude pruning of a trained dense parent, then fine-tuning with the mask held.
+
+    Each seed's model starts from the parent population's model of the same seed (``source``),
+    pruned by magnitude to ``sparsity`` (per tensor, or ranked together with ``scope="global"``),
+    and is fine-tuned for ``finetune_epochs`` (default :data:`FINETUNE_FRACTION` of the
+    population's epochs) at :data:`FINETUNE_LR_FACTOR` of its learning rate, without warm-up.
+    Each model's ``run.json`` names its parent, so the audit pairs them (Han et al. 2015,
+    "Learning both weights and connections for efficient neural networks").
+    """
+
+    sparsity: float
+    source: str
+    scope: str = "layer"
+    finetune_epochs: int | None = None
+    exclude: tuple[str, ...] = ()
+    prune_final: bool = False
+    method: ClassVar[str] = "oneshot"
+
+    def __post_init__(self) -> None:
+        _check_pruning(self.method, self.sparsity, self.scope, self.exclude)
+        if self.finetune_epochs is not None:
+            _count("finetune-epochs", self.finetune_epochs)
+
+    def policy(self, model: nn.Module, total_steps: int) -> FixedMasks:
+        """Hold the zeros of the pruned parent."""
+        names = _names(model, self.sparsity, self.exclude, self.prune_final)
+        return FixedMasks(names, self.sparsity, "parent-magnitude")
+
+    def check(self, dataset: Dataset, *, arch: str, seeds: Sequence[int] | None = None) -> None:
+        """Refuse a parent population that is not a dense one of this data and architecture."""
+        check_parent(self.source, dataset, arch=arch, derived=self.method, seeds=seeds)
+
+    def finetune_config(self, config: TrainConfig) -> TrainConfig:
+        """The fine-tuning run's configuration, from the population's."""
+        epochs = self.finetune_epochs or max(1, round(FINETUNE_FRACTION * config.epochs))
+        return replace(config, epochs=epochs, lr=config.lr * FINETUNE_LR_FACTOR, warmup_epochs=0.0)
+
+    def train(self, dataset: Dataset, *, arch: str, seeds: Sequence[int], config: TrainConfig,
+              device: torch.device | str = "cpu", on_epoch: Any = None) -> list[TrainedModel]:  # fmt: skip
+        """Prune each seed's parent and fine-tune it; each result records its parent."""
+        parents = {seed: load_parent(self.source, seed) for seed in seeds}
+
+        def start(arch: str, dataset: Dataset, seed: int) -> nn.Module:
+            model = init_model(arch, dataset, seed)
+            model.load_state_dict(parents[seed][0])
+            params = dict(model.named_parameters())
+            names = _names(model, self.sparsity, self.exclude, self.prune_final)
+            masks = magnitude_masks({n: params[n] for n in names}, self.sparsity, scope=self.scope)
+            apply_masks_(params, masks)
+            return model
+
+        finetune = self.finetune_config(config)
+        results = train_models(dataset, arch=arch, seeds=seeds, config=finetune, prune=self,
+                               device=device, start=start, on_epoch=on_epoch)  # fmt: skip
+        extra = {"epochs": finetune.epochs, "lr": finetune.lr}
+        return [replace(r, record={"parent": parents[r.seed][1], "finetune": extra}) for r in results]
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A lottery round's pruning: the zeros of its starting point, held."""
+
+    names: tuple[str, ...]
+    target: float
+
+    def policy(self, model: nn.Module, total_steps: int) -> FixedMasks:
+        return FixedMasks(self.names, self.target, "lottery-rewound")
+
+
+@dataclass(frozen=True)
+class LotteryTicket(_Trains):
+    """Iterative magnitude pruning with weight rewinding: a lottery ticket per seed.
+
+    Each seed trains dense from its own initialisation once, keeping its weights after
+    ``rewind`` of the run's steps (0: the initialisation itself, Frankle & Carbin 2019; a few
+    percent: rewinding, Frankle et al. 2019, "Stabilizing the lottery ticket hypothesis").
+    Then ``rounds`` rounds each prune by magnitude the same fraction of the weights still alive
+    (``1 - (1 - sparsity) ** (1 / rounds)``), ranked on the last round's trained weights, and
+    retrain from the rewound weights with the mask held; the last round ends exactly at
+    ``sparsity``. Only parameters rewind: BatchNorm statistics restart from their initial
+    values, which each round's training replaces.
+    """
+
+    sparsity: float
+    scope: str = "layer"
+    rewind: float = 0.05
+    rounds: int = 3
+    exclude: tuple[str, ...] = ()
+    prune_final: bool = False
+    method: ClassVar[str] = "lottery"
+
+    def __post_init__(self) -> None:
+        _check_pruning(self.method, self.sparsity, self.scope, self.exclude)
+        if not (isinstance(self.rewind, (int, float)) and not isinstance(self.rewind, bool)
+                and math.isfinite(self.rewind) and 0 <= self.rewind < 1):  # fmt: skip
+            raise ConfigError(BAD_REWIND.format(value=self.rewind))
+        _count("rounds", self.rounds)
+
+    def sparsity_after(self, round_: int) -> float:
+        """Sparsity after round ``round_`` (1-based); the last is exactly :attr:`sparsity`."""
+        if round_ >= self.rounds:
+            return float(self.sparsity)
+        return 1.0 - (1.0 - self.sparsity) ** (round_ / self.rounds)
+
+    def policy(self, model: nn.Module, total_steps: int) -> FixedMasks:
+        """The last round's policy (what :func:`pie_audit.training.check_training` sees)."""
+        names = _names(model, self.sparsity, self.exclude, self.prune_final)
+        return FixedMasks(names, self.sparsity, "lottery-rewound")
+
+    def train(self, dataset: Dataset, *, arch: str, seeds: Sequence[int], config: TrainConfig,
+              device: torch.device | str = "cpu", on_epoch: Any = None) -> list[TrainedModel]:  # fmt: skip
+        """Train dense, then prune and retrain from the rewound weights ``rounds`` times."""
+        seeds = list(seeds)
+        rewind_step = round(self.rewind * training_steps(dataset, config))
+        names = _names(init_model(arch, dataset, seeds[0]), self.sparsity, self.exclude, self.prune_final)
+        rewound: dict[str, torch.Tensor] = {}  # (K, ...) by parameter name
+
+        def keep(step: int, params: Mapping[str, torch.Tensor], masks: Any) -> None:
+            # Called after each step: the weights after rewind_step steps are seen at step - 1.
+            if step + 1 == rewind_step:
+                rewound.update({n: p.detach().cpu().clone() for n, p in params.items()})
+
+        results = train_models(dataset, arch=arch, seeds=seeds, config=config, prune=PruneConfig(),
+                               device=device, on_epoch=on_epoch,
+                               on_step=keep if rewind_step > 0 else None)  # fmt: skip
+        if rewind_step == 0:
+            inits = [dict(init_model(arch, dataset, s).named_parameters()) for s in seeds]
+            rewound = {n: torch.stack([p[n].detach() for p in inits]) for n in inits[0]}
+        steps, wall = results[0].steps, results[0].wall_time_s
+        masks = None
+        for round_ in range(1, self.rounds + 1):
+            target = self.sparsity_after(round_)
+            trained = {n: torch.stack([r.state_dict[n] for r in results]) for n in names}
+            masks = magnitude_masks(trained, target, scope=self.scope, previous=masks, batch_dims=1)
+
+            def start(arch: str, dataset: Dataset, seed: int, masks: dict = masks) -> nn.Module:
+                i = seeds.index(seed)
+                model = init_model(arch, dataset, seed)
+                with torch.no_grad():
+                    for name, param in model.named_parameters():
+                        param.copy_(rewound[name][i])
+                        if name in masks:
+                            param.mul_(masks[name][i])
+                return model
+
+            results = train_models(dataset, arch=arch, seeds=seeds, config=config,
+                                   prune=_Held(names, target), device=device, start=start,
+                                   on_epoch=on_epoch)  # fmt: skip
+            steps += results[0].steps
+            wall += results[0].wall_time_s
+        record = {"lottery": {"rewind_step": rewind_step, "rounds": self.rounds,
+                              "sparsity_per_round": [self.sparsity_after(r) for r in range(1, self.rounds + 1)]}}  # fmt: skip
+        return [replace(r, steps=steps, wall_time_s=wall, record=record) for r in results]
