@@ -153,6 +153,12 @@ def _train_unit(dataset: str, data_root: str, arch: str, train: Any, prune: Any,
     return prune.train(_dataset(dataset, data_root), arch=arch, seeds=seeds, config=train, device=resolve_device(device))
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
 def _check_resources(gpus_per_unit: float | None, cpus_per_unit: float | None) -> None:
     for what, value in (("gpus-per-unit", gpus_per_unit), ("cpus-per-unit", cpus_per_unit)):
         if value is not None and (isinstance(value, bool) or not value > 0 or not math.isfinite(value)):
@@ -199,7 +205,7 @@ def run_ray(
         started for the study and shut down after it.
     gpus_per_unit, cpus_per_unit : float, optional
         Resources each unit's task asks for (fractions allowed). Default: one GPU when the
-        driver's ``device`` is CUDA, else one CPU.
+        driver's ``device`` is CUDA, else as many CPUs as the driver's torch uses threads.
     started : callable(unit), optional
 
     Notes
@@ -223,7 +229,10 @@ def run_ray(
     try:
         if gpus_per_unit is None and cpus_per_unit is None:
             gpus_per_unit = 1.0 if device.startswith("cuda") else None
-            cpus_per_unit = None if gpus_per_unit else 1.0
+            # A CPU unit parallelises inside (torch's threads), so it asks for as many CPUs as
+            # the driver's torch uses: measured on 2 cores, two 1-CPU units at once took 1.48x
+            # the local executor's time, one 2-CPU unit at a time 1.17x.
+            cpus_per_unit = None if gpus_per_unit else float(_torch_threads())
         task = ray.remote(
             num_gpus=gpus_per_unit or 0,
             num_cpus=cpus_per_unit if cpus_per_unit is not None else 0 if gpus_per_unit else 1,
