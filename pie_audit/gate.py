@@ -7,8 +7,10 @@ it is the :class:`GateRules` field with underscores. Limits are fractions in [0,
 ``max-class-drop`` (default 0.02)
     Fail when a class is significantly harmed and lost more than this many points of recall
     beyond the models' average (``normalized_change < -limit``).
-``max-class-recall-drop`` (off by default)
-    Fail when a class's recall fell significantly (the absolute test) by more than this.
+``max-class-recall-drop`` (default 0.05)
+    Fail when a class's recall fell significantly (the absolute test) by more than this: on by
+    default so that a pass never hides a large drop that every class shared, which the relative
+    test cannot see.
 ``max-pie-fraction`` (off by default)
     Fail when the fraction of examples that are PIEs exceeds it; with ``stable-pies-only``,
     count only PIEs that survive 90% of model resamples.
@@ -59,7 +61,7 @@ class GateRules:
     """Limits the gate enforces; ``None`` turns a rule off."""
 
     max_class_drop: float | None = 0.02
-    max_class_recall_drop: float | None = None
+    max_class_recall_drop: float | None = 0.05
     max_pie_fraction: float | None = None
     max_accuracy_drop: float | None = None
     max_harmed_classes: int | None = None

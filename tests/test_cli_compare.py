@@ -110,7 +110,7 @@ def test_options_reach_the_library(harmed_populations, tmp_path):
 
 
 def test_rules_from_pyproject_and_command_line_precedence(harmed_populations, tmp_path):
-    Path("pyproject.toml").write_text("[tool.pie-audit]\nmax-class-drop = 0.5\nmax-pie-fraction = 0.0\n")
+    Path("pyproject.toml").write_text("[tool.pie-audit]\nmax-class-drop = 0.5\nmax-class-recall-drop = 1\nmax-pie-fraction = 0.0\n")
     assert run("compare", *harmed_populations, "--out", tmp_path / "r", "-q") == 1
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert [f["rule"] for f in summary["gate"]["failures"]] == ["max-pie-fraction"]
@@ -119,7 +119,7 @@ def test_rules_from_pyproject_and_command_line_precedence(harmed_populations, tm
 
 
 def test_config_is_found_from_a_sub_directory_and_named(harmed_populations, tmp_path, monkeypatch, capsys):
-    (tmp_path / "pyproject.toml").write_text("[tool.pie-audit]\nmax-class-drop = 0.5\n")
+    (tmp_path / "pyproject.toml").write_text("[tool.pie-audit]\nmax-class-drop = 0.5\nmax-class-recall-drop = 1\n")
     sub = tmp_path / "src" / "deep"
     sub.mkdir(parents=True)
     monkeypatch.chdir(sub)
@@ -128,14 +128,14 @@ def test_config_is_found_from_a_sub_directory_and_named(harmed_populations, tmp_
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["config"] == {
         "source": str(tmp_path / "pyproject.toml"),
-        "rules": {**summary["gate"]["rules"], "max-class-drop": 0.5},
+        "rules": {**summary["gate"]["rules"], "max-class-drop": 0.5, "max-class-recall-drop": 1},
     }
 
 
 def test_explicit_config_file(harmed_populations, tmp_path):
     config = tmp_path / "ci" / "gate.toml"
     config.parent.mkdir()
-    config.write_text("[tool.pie-audit]\nmax-class-drop = 0.5\n")
+    config.write_text("[tool.pie-audit]\nmax-class-drop = 0.5\nmax-class-recall-drop = 1\n")
     assert run("compare", *harmed_populations, "--config", config, "-q") == 0
 
 

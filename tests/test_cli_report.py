@@ -96,7 +96,7 @@ def test_without_sparsity_the_order_given_is_the_axis(tmp_path, audit_labels):
     base = population(tmp_path / "base", audit_labels, seed=1, accuracy=0.9)
     a = population(tmp_path / "a", audit_labels, seed=2, accuracy=0.9)
     b = population(tmp_path / "b", audit_labels, seed=3, accuracy=0.85)
-    assert run("report", base, a, b, "--out", tmp_path / "s", "--quiet", "--n-bootstrap", 50, "--max-class-drop", 1) == 0
+    assert run("report", base, a, b, "--out", tmp_path / "s", "--quiet", "--n-bootstrap", 50, "--max-class-drop", 1, "--max-class-recall-drop", 1) == 0
     page = parse((tmp_path / "s" / "index.html").read_text())
     assert "placed in the order they were given" in page.text
     assert [svg.label for svg in page.svgs] == ["Accuracy, PIE fraction and impacted classes against population (in the order given)"]

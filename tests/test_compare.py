@@ -156,11 +156,11 @@ def test_tie_break_option(tmp_path):
 
 def test_gate_rules_are_applied(harmed_populations):
     result = pie_audit.compare(
-        *harmed_populations, rules=GateRules(max_class_drop=None, max_accuracy_drop=0.5)
+        *harmed_populations, rules=GateRules(max_class_drop=None, max_class_recall_drop=None, max_accuracy_drop=0.5)
     )
     assert result.gate.passed
     result = pie_audit.compare(
-        *harmed_populations, rules=GateRules(max_class_drop=None, max_pie_fraction=0.0)
+        *harmed_populations, rules=GateRules(max_class_drop=None, max_class_recall_drop=None, max_pie_fraction=0.0)
     )
     assert [f.rule for f in result.gate.failures] == ["max-pie-fraction"]
 

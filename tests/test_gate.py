@@ -112,7 +112,7 @@ def test_to_dict():
     assert d["passed"] is False
     assert d["rules"] == {
         "max-class-drop": 0.02,
-        "max-class-recall-drop": None,
+        "max-class-recall-drop": 0.05,
         "max-pie-fraction": None,
         "max-accuracy-drop": None,
         "max-harmed-classes": None,
@@ -127,7 +127,7 @@ def test_to_dict():
 
 
 def test_junit_xml():
-    rules = GateRules(max_class_drop=0.02, max_pie_fraction=0.5)
+    rules = GateRules(max_class_drop=0.02, max_class_recall_drop=None, max_pie_fraction=0.5)
     result = evaluate_gate(CLASSES, pie_fraction=0.1, accuracy_drop=0, rules=rules)
     root = ET.fromstring(junit_xml(result))
     suite = root.find("testsuite")

@@ -57,7 +57,9 @@ def test_verdict_populations_and_impacted_classes(harmed_result):
     page = parse(render(harmed_result))
     verdict = page.section("Verdict").text
     assert "Gate FAILED" in verdict
-    (failure,) = harmed_result.gate.failures
+    # The planted class fails both the relative rule and the absolute one (on by default).
+    failure, absolute = harmed_result.gate.failures
+    assert absolute.rule == "max-class-recall-drop" and absolute.message in verdict
     assert failure.message in verdict
     assert failure.message.startswith("1 class(es) significantly harmed, losing more than 2.0 points")
     # Cards: PIE count and fraction, harmed and helped counts, both mean accuracies, each with its label.

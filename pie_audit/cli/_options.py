@@ -28,7 +28,7 @@ MaxClassDrop = Annotated[
 ]
 MaxClassRecallDrop = Annotated[
     Optional[float],
-    typer.Option(help="Fail when a class's recall falls significantly by more than this (absolute, fraction)."),
+    typer.Option(help="Fail when a class's recall falls significantly by more than this (absolute, fraction). \\[default: 0.05]"),
 ]
 MaxPieFraction = Annotated[Optional[float], typer.Option(help="Fail when the PIE fraction exceeds this.")]
 StablePiesOnly = Annotated[
