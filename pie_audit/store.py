@@ -368,20 +368,29 @@ def _index_hint(schema: Any) -> str:
 
 def read_run(path: Path) -> dict[str, Any]:
     """Read and validate one ``run.json``; only ``classes`` is checked, when present."""
-    path = Path(path)
+    run = _read_json_object(Path(path))
+    _check_classes(Path(path), run.get("classes"))
+    return run
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object (``run.json``, ``population.json``), or a one-line error."""
     try:
         with open(path, encoding="utf-8") as fh:
-            run = json.load(fh)
+            record = json.load(fh)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FormatError(BAD_RUN_JSON.format(path=path, reason=e)) from e
-    if not isinstance(run, dict):
+    if not isinstance(record, dict):
         raise FormatError(RUN_NOT_OBJECT.format(path=path))
-    classes = run.get("classes")
+    return record
+
+
+def _check_classes(path: Path, classes: Any) -> None:
+    """``classes``, where given, must be a non-empty list of strings."""
     if classes is not None and not (
         isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)
     ):
         raise FormatError(BAD_CLASSES.format(path=path))
-    return run
 
 
 def load_population(path: Path) -> Population:
@@ -613,20 +622,9 @@ def write_population(path: str | Path, population: Population) -> Path:
 
 def read_population_classes(path: Path) -> tuple[str, ...] | None:
     """The class names of a ``population.json``, if it lists them (``"classes"``)."""
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            record = json.load(fh)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(BAD_RUN_JSON.format(path=path, reason=e)) from e
-    if not isinstance(record, dict):
-        raise FormatError(RUN_NOT_OBJECT.format(path=path))
-    classes = record.get("classes")
-    if classes is None:
-        return None
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        raise FormatError(BAD_CLASSES.format(path=path))
-    return tuple(classes)
+    classes = _read_json_object(Path(path)).get("classes")
+    _check_classes(Path(path), classes)
+    return tuple(classes) if classes is not None else None
 
 
 def _check_same_examples(
