@@ -187,6 +187,9 @@ class LoadedModel:
         The ``run.json`` beside a ``model.pt``, when there is one.
     batch_size : int or None
         The only batch size a ``torch.export`` program exported with a static batch accepts.
+    int8 : bool
+        An int8 state dict (:mod:`pie_audit.quantization`): its kernels run on the CPU only,
+        with the x86 quantized engine.
     """
 
     module: nn.Module
@@ -196,6 +199,7 @@ class LoadedModel:
     arch: str | None = None
     run: dict[str, Any] | None = None
     batch_size: int | None = None
+    int8: bool = False
 
 
 # ============================================================================================
@@ -502,8 +506,9 @@ def measured_layers(model: nn.Module) -> list[str]:
     Every conv and linear layer's ``weight`` but the last linear layer's (the classifier, which
     pruning leaves dense), as :func:`pie_audit.pruning.prunable_weights` chooses them, so that a
     model's measured sparsity is comparable with ``pie-audit train``'s. Found in plain modules,
-    TorchScript modules (by their original class name) and ``torch.export`` modules (by the
-    module types their graph records).
+    TorchScript modules (by their original class name), ``torch.export`` modules (by the
+    module types their graph records) and int8 models (by their quantized weights, named as
+    the float model's, :func:`pie_audit.quantization.int8_parameters`).
 
     Parameters
     ----------
@@ -517,6 +522,11 @@ def measured_layers(model: nn.Module) -> list[str]:
     import torch
     from torch import nn
 
+    int8 = _int8_parameters(model)
+    if int8 is not None:
+        # Quantized layers hold their weights outside named_parameters(); a linear weight is 2-D.
+        layers = [(name, "linear" if w.ndim == 2 else "conv") for name, w in int8.items() if name.endswith("weight")]
+        return _all_but_classifier(layers)
     traced: dict[str, str] = {}
     graph = getattr(model, "graph", None)
     if isinstance(model, torch.fx.GraphModule) and graph is not None:
@@ -538,8 +548,21 @@ def measured_layers(model: nn.Module) -> list[str]:
         weight = f"{name}.weight" if name else "weight"
         if kind is not None and weight in params:
             layers.append((weight, kind))
+    return _all_but_classifier(layers)
+
+
+def _all_but_classifier(layers: list[tuple[str, str]]) -> list[str]:
+    """The weights of ``(weight, kind)`` pairs in module order, but the last linear one."""
     final = max((i for i, (_, kind) in enumerate(layers) if kind == "linear"), default=None)
     return [weight for i, (weight, _) in enumerate(layers) if i != final]
+
+
+def _int8_parameters(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The weights and biases of an int8 model by their float names; None for any other model."""
+    from .quantization import int8_parameters, is_quantized_state_dict
+
+    state = model.state_dict()
+    return int8_parameters(state) if is_quantized_state_dict(state) else None
 
 
 def _model_class(model: nn.Module) -> str:
@@ -569,11 +592,18 @@ def _record(
     import torch
 
     from .pruning import sparsity_report
+    from .quantization import int8_weights
 
     layers = measured_layers(model)
+    int8 = _int8_parameters(model)
     with torch.no_grad():
-        params = {name: p.detach() for name, p in model.named_parameters()}
-        sparsity = sparsity_report(params, layers) if layers else None
+        if int8 is not None:
+            # The zeros of int8 weights are their zero points; the report adds their dtypes.
+            params = int8
+            sparsity = int8_weights(model.state_dict(), names=layers) if layers else None
+        else:
+            params = {name: p.detach() for name, p in model.named_parameters()}
+            sparsity = sparsity_report(params, layers) if layers else None
         n_parameters = sum(p.numel() for p in params.values())
     record: dict[str, Any] = {"format": "pie-audit/run/1", "source": SOURCE}
     record |= {key: value for key, value in extra.items() if key != "dataset"}
@@ -641,7 +671,8 @@ def predict_files(
     ----------
     files : sequence of str or Path
         Model files: state dicts of a registry architecture (``model.pt`` from
-        ``pie-audit train``), TorchScript archives, or ``torch.export`` programs (``.pt2``).
+        ``pie-audit train``; int8 ones too, from :mod:`pie_audit.quantization`), TorchScript
+        archives, or ``torch.export`` programs (``.pt2``).
     dataset : str or Dataset
         A registry name (:data:`pie_audit.data.DATASETS`) or a loaded dataset.
     out : str or Path
@@ -652,7 +683,8 @@ def predict_files(
     data_root : str or Path, default "data"
         Where the dataset's files are looked up.
     device : str, default "auto"
-        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"`` or ``"mps"``. Int8 models
+        run on the CPU whatever it says, as their kernels exist only there.
     batch_size : int, default 1024
         Test images per forward pass (a ``torch.export`` program with a static batch size is
         fed batches of exactly that size).
@@ -733,12 +765,15 @@ def predict_files(
     done: list[tuple[str, _Evaluation, dict[str, Any]]] = []
     for name, path in names.items():
         loaded = load_model_file(path, arch=arch, dataset=data, trust_code=trust_code)
-        module = loaded.module.to(target)
+        # Int8 kernels exist for the CPU only, whatever device the float models get.
+        device = torch.device("cpu") if loaded.int8 else target
+        module = loaded.module.to(device)
         forward = _guarded(module, loaded, data)
         try:
-            evaluation = _evaluate(
-                module, forward, loader, device=target, example_ids=data.example_ids, n_classes=data.num_classes
-            )
+            with _runtime(loaded):
+                evaluation = _evaluate(
+                    module, forward, loader, device=device, example_ids=data.example_ids, n_classes=data.num_classes
+                )
         except PieAuditError as e:
             raise type(e)(IN_FILE.format(path=path, error=e)) from e
         extra = {
@@ -749,7 +784,7 @@ def predict_files(
             "command": list(command) if command is not None else None,
         }
         record = _record(
-            module, evaluation, classes=data.classes, device=target, dataset=dataset_record,
+            module, evaluation, classes=data.classes, device=device, dataset=dataset_record,
             extra={key: value for key, value in extra.items() if value is not None},
         )  # fmt: skip
         done.append((name, evaluation, record))
@@ -768,6 +803,15 @@ def predict_files(
             shutil.rmtree(out, ignore_errors=True)
         raise
     return written
+
+
+def _runtime(loaded: LoadedModel) -> contextlib.AbstractContextManager[None]:
+    """What a loaded model runs under: the quantized engine its int8 weights were packed for."""
+    if not loaded.int8:
+        return contextlib.nullcontext()
+    from .quantization import quantized_engine
+
+    return quantized_engine()
 
 
 def _guarded(module: nn.Module, loaded: LoadedModel, data: Dataset) -> Callable[[torch.Tensor], Any]:
@@ -830,9 +874,11 @@ def load_model_file(
 
     - **state dict** (a ``torch.save`` file): ``torch.load(weights_only=True)``, then built with
       :func:`pie_audit.models.build_model` for ``dataset``'s image shape and classes and
-      ``load_state_dict(strict=True)``. Anything that is not a mapping of names to tensors is
-      refused, and so is any pickle that needs more than tensors and plain containers (a whole
-      pickled model, a pickle that would run code).
+      ``load_state_dict(strict=True)``; an int8 state dict (``q.state_dict()`` of a model from
+      :func:`pie_audit.quantization.quantize_static`) is rebuilt with
+      :func:`pie_audit.quantization.load_quantized`. Anything that is not a mapping of names to
+      tensors (or an int8 state dict) is refused, and so is any pickle that needs more than
+      tensors and plain containers (a whole pickled model, a pickle that would run code).
     - **TorchScript archive** (``torch.jit.save``): ``torch.jit.load``, only with ``trust_code``.
     - **torch.export program** (``torch.export.save``, ``.pt2``): ``torch.export.load``, only
       with ``trust_code``, and only when no part of the archive would be unpickled without
@@ -873,8 +919,8 @@ def load_model_file(
     if run is not None:
         _check_run_dataset(path, run, run_file, name=dataset.name, dataset=dataset)
     if kind == STATE_DICT:
-        module, arch = _load_state_dict(path, content, arch=arch, run=run, run_file=run_file, dataset=dataset)
-        return LoadedModel(module=module, kind=kind, path=path, sha256=sha256, arch=arch, run=run)
+        module, arch, int8 = _load_state_dict(path, content, arch=arch, run=run, run_file=run_file, dataset=dataset)
+        return LoadedModel(module=module, kind=kind, path=path, sha256=sha256, arch=arch, run=run, int8=int8)
     if not trust_code:
         raise FormatError(NEEDS_TRUST.format(path=path, kind=_KIND_WORDS[kind]))
     if kind == TORCH_EXPORT:
@@ -961,10 +1007,12 @@ def _load_state_dict(
     run: Mapping[str, Any] | None,
     run_file: Path | None,
     dataset: Dataset,
-) -> tuple[nn.Module, str]:
+) -> tuple[nn.Module, str, bool]:
+    """The model of a state dict file, its architecture, and whether it is int8."""
     import torch
 
     from .models import ARCHITECTURES, UNKNOWN_ARCHITECTURE, build_model
+    from .quantization import is_quantized_state_dict, load_quantized
 
     # Loaded before anything else is asked of the file: whatever else is wrong with it, a
     # pickle that is not weights is refused as such.
@@ -972,6 +1020,8 @@ def _load_state_dict(
         with warnings.catch_warnings():
             # Said of every pickle not written by torch.save; the unpickler refuses what it cannot read.
             warnings.filterwarnings("ignore", category=UserWarning, message="Detected pickle protocol")
+            # Said by torch's own rebuilding of quantized tensors (int8 models), not by the file.
+            warnings.filterwarnings("ignore", category=UserWarning, message="TypedStorage is deprecated")
             state = torch.load(io.BytesIO(content), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:
         detail = _weights_only_refusal(e)
@@ -980,8 +1030,10 @@ def _load_state_dict(
         raise FormatError(NOT_A_MODEL.format(path=path, reason=_one_line(e))) from e
     except (RuntimeError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError) as e:
         raise FormatError(NOT_A_MODEL.format(path=path, reason=_one_line(e))) from e
-    if not isinstance(state, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    int8 = is_quantized_state_dict(state)
+    if not int8 and (
+        not isinstance(state, Mapping)
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
     ):
         what = f"a {type(state).__name__}"
         hint = ""
@@ -1001,14 +1053,20 @@ def _load_state_dict(
     elif isinstance(recorded, str) and recorded != arch:
         raise ConfigError(ARCH_CONFLICT.format(path=path, run=run_file, found=recorded, arch=arch))
     channels, height, _ = dataset.image_shape
-    module = build_model(arch, in_channels=channels, image_size=height, num_classes=dataset.num_classes)
+    shape = {"in_channels": channels, "image_size": height, "num_classes": dataset.num_classes}
+    if int8:
+        try:
+            return load_quantized(arch, **shape, state_dict=state), arch, True
+        except PieAuditError as e:
+            raise type(e)(IN_FILE.format(path=path, error=e)) from e
+    module = build_model(arch, **shape)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise FormatError(
             STATE_DICT_MISMATCH.format(path=path, arch=arch, dataset=dataset.name, reason=_one_line(e))
         ) from e
-    return module, arch
+    return module, arch, False
 
 
 def _weights_only_refusal(error: BaseException) -> str | None:
