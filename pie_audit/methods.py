@@ -10,7 +10,11 @@ seams: where each model starts, and its mask policy. ``gmp`` is
 - ``oneshot`` (:class:`OneShotPruning`): magnitude pruning of a trained dense parent, then
   fine-tuning with the mask held (Han et al. 2015), paired with the parent by seed;
 - ``lottery`` (:class:`LotteryTicket`): iterative magnitude pruning with weight rewinding
-  (Frankle & Carbin 2019; Frankle et al. 2019).
+  (Frankle & Carbin 2019; Frankle et al. 2019);
+- ``structured`` (:class:`StructuredPruning`): gradual removal of whole conv filters by L2
+  norm (Li et al. 2017; He et al. 2018);
+- ``int8`` (:class:`Int8Quantization`): post-training static int8 quantization of a trained
+  dense parent, calibrated on training images (Jacob et al. 2018), paired with the parent.
 
 :func:`make_method` builds one from the options a command line or a study spec gave, refusing
 an option the method does not use. docs/methods.md describes each method and its defaults.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +40,10 @@ from .population import incomplete_reason, model_dir_name
 from .pruning import (
     SCOPES,
     FixedMasks,
+    GradualFilterPruning,
     apply_masks_,
+    channel_report,
+    conv_weights,
     exclude_patterns,
     magnitude_masks,
     prunable_weights,
@@ -59,6 +67,11 @@ __all__ = [
     "RandomPruning",
     "OneShotPruning",
     "LotteryTicket",
+    "StructuredPruning",
+    "Int8Quantization",
+    "CALIBRATION_IMAGES",
+    "calibration_indices",
+    "NO_CONV",
     "check_parent",
     "load_parent",
     "mask_seed",
@@ -78,9 +91,9 @@ __all__ = [
 ]
 
 #: Every method, ``gmp`` (the default) first.
-METHODS = ("gmp", "random", "oneshot", "lottery")
+METHODS = ("gmp", "random", "oneshot", "lottery", "structured", "int8")
 #: The methods that derive each model from a trained dense parent (``--from``).
-DERIVED = ("oneshot",)
+DERIVED = ("oneshot", "int8")
 #: The options each method takes, spelled as on the command line without ``--`` (and as in a
 #: study's ``[[population]]``). Any other option given is refused (:data:`OPTION_NOT_USED`).
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -88,9 +101,16 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "random": ("sparsity", "exclude", "prune-final"),
     "oneshot": ("sparsity", "scope", "exclude", "prune-final", "from", "finetune-epochs"),
     "lottery": ("sparsity", "scope", "exclude", "prune-final", "rewind", "rounds"),
+    "structured": ("sparsity", "prune-begin", "prune-end", "prune-every", "exclude"),
+    "int8": ("from", "calibration-images"),
 }
 # Option name -> dataclass field, where they differ.
 _FIELDS = {"prune-begin": "begin", "prune-end": "end", "prune-every": "frequency", "from": "source"}
+
+#: Training images that calibrate an ``int8`` model's activation ranges unless
+#: ``calibration-images`` says otherwise (all of them when the split is smaller). PyTorch's
+#: static quantization recipes calibrate on a few hundred to a thousand images.
+CALIBRATION_IMAGES = 512
 
 #: One-shot fine-tuning lasts this fraction of the population's epochs unless
 #: ``finetune-epochs`` says otherwise (at least one epoch).
@@ -109,6 +129,10 @@ NEEDS_FROM = (
 BAD_SCOPE = "unknown pruning scope {scope!r}; choose layer or global"
 BAD_REWIND = "rewind must be a fraction of training in [0, 1), got {value!r}"
 BAD_COUNT = "{name} must be a whole number >= 1, got {value!r}"
+NO_CONV = (
+    "method 'structured' removes conv filters, and {arch} has no conv layer left to prune "
+    "(--exclude {exclude})"
+)
 PARENT_NOT_A_POPULATION = "parent population {path}: not a pie-audit population ({reason})"
 PARENT_NOT_DENSE = (
     "parent population {path}: not a dense population (method {method!r}, sparsity "
@@ -160,8 +184,9 @@ def make_method(method: str, options: Mapping[str, Any]) -> Any:
     if "source" in kwargs:
         kwargs["source"] = str(kwargs["source"])
     cls = {"gmp": PruneConfig, "random": RandomPruning, "oneshot": OneShotPruning,
-           "lottery": LotteryTicket}[method]  # fmt: skip
-    if method != "gmp" and "sparsity" not in kwargs:
+           "lottery": LotteryTicket, "structured": StructuredPruning,
+           "int8": Int8Quantization}[method]  # fmt: skip
+    if method != "gmp" and "sparsity" in takes and "sparsity" not in kwargs:
         raise ConfigError(NEEDS_SPARSITY.format(method=method, sparsity=None))
     return cls(**kwargs)
 
@@ -489,3 +514,160 @@ class LotteryTicket(_Trains):
         record = {"lottery": {"rewind_step": rewind_step, "rounds": self.rounds,
                               "sparsity_per_round": [self.sparsity_after(r) for r in range(1, self.rounds + 1)]}}  # fmt: skip
         return [replace(r, steps=steps, wall_time_s=wall, record=record) for r in results]
+
+
+@dataclass(frozen=True)
+class StructuredPruning(_Trains):
+    """Structured pruning: whole conv filters of smallest L2 norm, removed gradually during training.
+
+    Each conv layer loses ``round(sparsity * C_out)`` of its output channels, chosen by the L2
+    norm of their filters (He et al. 2018, "Soft filter pruning"; Li et al. 2017, "Pruning
+    filters for efficient ConvNets", rank by L1) and removed on Zhu & Gupta's cubic schedule
+    between ``begin`` and ``end`` of training, from scratch, like ``gmp``. A removed filter
+    takes its bias and the BatchNorm scale and shift of its feature map with it, so the channel
+    outputs zero, as if cut out. Linear layers are not pruned. Each ``run.json`` records the
+    channel sparsity reached (``sparsity.channels``) beside the weight sparsity of the pruned
+    conv layers (``sparsity.achieved``); ``sparsity.target`` is the channel fraction asked for.
+    """
+
+    sparsity: float
+    begin: float = 0.2
+    end: float = 0.8
+    frequency: int | None = None
+    exclude: tuple[str, ...] = ()
+    method: ClassVar[str] = "structured"
+
+    def __post_init__(self) -> None:
+        _check_pruning(self.method, self.sparsity, "layer", self.exclude)
+        # The schedule's own checks (begin <= end, frequency >= 1), with gmp's messages.
+        self._schedule_config()
+
+    def _schedule_config(self) -> PruneConfig:
+        return PruneConfig(sparsity=self.sparsity, begin=self.begin, end=self.end,
+                           frequency=self.frequency, exclude=self.exclude)  # fmt: skip
+
+    def policy(self, model: nn.Module, total_steps: int) -> GradualFilterPruning:
+        """Filter pruning of ``model``'s conv layers on the schedule of a run of ``total_steps``.
+
+        Raises
+        ------
+        ConfigError
+            :data:`NO_CONV`, or a schedule the run is too short for (as ``gmp``).
+        """
+        # gmp's policy checks the schedule against the run (PRUNING_TOO_LATE) and builds it.
+        schedule = self._schedule_config().policy(model, total_steps).schedule
+        names = conv_weights(model, exclude=self.exclude)
+        if not names:
+            arch = type(model).__name__
+            raise ConfigError(NO_CONV.format(arch=arch, exclude=" ".join(self.exclude) or "none"))
+        return GradualFilterPruning.build(model, schedule, names)
+
+    def train(self, dataset: Dataset, *, arch: str, seeds: Sequence[int], config: TrainConfig,
+              device: torch.device | str = "cpu", on_epoch: Any = None) -> list[TrainedModel]:  # fmt: skip
+        """Train each seed from scratch, removing filters on the schedule; record channel sparsity."""
+        return train_models(dataset, arch=arch, seeds=seeds, config=config, prune=self,
+                            device=device, on_epoch=on_epoch, finish=self.record_channels)  # fmt: skip
+
+    def record_channels(self, results: list[TrainedModel]) -> list[TrainedModel]:
+        """Add the channel sparsity each finished model reached to its ``sparsity`` record.
+
+        ``target`` becomes the channel fraction asked for; ``achieved`` stays the fraction of
+        zero weights in the pruned conv layers, as for every method, and ``weights_target`` is
+        the exact fraction of them that whole filters make (each layer is rounded to a filter).
+        """
+        out = []
+        for r in results:
+            names = list(r.sparsity["layers"])  # the policy's conv weights
+            channels = channel_report(r.state_dict, names) | {"target": self.sparsity}
+            sparsity = r.sparsity | {"target": self.sparsity, "weights_target": r.sparsity["target"],
+                                     "channels": channels}  # fmt: skip
+            out.append(replace(r, sparsity=sparsity))
+        return out
+
+
+def calibration_indices(n_train: int, n: int, seed: int) -> np.ndarray:
+    """Which training images calibrate the int8 model of ``seed``: ``min(n, n_train)`` of them.
+
+    The first ``n`` of a permutation of the training split drawn from a stream of the model's
+    seed that is independent of its initialisation, data order and masks, so each model of a
+    population calibrates on its own sample and the same model twice on the same one.
+
+    Returns
+    -------
+    ndarray of int64, shape (min(n, n_train),)
+        Sorted indices into the training split.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
+    return np.sort(rng.permutation(n_train)[: min(n, n_train)])
+
+
+@dataclass(frozen=True)
+class Int8Quantization:
+    """Post-training static int8 quantization of a trained dense parent, seed by seed.
+
+    Each seed's model is the parent population's model of the same seed (``source``), with
+    int8 weights (per output channel, symmetric) and activations (per tensor, affine) whose
+    ranges are calibrated on ``calibration_images`` training images
+    (:func:`calibration_indices`), by the FX graph mode flow of the pinned torch with its x86
+    backend (:mod:`pie_audit.quantization`). Nothing is trained; the model is evaluated on the
+    CPU with int8 kernels. ``model.pt`` holds the quantized state dict, which
+    :func:`pie_audit.quantization.load_quantized` reads back with ``weights_only``. Each
+    ``run.json`` names its parent, so the audit pairs them (Jacob et al. 2018, "Quantization
+    and training of neural networks for efficient integer-arithmetic-only inference"; the
+    audit of Hooker et al. 2020, "Characterising bias in compressed models").
+    """
+
+    source: str
+    calibration_images: int = CALIBRATION_IMAGES
+    method: ClassVar[str] = "int8"
+
+    def __post_init__(self) -> None:
+        _count("calibration-images", self.calibration_images)
+
+    def policy(self, model: nn.Module, total_steps: int) -> FixedMasks:
+        """No masks: the weights are the parent's, quantized after training."""
+        return FixedMasks((), 0.0, "none")
+
+    def check(self, dataset: Dataset, *, arch: str, seeds: Sequence[int] | None = None) -> None:
+        """Refuse a parent population that is not a dense one of this data and architecture."""
+        check_parent(self.source, dataset, arch=arch, derived=self.method, seeds=seeds)
+
+    def train(self, dataset: Dataset, *, arch: str, seeds: Sequence[int], config: TrainConfig,
+              device: torch.device | str = "cpu", on_epoch: Any = None) -> list[TrainedModel]:  # fmt: skip
+        """Quantize each seed's parent and evaluate it on the CPU; each result records its parent.
+
+        ``device`` is not used: int8 kernels run on the CPU, and the record says so.
+        """
+        from .quantization import int8_weights, predict_probabilities, quantize_static, scheme
+
+        labels = dataset.y_test.numpy()
+        results = []
+        for seed in seeds:
+            started = time.perf_counter()
+            state, parent = load_parent(self.source, seed)
+            model = init_model(arch, dataset, seed)
+            model.load_state_dict(state)
+            chosen = calibration_indices(len(dataset.x_train), self.calibration_images, seed)
+            quantized = quantize_static(model, dataset.x_train[torch.from_numpy(chosen)])
+            probabilities = predict_probabilities(quantized, dataset.x_test, batch_size=config.eval_batch_size)
+            record = {"parent": parent,
+                      "quantization": scheme() | {"calibration_images": int(len(chosen))}}  # fmt: skip
+            results.append(
+                TrainedModel(
+                    seed=seed,
+                    state_dict=quantized.state_dict(),
+                    probabilities=probabilities,
+                    accuracy=float((probabilities.argmax(1) == labels).mean()),
+                    # The zeros among the int8 weights (quantization rounds the smallest to 0),
+                    # over the layers the other methods prune, so the figures compare.
+                    sparsity=int8_weights(quantized.state_dict(), names=prunable_weights(model))
+                    | {"target": 0.0},
+                    schedule={"kind": "post-training-quantization"},
+                    steps=0,
+                    wall_time_s=time.perf_counter() - started,
+                    device="cpu",
+                    jointly=1,
+                    record=record,
+                )
+            )
+        return results

@@ -34,6 +34,11 @@ __all__ = [
     "default_frequency",
     "GradualMagnitudePruning",
     "FixedMasks",
+    "conv_weights",
+    "channel_coupled",
+    "filter_masks",
+    "channel_report",
+    "GradualFilterPruning",
 ]
 
 SCOPES = ("layer", "global")
@@ -365,3 +370,192 @@ class FixedMasks:
     def to_dict(self) -> dict:
         """What the run record states: fixed masks, their origin and the target."""
         return {"kind": "fixed", "origin": self.origin, "final": self.target}
+
+
+# ---- structured pruning: whole output channels (filters) of conv layers ----------------------
+
+
+def conv_weights(model: nn.Module, *, exclude: Sequence[str] = ()) -> list[str]:
+    """Names of the conv weights whose filters structured pruning may remove.
+
+    Every ``nn.Conv1d/2d/3d`` weight not matched by ``exclude`` (as :func:`prunable_weights`);
+    linear layers keep all their units.
+    """
+    patterns = exclude_patterns(exclude)
+    return [
+        f"{name}.weight" if name else "weight"
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+        and not any(p.fullmatch(name) for p in patterns)
+    ]
+
+
+def channel_coupled(model: nn.Module, names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The parameters that belong to each conv weight's output channels.
+
+    A filter removed must take its whole feature map with it, or the channel would still carry
+    a constant: its conv's bias, and the affine weight and bias of a BatchNorm applied directly
+    to the conv's output (found by tracing the model with ``torch.fx``; a model that cannot be
+    traced couples the bias only).
+
+    Parameters
+    ----------
+    model : nn.Module
+    names : sequence of str
+        Conv weight names (:func:`conv_weights`).
+
+    Returns
+    -------
+    dict of str to tuple of str
+        Each conv weight's name to the names of its coupled parameters, each of shape (C_out,).
+    """
+    params = dict(model.named_parameters())
+    modules = dict(model.named_modules())
+    following: dict[str, str] = {}
+    try:
+        import torch.fx
+
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - any tracing failure only loses the BatchNorm coupling
+        graph = None
+    if graph is not None:
+        for node in graph.nodes:
+            if node.op != "call_module" or not isinstance(modules.get(node.target), nn.modules.batchnorm._BatchNorm):
+                continue
+            source = node.args[0] if node.args else None
+            if getattr(source, "op", None) == "call_module" and len(source.users) == 1:
+                following[source.target] = node.target
+    coupled = {}
+    for name in names:
+        module = name[: -len(".weight")] if name.endswith(".weight") else ""
+        extra = [f"{module}.bias" if module else "bias"]
+        norm = following.get(module)
+        if norm is not None:
+            extra += [f"{norm}.weight", f"{norm}.bias"]
+        coupled[name] = tuple(n for n in extra if n in params)
+    return coupled
+
+
+@torch.no_grad()
+def filter_masks(
+    weights: Mapping[str, torch.Tensor],
+    sparsity: float,
+    *,
+    previous: Mapping[str, torch.Tensor] | None = None,
+    batch_dims: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Channel masks that remove the filters of smallest L2 norm, ``round(sparsity * C_out)`` a layer.
+
+    Parameters
+    ----------
+    weights : mapping of name to Tensor of shape (*B, C_out, C_in, ...)
+        Conv weights; ``batch_dims`` leading axes index models trained jointly.
+    sparsity : float
+        Fraction of each layer's output channels to remove.
+    previous : mapping of name to bool Tensor of shape (*B, C_out), optional
+        Current channel masks: a removed filter ranks below every live one, so it stays removed
+        while the target grows.
+    batch_dims : int, default 0
+
+    Returns
+    -------
+    dict of name to bool Tensor of shape (*B, C_out)
+        ``True`` keeps the channel. A stable sort breaks ties towards the lower channel index.
+    """
+    masks = {}
+    for name, w in weights.items():
+        score = w.detach().float().flatten(start_dim=batch_dims + 1).norm(dim=-1)  # (*B, C_out)
+        if previous is not None:
+            score = torch.where(previous[name], score, -1.0)
+        masks[name] = _keep_mask(score, round(sparsity * score.shape[-1]))
+    return masks
+
+
+@torch.no_grad()
+def channel_report(params: Mapping[str, torch.Tensor], names: Iterable[str]) -> dict[str, object]:
+    """Achieved channel sparsity: the fraction of filters that are entirely zero.
+
+    Parameters
+    ----------
+    params : mapping of name to Tensor
+        One model's parameters (no model axis).
+    names : iterable of str
+        Conv weights of shape (C_out, C_in, ...).
+
+    Returns
+    -------
+    dict
+        ``{"achieved": float, "layers": {name: float}, "n_channels": int, "n_zero": int}``.
+    """
+    layers, total, zeros = {}, 0, 0
+    for name in names:
+        w = params[name]
+        dead = int((w.flatten(start_dim=1) == 0).all(dim=1).sum())
+        layers[name] = dead / w.shape[0]
+        total += w.shape[0]
+        zeros += dead
+    return {"achieved": zeros / total if total else 0.0, "layers": layers, "n_channels": total, "n_zero": zeros}
+
+
+@dataclass(frozen=True)
+class GradualFilterPruning:
+    """Mask policy of structured pruning: whole filters of smallest L2 norm, on Zhu & Gupta's schedule.
+
+    At each update every conv layer of every model loses the filters (output channels) of
+    smallest L2 norm until ``round(s_t * C_out)`` are gone, ``s_t`` following the cubic schedule
+    to the final channel sparsity. A removed filter takes its coupled parameters with it
+    (:func:`channel_coupled`), so its feature map is zero, as if the channel had been cut out.
+
+    Attributes
+    ----------
+    schedule : PruningSchedule
+        ``final`` is the fraction of channels removed from each layer.
+    names : tuple of str
+        The conv weights it prunes.
+    coupled : tuple of (str, tuple of str)
+        Each conv weight's coupled parameters (bias, following BatchNorm).
+    target : float
+        The fraction of the weights of :attr:`names` removed at the end: each layer loses
+        ``round(final * C_out)`` whole filters, so this is exact, not ``final``.
+    """
+
+    schedule: PruningSchedule
+    names: tuple[str, ...]
+    coupled: tuple[tuple[str, tuple[str, ...]], ...]
+    target: float
+
+    @classmethod
+    def build(cls, model: nn.Module, schedule: PruningSchedule, names: Sequence[str]) -> GradualFilterPruning:
+        """The policy for ``model``'s conv weights ``names``, with its exact weight target."""
+        params = dict(model.named_parameters())
+        removed = sum(round(schedule.final * params[n].shape[0]) * params[n][0].numel() for n in names)
+        total = sum(params[n].numel() for n in names)
+        coupled = tuple(channel_coupled(model, names).items())
+        return cls(schedule, tuple(names), coupled, removed / total if total else 0.0)
+
+    def __call__(
+        self,
+        step: int,
+        weights: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor] | None,
+    ) -> dict[str, torch.Tensor] | None:
+        """New masks before ``step`` for the conv weights (K, C_out, ...) and their coupled
+        parameters (K, C_out), or ``None`` when the schedule does not update there."""
+        if not self.schedule.updates_at(step):
+            return None
+        previous = None
+        if masks is not None:
+            previous = {n: masks[n].flatten(start_dim=2).any(dim=-1) for n in self.names}
+        channels = filter_masks(weights, self.schedule.sparsity_at(step), previous=previous, batch_dims=1)
+        out = {}
+        for name, extra in self.coupled:
+            keep = channels[name]  # (K, C_out)
+            w = weights[name]
+            out[name] = keep.view(*keep.shape, *([1] * (w.dim() - 2))).expand_as(w).clone()
+            for other in extra:
+                out[other] = keep.clone()
+        return out
+
+    def to_dict(self) -> dict:
+        """The schedule, as a run record states it, with what is pruned."""
+        return self.schedule.to_dict() | {"unit": "filters (output channels), L2 norm"}

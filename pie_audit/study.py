@@ -35,9 +35,11 @@ __all__ = [
 
 #: Compression methods a population may name (:mod:`pie_audit.methods`; kept here as a literal
 #: so that reading a spec does not import torch).
-METHODS = ("gmp", "random", "oneshot", "lottery")
+METHODS = ("gmp", "random", "oneshot", "lottery", "structured", "int8")
 #: Methods whose models derive from the baseline's: trained after it (``from``).
-DERIVED = ("oneshot",)
+DERIVED = ("oneshot", "int8")
+#: Methods that take no sparsity: a population of theirs needs no ``sparsity`` key.
+NO_SPARSITY = ("int8",)
 #: Where ``study run`` writes the sweep report, inside the study's ``out``.
 REPORT_DIR = "report"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -88,6 +90,7 @@ _POPULATION_KEYS: dict[str, tuple[type, ...]] = {
     "finetune-epochs": (int,),
     "rewind": (int, float),
     "rounds": (int,),
+    "calibration-images": (int,),
 }
 _EXPECTED = {
     (str,): "a string",
@@ -299,15 +302,16 @@ def read_study(path: str | Path) -> Study:
             raise ConfigError(BAD_VALUE.format(path=path, where=where, problem="name must be letters, digits, '.', '_' or '-', not starting with '.'"))
         if name == REPORT_DIR:
             raise ConfigError(RESERVED.format(path=path, where=where, name=name))
-        if "sparsity" not in table:
-            raise ConfigError(MISSING_KEY.format(path=path, where=where, key="sparsity"))
         method = table.get("method", "gmp")
+        if "sparsity" not in table and method not in NO_SPARSITY:
+            raise ConfigError(MISSING_KEY.format(path=path, where=where, key="sparsity"))
         if method not in METHODS:
             raise ConfigError(
                 BAD_VALUE.format(path=path, where=f"{where} method", problem=f"{method!r} is not one of {', '.join(METHODS)}")
             )
         options = {k: v for k, v in table.items() if k not in ("name", "method")}
-        options["sparsity"] = float(options["sparsity"])
+        if "sparsity" in options:
+            options["sparsity"] = float(options["sparsity"])
         for key in ("prune-begin", "prune-end", "rewind"):
             if key in options:
                 options[key] = float(options[key])

@@ -198,7 +198,15 @@ def test_ctrl_c_keeps_finished_models_and_a_rerun_resumes(tmp_path):
 @pytest.mark.parametrize(
     "extra,fragments",
     [
-        (["--method", "magic"], ["unknown method 'magic'; choose one of gmp, random, oneshot, lottery"]),
+        (["--method", "magic"], ["unknown method 'magic'; choose one of gmp, random, oneshot, lottery, structured, int8"]),
+        (["--method", "int8", "--from", "runs/b", "--sparsity", "0.5"],
+         ["option 'sparsity' is not used by method 'int8', which takes: from, calibration-images"]),
+        (["--method", "int8"], ["method 'int8' derives each model from a trained dense model"]),
+        (["--method", "int8", "--from", "runs/b", "--calibration-images", "0"],
+         ["calibration-images must be a whole number >= 1, got 0"]),
+        (["--method", "structured", "--sparsity", "0.5", "--scope", "global"],
+         ["option 'scope' is not used by method 'structured'"]),
+        (["--calibration-images", "8"], ["option 'calibration-images' is not used by method 'gmp'"]),
         (["--method", "random", "--sparsity", "0.9", "--prune-begin", "0.1"],
          ["option 'prune-begin' is not used by method 'random', which takes: sparsity, exclude, prune-final"]),
         (["--finetune-epochs", "2"], ["option 'finetune-epochs' is not used by method 'gmp'"]),

@@ -17,13 +17,15 @@ from pie_audit.methods import (
     PARENT_NOT_DENSE,
     PARENT_OTHER,
     UNKNOWN_METHOD,
+    NO_CONV,
     LotteryTicket,
     OneShotPruning,
     RandomPruning,
+    StructuredPruning,
     make_method,
 )
 from pie_audit.population import train_population
-from pie_audit.pruning import magnitude_masks
+from pie_audit.pruning import channel_report, filter_masks, magnitude_masks
 from pie_audit.training import PruneConfig, init_model, train_models
 
 from tiny import TINY_CONFIG, tiny_digits
@@ -50,12 +52,15 @@ def test_make_method_builds_each_method_from_its_options():
         sparsity=0.9, source="runs/b", finetune_epochs=3
     )
     assert make_method("lottery", {"sparsity": 0.8, "rounds": 2}) == LotteryTicket(sparsity=0.8, rounds=2)
+    assert make_method("structured", {"sparsity": 0.5, "prune-end": 0.6, "prune-every": 3}) == StructuredPruning(
+        sparsity=0.5, end=0.6, frequency=3
+    )
 
 
 @pytest.mark.parametrize(
     "method,options,message",
     [
-        ("magic", {}, UNKNOWN_METHOD.format(method="magic", choices="gmp, random, oneshot, lottery")),
+        ("magic", {}, UNKNOWN_METHOD.format(method="magic", choices=", ".join(methods_module.METHODS))),
         ("random", {"sparsity": 0.9, "prune-begin": 0.1},
          OPTION_NOT_USED.format(option="prune-begin", method="random", options="sparsity, exclude, prune-final")),
         ("gmp", {"finetune-epochs": 2},
@@ -70,6 +75,12 @@ def test_make_method_builds_each_method_from_its_options():
         ("lottery", {"sparsity": 0.9, "rounds": 0}, "rounds must be a whole number >= 1, got 0"),
         ("lottery", {"sparsity": 0.9, "rewind": 1.0}, "rewind must be a fraction of training in [0, 1), got 1.0"),
         ("oneshot", {"sparsity": 0.9, "from": "b", "scope": "row"}, "unknown pruning scope 'row'; choose layer or global"),
+        ("structured", {"sparsity": 0.5, "scope": "global"},
+         OPTION_NOT_USED.format(option="scope", method="structured",
+                                options="sparsity, prune-begin, prune-end, prune-every, exclude")),
+        ("structured", {"sparsity": 0.5, "prune-begin": 0.7, "prune-end": 0.6},
+         "pruning must satisfy 0 <= begin <= end <= 1, got begin=0.7 end=0.6"),
+        ("structured", {"sparsity": 1.0}, NEEDS_SPARSITY.format(method="structured", sparsity=1.0)),
     ],
 )  # fmt: skip
 def test_make_method_refuses(method, options, message):
@@ -242,3 +253,148 @@ def test_lottery_prunes_in_rounds_to_the_target_and_retrains_from_the_rewound_we
         assert r.steps == 4 * 16
         assert r.record["lottery"]["rewind_step"] == 4
         assert r.record["lottery"]["sparsity_per_round"] == pytest.approx([0.5, 0.75, 0.875])
+
+
+# ---- structured ---------------------------------------------------------------------------------
+
+CONVS = ("features.0.weight", "features.3.weight")
+
+
+def test_structured_removes_whole_filters_of_smallest_norm_holds_them_and_records_channels(tmp_path):
+    prune = StructuredPruning(sparsity=0.75, begin=0.1, end=0.5)
+    seen = {}
+
+    def on_step(step, params, masks):
+        if masks is None:
+            return
+        for name in CONVS:
+            dead = ~masks[name].flatten(start_dim=2).any(dim=-1)  # (K, C_out)
+            # A masked filter is zero, and so are its bias: the whole feature map is gone.
+            assert torch.all(params[name][dead] == 0)
+            assert torch.all(params[name.replace("weight", "bias")][dead] == 0)
+            # Once removed, a filter stays removed while the target grows.
+            if name in seen:
+                assert torch.all(dead >= seen[name])
+            seen[name] = dead
+
+    results = train_models(tiny_digits(), arch="small-cnn", seeds=[0, 1], config=SHORT, prune=prune,
+                           on_step=on_step, finish=prune.record_channels)  # fmt: skip
+    for r in results:
+        for name in CONVS:
+            w, b = r.state_dict[name], r.state_dict[name.replace("weight", "bias")]
+            dead = (w.flatten(start_dim=1) == 0).all(dim=1)
+            assert int(dead.sum()) == round(0.75 * w.shape[0])
+            assert torch.all(b[dead] == 0) and torch.all(b[~dead] != 0)
+            assert torch.all(w[~dead].flatten(start_dim=1).norm(dim=1) > 0)
+        # The final classifier and the hidden linear layer keep every unit.
+        assert int((r.state_dict["classifier.1.weight"] == 0).sum()) == 0
+        channels = r.sparsity["channels"]
+        assert channels["n_channels"] == 32 + 64 and channels["n_zero"] == 24 + 48
+        assert channels["achieved"] == 0.75 and channels["target"] == 0.75
+        assert r.sparsity["target"] == 0.75
+        zeros = sum(int((r.state_dict[n] == 0).sum()) for n in CONVS)
+        assert r.sparsity["n_zero"] == zeros and r.sparsity["achieved"] == r.sparsity["weights_target"]
+    # Each model ranks its own filters: the two seeds keep different channels.
+    assert not torch.equal(results[0].state_dict["features.3.weight"] == 0, results[1].state_dict["features.3.weight"] == 0)
+
+
+def test_filter_masks_remove_the_smallest_l2_norms_per_model_and_keep_removed_ones_out():
+    # Two models, four filters of two weights each; L2 norms written out by hand.
+    w = torch.tensor([
+        [[3.0, 4.0], [0.0, 1.0], [1.0, 1.0], [6.0, 8.0]],    # norms 5, 1, 1.41, 10
+        [[0.0, 0.5], [2.0, 0.0], [0.0, 9.0], [0.3, 0.4]],    # norms 0.5, 2, 9, 0.5
+    ]).view(2, 4, 2, 1, 1)  # fmt: skip
+    masks = filter_masks({"w": w}, 0.5, batch_dims=1)["w"]
+    # Ties (0.5, 0.5) fall on the lower channel index.
+    assert masks.tolist() == [[True, False, False, True], [False, True, True, False]]
+    previous = torch.tensor([[False, True, True, True], [True, True, True, True]])
+    masks = filter_masks({"w": w}, 0.5, previous={"w": previous}, batch_dims=1)["w"]
+    assert masks.tolist() == [[False, False, True, True], [False, True, True, False]]
+    report = channel_report({"w": torch.where(masks[0].view(4, 1, 1, 1), w[0], 0.0)}, ["w"])
+    assert report == {"achieved": 0.5, "layers": {"w": 0.5}, "n_channels": 4, "n_zero": 2}
+
+
+def test_structured_on_a_resnet_zeroes_the_batchnorm_of_a_removed_filter():
+    from pie_audit.pruning import channel_coupled, conv_weights
+
+    model = init_model("resnet18-cifar", tiny_digits(), 0)
+    names = conv_weights(model)
+    coupled = channel_coupled(model, names)
+    assert coupled["conv1.weight"] == ("bn1.weight", "bn1.bias")
+    assert coupled["layer2.0.conv2.weight"] == ("layer2.0.bn2.weight", "layer2.0.bn2.bias")
+    assert coupled["layer2.0.downsample.0.weight"] == ("layer2.0.downsample.1.weight", "layer2.0.downsample.1.bias")
+    policy = StructuredPruning(sparsity=0.5, begin=0.0, end=0.0).policy(model, total_steps=10)
+    params = dict(model.named_parameters())
+    masks = policy(0, {n: params[n].unsqueeze(0) for n in policy.names}, None)
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask[0])
+    outputs = []
+    model.bn1.register_forward_hook(lambda m, i, o: outputs.append(o))
+    removed = ~masks["conv1.weight"][0].flatten(start_dim=1).any(dim=1)
+    assert int(removed.sum()) == 32
+    for mode in (True, False):  # the feature map is zero in training and in evaluation
+        model.train(mode)
+        model(torch.randn(2, 1, 8, 8))
+        assert torch.all(outputs[-1][:, removed] == 0) and torch.any(outputs[-1][:, ~removed] != 0)
+    assert policy.target == 0.5
+
+
+def test_structured_refuses_a_model_left_without_conv_layers():
+    with pytest.raises(ConfigError) as e:
+        StructuredPruning(sparsity=0.5, exclude=("features.*",)).policy(
+            init_model("small-cnn", tiny_digits(), 0), total_steps=100
+        )
+    assert str(e.value) == NO_CONV.format(arch="SmallCNN", exclude="features.*")
+
+
+# ---- int8 ---------------------------------------------------------------------------------------
+
+
+# torch's own rebuilding of quantized tensors in torch.load says this; nothing of ours does.
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")
+def test_int8_quantizes_each_parent_records_it_and_pairs_with_it(baseline, tmp_path):
+    import numpy as np
+
+    import pie_audit
+    from pie_audit.methods import Int8Quantization, calibration_indices
+    from pie_audit.quantization import load_quantized
+    from pie_audit.store import read_predictions
+
+    out = tmp_path / "int8"
+    dirs = train_population(tiny_digits(), arch="small-cnn", out=out, population=2, train=SHORT,
+                            prune=Int8Quantization(source=str(baseline), calibration_images=100),
+                            device="cpu")  # fmt: skip
+    data = tiny_digits()
+    for seed, directory in enumerate(dirs):
+        run = json.loads((directory / "run.json").read_text())
+        parent_run = json.loads((baseline / f"seed-{seed:04d}" / "run.json").read_text())
+        assert run["method"] == "int8" and run["device"] == "cpu" and run["steps"] == 0
+        assert run["parent"]["seed"] == seed
+        assert run["parent"]["model_sha256"] == parent_run["files"]["model.pt"]["sha256"]
+        assert run["quantization"]["backend"] == "x86"
+        assert run["quantization"]["calibration_images"] == 100
+        assert run["sparsity"]["target"] == 0.0 and 0.0 <= run["sparsity"]["achieved"] < 0.1
+        # The saved model holds int8 weights and loads with weights_only into the quantized graph.
+        state = torch.load(directory / "model.pt", weights_only=True)
+        assert state["features.0.weight"].dtype == torch.qint8
+        model = load_quantized("small-cnn", in_channels=1, image_size=8, num_classes=10, state_dict=state)
+        with torch.no_grad():
+            logits = model(data.x_test)
+        # What the population holds is what the saved model predicts.
+        ids, labels, stored = read_predictions(directory / "predictions.parquet")
+        order = np.argsort(np.asarray(data.example_ids), kind="stable")
+        assert np.array_equal(stored, logits.argmax(1).numpy()[order])
+        assert run["accuracy"] == pytest.approx(float((stored == labels).mean()))
+        parent = init_model("small-cnn", data, seed)
+        parent.load_state_dict(torch.load(baseline / f"seed-{seed:04d}" / "model.pt", weights_only=True))
+        with torch.no_grad():
+            agree = float((parent.eval()(data.x_test).argmax(1) == logits.argmax(1)).float().mean())
+        assert agree >= 0.95
+    # Each seed calibrates on its own sample of the training split, the same one every time.
+    a, b = calibration_indices(256, 100, 0), calibration_indices(256, 100, 1)
+    assert len(a) == 100 and len(set(a)) == 100 and not np.array_equal(a, b)
+    assert np.array_equal(a, calibration_indices(256, 100, 0))
+    assert len(calibration_indices(50, 100, 0)) == 50
+    result = pie_audit.compare(baseline, out)
+    assert result.test == "paired"

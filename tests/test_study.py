@@ -83,16 +83,30 @@ method = "lottery"
 sparsity = 0.8
 rounds = 2
 rewind = 0.0
+
+[[population]]
+name = "int8"
+method = "int8"
+calibration-images = 64
+
+[[population]]
+name = "structured-50"
+method = "structured"
+sparsity = 0.5
 """
 
 
 def test_a_spec_with_methods(tmp_path):
     study = read_study(write(tmp_path, METHODS_SPEC))
     assert study.baseline.name == "dense"
-    assert [p.method for p in study.pruned] == ["oneshot", "random", "lottery"]
+    assert [p.method for p in study.pruned] == ["oneshot", "random", "lottery", "int8", "structured"]
     oneshot = study.pruned[0]
     assert oneshot.is_derived and oneshot.prune.source == str(study.out / "dense")
     assert study.pruned[2].prune.rounds == 2
+    int8 = study.pruned[3]
+    assert int8.is_derived and int8.prune.source == str(study.out / "dense")
+    assert int8.prune.calibration_images == 64
+    assert study.pruned[4].prune.sparsity == 0.5 and not study.pruned[4].is_derived
 
 
 def test_a_study_trains_derived_populations_after_the_baseline(tmp_path):
@@ -101,19 +115,27 @@ def test_a_study_trains_derived_populations_after_the_baseline(tmp_path):
 
     # The derived population comes first in the spec, but its parents must exist when it trains.
     outcome = run_study(study, device="cpu", report=False)
-    assert outcome.trained == 8
+    assert outcome.trained == 12
     for population in study.populations:
         run = json.loads((study.directory(population) / "seed-0001" / "run.json").read_text())
         assert run["method"] == population.method
     oneshot = json.loads((study.out / "oneshot-80" / "seed-0001" / "run.json").read_text())
     assert oneshot["parent"]["seed"] == 1
     assert pie_audit.compare(study.out / "dense", study.out / "oneshot-80").test == "paired"
+    int8 = json.loads((study.out / "int8" / "seed-0001" / "run.json").read_text())
+    assert int8["parent"]["seed"] == 1 and int8["quantization"]["calibration_images"] == 64
+    assert pie_audit.compare(study.out / "dense", study.out / "int8").test == "paired"
+    structured = json.loads((study.out / "structured-50" / "seed-0001" / "run.json").read_text())
+    assert structured["sparsity"]["channels"]["achieved"] == 0.5
 
 
-def test_the_shipped_study_is_valid():
+def test_the_shipped_studies_are_valid():
     study = read_study(ROOT / "studies" / "digits.toml")
     assert [p.prune.sparsity for p in study.populations] == [0.0, 0.5, 0.9, 0.98]
     assert study.out == (ROOT / "runs" / "digits-gmp").resolve()
+    methods = read_study(ROOT / "studies" / "methods.toml")
+    assert [p.method for p in methods.pruned] == ["gmp", "random", "oneshot", "lottery", "structured", "int8"]
+    assert {p.prune.sparsity for p in methods.pruned if p.method != "int8"} == {0.9}
 
 
 @pytest.mark.parametrize(
@@ -133,7 +155,13 @@ def test_the_shipped_study_is_valid():
         (lambda s: s.replace("scope = \"global\"", "scope = \"row\""), "unknown pruning scope 'row'"),
         (lambda s: s.replace("epochs = 1", "epochs = 0"), "[train] epochs must be"),
         (lambda s: s.replace("epochs = 1", "epoch = 1"), "[train] has unknown key 'epoch'"),
-        (lambda s: s.replace("sparsity = 0.9", "sparsity = 0.9\nmethod = \"magic\""), "method 'magic' is not one of gmp, random, oneshot, lottery"),
+        (lambda s: s.replace("sparsity = 0.9", "sparsity = 0.9\nmethod = \"magic\""), "method 'magic' is not one of gmp, random, oneshot, lottery, structured, int8"),
+        (lambda s: s.replace('sparsity = 0.9\nscope = "global"', 'method = "int8"\nsparsity = 0.9'),
+         "[[population]] 'gmp-90' option 'sparsity' is not used by method 'int8', which takes: from, calibration-images"),
+        (lambda s: s.replace('sparsity = 0.9\nscope = "global"', 'method = "structured"'),
+         "[[population]] 'gmp-90' is missing required key 'sparsity'"),
+        (lambda s: s.replace('sparsity = 0.9\nscope = "global"\nprune-begin = 0.1\nexclude = ["features.0"]', 'method = "int8"\ncalibration-images = 0'),
+         "calibration-images must be a whole number >= 1, got 0"),
         (lambda s: s.replace("sparsity = 0.9", "sparsity = 0.9\nmethod = \"oneshot\"\nfrom = \"gmp-90\""),
          "[[population]] 'gmp-90' from must name the study's baseline population ('dense'), not 'gmp-90'"),
         (lambda s: s.replace("sparsity = 0.9", "sparsity = 0.9\nmethod = \"random\""),

@@ -19,9 +19,9 @@ def train(
     dataset: Annotated[str, typer.Option(help=_DATASET_HELP)] = "digits",
     arch: Annotated[str, typer.Option(help="small-cnn or resnet18-cifar.")] = "small-cnn",
     population: Annotated[int, typer.Option(help="Number of independently seeded models.")] = 16,
-    method: Annotated[str, typer.Option(help="gmp (gradual magnitude pruning), random, oneshot or lottery (docs/methods.md).")] = "gmp",
-    source: Annotated[Optional[Path], typer.Option("--from", help="oneshot: the dense baseline population its models derive from, seed by seed.")] = None,
-    sparsity: Annotated[Optional[float], typer.Option(help="Target sparsity; gmp: in [0, 1), 0 is the dense baseline; others: in (0, 1).")] = None,
+    method: Annotated[str, typer.Option(help="gmp (gradual magnitude pruning), random, oneshot, lottery, structured or int8 (docs/methods.md).")] = "gmp",
+    source: Annotated[Optional[Path], typer.Option("--from", help="oneshot, int8: the dense baseline population its models derive from, seed by seed.")] = None,
+    sparsity: Annotated[Optional[float], typer.Option(help="Target sparsity; gmp: in [0, 1), 0 is the dense baseline; structured: of each conv layer's channels; others: in (0, 1).")] = None,
     seed_start: Annotated[int, typer.Option(help="Model i gets seed seed-start + i.")] = 0,
     epochs: Annotated[Optional[int], typer.Option(help="Default: per dataset.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Default: per dataset.")] = None,
@@ -37,6 +37,7 @@ def train(
     finetune_epochs: Annotated[Optional[int], typer.Option(help="oneshot: fine-tuning epochs. \\[default: a quarter of the epochs]")] = None,
     rewind: Annotated[Optional[float], typer.Option(help="lottery: rewind to the weights after this fraction of the first run. \\[default: 0.05]")] = None,
     rounds: Annotated[Optional[int], typer.Option(help="lottery: prune-and-retrain rounds to reach the target. \\[default: 3]")] = None,
+    calibration_images: Annotated[Optional[int], typer.Option(help="int8: training images that calibrate the activation ranges. \\[default: 512]")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     jointly: Annotated[Optional[int], typer.Option(help="Models trained at once on the device (1: one at a time). Default: chosen from the device and model.")] = None,
     data_root: Annotated[Path, typer.Option(help="Where dataset files are looked up.")] = Path("data"),
@@ -70,6 +71,7 @@ def train(
         "sparsity": sparsity, "scope": scope, "prune-begin": prune_begin, "prune-end": prune_end,
         "prune-every": prune_every, "exclude": exclude or None, "prune-final": prune_final or None,
         "from": source, "finetune-epochs": finetune_epochs, "rewind": rewind, "rounds": rounds,
+        "calibration-images": calibration_images,
     }  # fmt: skip
     prune = make_method(method, options)
     overrides = {
