@@ -127,6 +127,10 @@ def test_a_study_trains_derived_populations_after_the_baseline(tmp_path):
     assert pie_audit.compare(study.out / "dense", study.out / "int8").test == "paired"
     structured = json.loads((study.out / "structured-50" / "seed-0001" / "run.json").read_text())
     assert structured["sparsity"]["channels"]["achieved"] == 0.5
+    # Every method's population audits against the baseline.
+    for population in study.pruned:
+        result = pie_audit.compare(study.out / "dense", study.directory(population))
+        assert result.pruned.n_models == 2 and 0.0 <= result.pies.fraction <= 1.0
 
 
 def test_the_shipped_studies_are_valid():
