@@ -33,6 +33,9 @@ __all__ = [
     "class_change_svg",
     "pies_per_class_svg",
     "accuracy_svg",
+    "METHOD_STYLES",
+    "UNKNOWN_METHOD",
+    "sweep_methods",
     "sweep_svg",
 ]
 
@@ -351,76 +354,217 @@ def accuracy_svg(baseline: pd.Series, pruned: pd.Series) -> str:
     return _draw(draw, 1.8, "accuracy", "Per-model accuracy in both populations")
 
 
-def sweep_svg(sweep: pd.DataFrame, *, x: str, xlabel: str) -> str:
+#: The label of a population whose method is not recorded (no run.json).
+UNKNOWN_METHOD = "unknown"
+#: A colour and a marker per compression method, so that a method looks the same in every
+#: sweep; the marker tells methods apart where colours do not (print, colour blindness).
+#: Gradual magnitude pruning, the default, keeps the colour of the pruned population.
+METHOD_STYLES = {
+    "gmp": (COLORS["pruned"], "o"),
+    "random": ("#8e6cbf", "s"),
+    "oneshot": ("#2a9d8f", "^"),
+    "lottery": ("#c44e9b", "D"),
+    "structured": ("#59a14f", "v"),
+    "int8": ("#9c755f", "P"),
+}
+# Methods this module does not know (or models that disagree, "a, b") take these in turn.
+_OTHER_STYLES = (("#4e79a7", "<"), ("#17becf", ">"), ("#bcbd22", "h"), ("#ff9da7", "*"))
+_UNKNOWN_STYLE = (COLORS["none"], "X")
+_MAX_TICK_NAME = 20
+
+
+def sweep_methods(sweep: pd.DataFrame) -> pd.Series:
+    """The method label of each population in a sweep table: its ``method``, else ``"unknown"``.
+
+    Parameters
+    ----------
+    sweep : DataFrame
+        :func:`pie_audit.sweep.sweep_table`'s rows; a table without a ``method`` column (written
+        before methods were recorded) is all unknown.
+
+    Returns
+    -------
+    Series of str
+        One label per row, on the table's index.
+    """
+    raw = sweep["method"] if "method" in sweep.columns else pd.Series(None, index=sweep.index, dtype=object)
+    return raw.map(lambda m: m if isinstance(m, str) and m else UNKNOWN_METHOD).astype(object)
+
+
+def _method_order(methods: Sequence[str]) -> list[str]:
+    """Known methods in :data:`METHOD_STYLES` order, then others as they come, unknown last."""
+    present = dict.fromkeys(methods)
+    known = [m for m in METHOD_STYLES if m in present]
+    others = [m for m in present if m not in METHOD_STYLES and m != UNKNOWN_METHOD]
+    return known + others + ([UNKNOWN_METHOD] if UNKNOWN_METHOD in present else [])
+
+
+def _method_styles(order: Sequence[str]) -> dict[str, tuple[str, str]]:
+    others = iter(_OTHER_STYLES * (1 + len(order) // len(_OTHER_STYLES)))
+    return {
+        m: METHOD_STYLES.get(m) or (_UNKNOWN_STYLE if m == UNKNOWN_METHOD else next(others)) for m in order
+    }
+
+
+def _dodge(xs: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """``xs`` with the populations that share a value spread a little sideways, in ``rank`` order.
+
+    The spread is 2% of the axis per population, and never more than half the gap to the next
+    value, so a nudged marker stays nearer its own x than any other.
+    """
+    distinct = np.unique(xs)
+    counts = np.array([(xs == v).sum() for v in distinct])
+    if counts.max(initial=1) <= 1:
+        return xs.astype(float)
+    step = 0.02 * (float(np.ptp(xs)) or 1.0)
+    if len(distinct) > 1:
+        step = min(step, 0.5 * float(np.diff(distinct).min()) / (counts.max() - 1))
+    dodged = xs.astype(float)
+    for value in distinct:
+        shared = np.flatnonzero(xs == value)
+        shared = shared[np.argsort(rank[shared], kind="stable")]
+        dodged[shared] = value + (np.arange(len(shared)) - (len(shared) - 1) / 2) * step
+    return dodged
+
+
+def _trend(xs: np.ndarray, shown: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The line of one method: a vertex per distinct x, through the mean of the populations there.
+
+    None when the method has a single x: a line would be a vertical stroke through populations
+    that the axis cannot tell apart, which reads as a trend that is not there.
+    """
+    distinct = np.unique(xs)
+    if len(distinct) < 2:
+        return None
+    return (
+        np.array([shown[xs == v].mean() for v in distinct]),
+        np.array([values[xs == v].mean() for v in distinct]),
+    )
+
+
+def _tick_name(name: str) -> str:
+    return name if len(name) <= _MAX_TICK_NAME else name[: _MAX_TICK_NAME - 1] + "\u2026"
+
+
+def sweep_svg(sweep: pd.DataFrame, *, x: str, xlabel: str, side_by_side: bool = False) -> str:
     """Accuracy, PIE fraction and impacted classes of each pruned population against ``x``.
+
+    One series per compression method (:func:`sweep_methods`), each with its colour and marker
+    (:data:`METHOD_STYLES`) and a legend naming the methods; a sweep of one method keeps the
+    report's colours (pruned orange; harmed red, helped blue). A method's points are joined by a
+    line, in order of ``x``, only when it has two or more distinct ``x``: where several of its
+    populations share an ``x``, the line passes through their mean. Populations that share an
+    ``x`` (of any method) are drawn as separate markers nudged apart sideways, in legend order
+    then table order; no line ever joins two points at one ``x``.
+
+    With several methods, harmed classes are drawn with solid lines and filled markers, helped
+    classes with dashed lines and hollow markers, in the method's colour.
+
+    For tests and styling, the data artists carry SVG ids (prefixed with ``sweep-{x}-``):
+    ``{panel}-points-{k}`` for the markers and ``{panel}-line-{k}`` for the line of the ``k``-th
+    method in legend order, ``panel`` being ``accuracy``, ``pies``, ``harmed`` or ``helped``.
 
     Parameters
     ----------
     sweep : DataFrame
         One row per pruned population with columns ``x``, ``accuracy_mean``,
         ``accuracy_std`` (may be NaN), ``baseline_accuracy_mean``, ``pie_fraction``,
-        ``harmed`` and ``helped``.
+        ``harmed`` and ``helped``; ``method`` (optional, missing values are ``"unknown"``);
+        ``name`` when ``side_by_side``. ``x`` must be finite.
     x : str
         The column for the horizontal axis (e.g. ``sparsity_target`` or ``position``).
     xlabel : str
         Its label.
+    side_by_side : bool
+        Set the populations side by side: ``x`` is taken as a position, each tick is labelled
+        with the population's name, and no line joins points (populations that differ only in
+        method are not a trend).
 
     Returns
     -------
     str
         An ``<svg>`` element with three panels side by side.
     """
-    import seaborn as sns
+    from matplotlib.lines import Line2D
 
-    frame = sweep.sort_values(x)
-    xs = frame[x].to_numpy(dtype=float)
+    frame = sweep.reset_index(drop=True)
+    methods = sweep_methods(frame).to_numpy()
+    order = _method_order(methods)
+    single = len(order) == 1
+    # One method keeps the report's colours, and harmed/helped their red and blue; several
+    # take a colour each, and harmed/helped are told apart by line and marker fill instead.
+    looks = {order[0]: (COLORS["pruned"], "o")} if single else _method_styles(order)
+    rank = np.array([order.index(m) for m in methods])
+    at = frame[x].to_numpy(dtype=float)
+    shown = at if side_by_side else _dodge(at, rank)
+    accuracy = 100 * frame["accuracy_mean"].to_numpy(dtype=float)
+    spread = 100 * frame["accuracy_std"].fillna(0).to_numpy(dtype=float)
+    pies = 100 * frame["pie_fraction"].to_numpy(dtype=float)
+    impacted = {d: frame[d].to_numpy(dtype=float) for d in ("harmed", "helped")}
+    # The legend shows a line beside a method only where the figure draws one.
+    joined = {m: not side_by_side and len(np.unique(at[methods == m])) > 1 for m in order}
+    solid, dashed = ("-", "--") if any(joined.values()) else ("none", "none")
+    ncols = min(len(order) + 1, 4)
+    legend_rows = 0 if single else -(-(len(order) + 1) // ncols)
+
+    def series(ax, panel, k, values, *, color, marker, err=None, hollow=False, line=solid):  # noqa: ANN001, ANN202
+        rows = methods == order[k]
+        trend = None if side_by_side else _trend(at[rows], shown[rows], values[rows])
+        if trend is not None:
+            ax.plot(*trend, color=color, linestyle=line, linewidth=1.5, gid=f"{panel}-line-{k}")
+        if err is not None:
+            ax.errorbar(
+                shown[rows], values[rows], yerr=err[rows], fmt="none", ecolor=color, capsize=3, gid=f"{panel}-spread-{k}"
+            )
+        ax.plot(
+            shown[rows], values[rows], linestyle="none", marker=marker, markersize=5, color=color,
+            markerfacecolor="none" if hollow else color, zorder=3, gid=f"{panel}-points-{k}",
+        )  # fmt: skip
 
     def draw(fig) -> None:  # noqa: ANN001
         axes = fig.subplots(1, 3)
-        ax = axes[0]
-        ax.axhline(
-            100 * float(frame["baseline_accuracy_mean"].iloc[0]),
-            color=COLORS["baseline"],
-            linestyle="--",
-            linewidth=1,
-            label="baseline",
+        baseline = axes[0].axhline(
+            100 * float(frame["baseline_accuracy_mean"].iloc[0]), color=COLORS["baseline"], linestyle="--", linewidth=1
         )
-        ax.errorbar(
-            xs,
-            100 * frame["accuracy_mean"].to_numpy(dtype=float),
-            yerr=100 * frame["accuracy_std"].fillna(0).to_numpy(dtype=float),
-            color=COLORS["pruned"],
-            marker="o",
-            capsize=3,
-            label="pruned",
-        )
-        ax.set_ylabel("mean accuracy (%)")
-        ax.legend(loc="lower left")
-        sns.lineplot(x=xs, y=100 * frame["pie_fraction"].to_numpy(dtype=float), marker="o", color=COLORS["pruned"], ax=axes[1])
+        for k, method in enumerate(order):
+            color, marker = looks[method]
+            series(axes[0], "accuracy", k, accuracy, err=spread, color=color, marker=marker)
+            series(axes[1], "pies", k, pies, color=color, marker=marker)
+            if single:
+                series(axes[2], "harmed", k, impacted["harmed"], color=COLORS["harmed"], marker=marker)
+                series(axes[2], "helped", k, impacted["helped"], color=COLORS["helped"], marker=marker)
+            else:
+                series(axes[2], "harmed", k, impacted["harmed"], color=color, marker=marker)
+                series(axes[2], "helped", k, impacted["helped"], color=color, marker=marker, hollow=True, line=dashed)
+        # Labels are given explicitly: an implicit legend would drop a method named "_x".
+        handles = [
+            Line2D([], [], color=looks[m][0], marker=looks[m][1], linestyle="-" if joined[m] else "none") for m in order
+        ]
+        if single:
+            axes[0].legend([baseline, *handles], ["baseline", *order], loc="lower left")
+            directions = [Line2D([], [], color=COLORS[d], marker="o", linestyle=solid) for d in ("harmed", "helped")]
+        else:
+            fig.legend([baseline, *handles], ["baseline", *order], loc="outside upper center", ncols=ncols)
+            directions = [
+                Line2D([], [], color=_FOREGROUND, marker="o", linestyle=solid),
+                Line2D([], [], color=_FOREGROUND, marker="o", markerfacecolor="none", linestyle=dashed),
+            ]
+        axes[2].legend(directions, ["harmed", "helped"])
+        axes[0].set_ylabel("mean accuracy (%)")
         axes[1].set_ylabel("PIEs (% of test examples)")
-        impacted = pd.DataFrame(
-            {
-                "x": np.concatenate([xs, xs]),
-                "classes": np.concatenate([frame["harmed"].to_numpy(), frame["helped"].to_numpy()]),
-                "direction": ["harmed"] * len(xs) + ["helped"] * len(xs),
-            }
-        )
-        sns.lineplot(
-            data=impacted,
-            x="x",
-            y="classes",
-            hue="direction",
-            palette={"harmed": COLORS["harmed"], "helped": COLORS["helped"]},
-            marker="o",
-            ax=axes[2],
-        )
         axes[2].set_ylabel("significantly impacted classes")
         axes[2].yaxis.get_major_locator().set_params(integer=True)
-        legend = axes[2].get_legend()
-        if legend is not None:
-            legend.set_title("")
         for ax in axes:
-            ax.set_xlabel(xlabel)
             ax.grid(True)
+            if side_by_side:
+                ax.set_xticks(at, [_tick_name(str(n)) for n in frame["name"]], rotation=45, ha="right",
+                              rotation_mode="anchor", fontsize=7)  # fmt: skip
+                ax.set_xlim(at.min() - 0.6, at.max() + 0.6)
+                ax.grid(False, axis="x")
+            else:
+                ax.set_xlabel(xlabel)
+        if side_by_side:
+            fig.supxlabel(xlabel, fontsize=9)  # one axis of names, shared by the three panels
 
-    return _draw(draw, 2.6, f"sweep-{x}", f"Accuracy, PIE fraction and impacted classes against {xlabel}")
+    height = 2.6 + 0.25 * legend_rows + (0.6 if side_by_side else 0)
+    return _draw(draw, height, f"sweep-{x}", f"Accuracy, PIE fraction and impacted classes against {xlabel}")

@@ -478,6 +478,12 @@ def render_sweep(
 ) -> str:
     """The sweep page: accuracy, PIE fraction and impacted classes against sparsity, with links.
 
+    The figure is drawn against target sparsity when some compression method was run at two
+    or more targets (a trend to follow). When none was (methods set side by side at one
+    sparsity, with int8 at 0, say), every method would be a lone column of markers, so the
+    populations are set side by side instead, in the order given and named under the axis.
+    Without a target sparsity for every population, they are placed in the order given.
+
     Parameters
     ----------
     sweep : DataFrame
@@ -498,18 +504,29 @@ def render_sweep(
     """
     from markupsafe import Markup
 
-    from .plots import sweep_svg
+    from .plots import sweep_methods, sweep_svg
 
     created_at = created_at or datetime.now(timezone.utc)
-    has_target = bool(sweep["sparsity_target"].notna().all())
+    methods = sweep_methods(sweep)
+    targets = sweep["sparsity_target"]
+    has_target = bool(targets.notna().all())
     has_achieved = bool(sweep["sparsity_achieved"].notna().all())
-    if has_target:
-        x, xlabel = "sparsity_target", "target sparsity"
+    side_by_side = has_target and len(sweep) > 1 and not bool((targets.groupby(methods).nunique() > 1).any())
+    if side_by_side:
+        common = targets.unique()
+        xlabel = (
+            f"population (all at target sparsity {_pct(common[0])})"
+            if len(common) == 1
+            else "population (target sparsity in the table)"
+        )
+        # The achieved sparsities sit near the targets, so a second figure would stack the
+        # same lone columns again; the table lists them.
+        axes = [("position", xlabel)]
     else:
-        x, xlabel = "position", "population (in the order given)"
-    figures = [Markup(sweep_svg(sweep, x=x, xlabel=xlabel))]
-    if has_achieved:
-        figures.append(Markup(sweep_svg(sweep, x="sparsity_achieved", xlabel="achieved sparsity")))
+        axes = [("sparsity_target", "target sparsity")] if has_target else [("position", "population (in the order given)")]
+        if has_achieved:
+            axes.append(("sparsity_achieved", "achieved sparsity"))
+    figures = [Markup(sweep_svg(sweep, x=x, xlabel=xlabel, side_by_side=side_by_side)) for x, xlabel in axes]
     rows = [
         {
             "name": r.name,
@@ -543,6 +560,10 @@ def render_sweep(
         "all_passed": all(r["passed"] for r in rows),
         "n_failed": sum(not r["passed"] for r in rows),
         "fallback_x": not has_target,
+        "side_by_side": side_by_side,
+        "many_methods": methods.nunique() > 1,
+        # Markers at one x are nudged apart and may still be hard to tell apart: the table decides.
+        "shared_x": any(sweep[x].duplicated().any() for x, _ in axes),
         "figures": figures,
         "rows": rows,
         "command": " ".join(command) if command else None,

@@ -1,9 +1,21 @@
 """Figures: which classes are drawn, and SVG fit for inline embedding in a light/dark page."""
 
+import re
+import xml.etree.ElementTree as ET
+
 import numpy as np
 import pandas as pd
+import pytest
 
-from pie_audit.plots import class_change_svg, most_affected, pies_per_class_svg
+from pie_audit.plots import (
+    COLORS,
+    METHOD_STYLES,
+    class_change_svg,
+    most_affected,
+    pies_per_class_svg,
+    sweep_methods,
+    sweep_svg,
+)
 
 
 def classes(changes, significant):
@@ -43,3 +55,156 @@ def test_class_change_svg_is_inline_ready():
 def test_empty_inputs_give_no_figure():
     assert class_change_svg(classes([np.nan], [False]), class_labels=["a"]) == ""
     assert pies_per_class_svg(classes([0.0], [False]), class_labels=["a"]) == ""
+
+
+# --- the sweep figure ---------------------------------------------------------------------------
+
+SVG_NS = "{http://www.w3.org/2000/svg}"
+PANELS = ("accuracy", "pies", "harmed", "helped")
+
+
+def sweep_rows(*populations):
+    """A sweep table (the columns of ``sweep_table``) from (name, method, target, accuracy) rows."""
+    n = len(populations)
+    names, methods, targets, accuracy = zip(*populations, strict=True)
+    return pd.DataFrame(
+        {
+            "name": names,
+            "position": np.arange(1, n + 1),
+            "method": methods,
+            "sparsity_target": np.asarray(targets, dtype=float),
+            "sparsity_achieved": np.asarray(targets, dtype=float),
+            "n_models": 4,
+            "accuracy_mean": accuracy,
+            "accuracy_std": np.full(n, 0.01),
+            "baseline_accuracy_mean": 0.9,
+            "pie_count": np.arange(n),
+            "pie_fraction": np.arange(n) / 400,
+            "harmed": np.arange(n) % 3,
+            "helped": np.arange(n) % 2,
+            "gate_passed": True,
+        }
+    )
+
+
+class Figure:
+    """The parts of a sweep figure its reader tells apart: each method's markers and line per panel."""
+
+    def __init__(self, svg, x):
+        self.root = ET.fromstring(svg)
+        prefix = f"sweep-{x}-"
+        self.groups = {
+            g.get("id").removeprefix(prefix): g for g in self.root.iter(f"{SVG_NS}g") if g.get("id", "").startswith(prefix)
+        }
+
+    def markers(self, panel, k):
+        """(x, y) of each marker of the ``k``-th method, in SVG coordinates (y grows downwards)."""
+        uses = self.groups[f"{panel}-points-{k}"].iter(f"{SVG_NS}use")
+        return [(float(u.get("x")), float(u.get("y"))) for u in uses]
+
+    def lines(self, panel):
+        """{k: vertices} of every joined line in ``panel``."""
+        found = {}
+        for gid, group in self.groups.items():
+            if gid.startswith(f"{panel}-line-"):
+                (path,) = group.iter(f"{SVG_NS}path")
+                points = re.findall(r"[ML] ([-\d.]+) ([-\d.]+)", path.get("d"))
+                found[int(gid.rsplit("-", 1)[1])] = [(float(x), float(y)) for x, y in points]
+        return found
+
+    def n_series(self, panel):
+        return sum(gid.startswith(f"{panel}-points-") for gid in self.groups)
+
+    def legends(self):
+        """The entries of each legend, in order."""
+        return [
+            [t.text for t in group.iter(f"{SVG_NS}text")]
+            for gid, group in self.groups.items()
+            if re.fullmatch(r"legend_\d+", gid)
+        ]
+
+    def ticks(self):
+        """The text of every tick label, all panels."""
+        labels = (g for gid, g in self.groups.items() if re.fullmatch(r"text_\d+", gid))
+        return [t.text for g in labels for t in g.iter(f"{SVG_NS}text")]
+
+
+def sweep_figure(sweep, *, x="sparsity_target", **kwargs):
+    return Figure(sweep_svg(sweep, x=x, xlabel="target sparsity", **kwargs), x)
+
+
+def test_sweep_draws_one_series_per_method_and_joins_only_a_trend():
+    # Methods side by side at 90%, int8 at 0, and gmp also at 50%: only gmp has a trend.
+    sweep = sweep_rows(
+        ("gmp-90", "gmp", 0.9, 0.85), ("random-90", "random", 0.9, 0.70), ("oneshot-90", "oneshot", 0.9, 0.80),
+        ("lottery-90", "lottery", 0.9, 0.86), ("structured-90", "structured", 0.9, 0.75), ("int8", "int8", 0.0, 0.89),
+        ("gmp-50", "gmp", 0.5, 0.88), ("old", None, 0.9, 0.84),
+    )  # fmt: skip
+    figure = sweep_figure(sweep)
+    order = ["gmp", "random", "oneshot", "lottery", "structured", "int8", "unknown"]
+    assert ["baseline", *order] in figure.legends()
+    assert ["harmed", "helped"] in figure.legends()
+    for panel in PANELS:
+        assert figure.n_series(panel) == len(order)
+        assert [len(figure.markers(panel, k)) for k in range(len(order))] == [2, 1, 1, 1, 1, 1, 1]
+        assert list(figure.lines(panel)) == [0]  # gmp's line, through its 50% and 90% points
+        assert figure.lines(panel)[0] == sorted(figure.markers(panel, 0))
+    # Every method takes its own colour: int8 its brown, unknown grey.
+    assert METHOD_STYLES["int8"][0] in ET.tostring(figure.groups["accuracy-points-5"], encoding="unicode")
+    assert "#8c8c8c" in ET.tostring(figure.groups["accuracy-points-6"], encoding="unicode")
+    # Six populations at 90%: six markers, nudged apart, none hiding another.
+    at_90 = [xy for k in range(len(order)) for xy in figure.markers("accuracy", k)]
+    assert len({round(x, 3) for x, _ in at_90}) == len(sweep)
+
+
+def test_no_line_joins_two_points_at_one_x():
+    sweep = sweep_rows(
+        ("gmp-50", "gmp", 0.5, 0.88), ("gmp-90-a", "gmp", 0.9, 0.84), ("gmp-90-b", "gmp", 0.9, 0.80),
+        ("random-90-a", "random", 0.9, 0.70), ("random-90-b", "random", 0.9, 0.72),
+    )  # fmt: skip
+    figure = sweep_figure(sweep)
+    for panel in PANELS:
+        lines = figure.lines(panel)
+        assert list(lines) == [0]  # random's two populations share 90%: markers only
+        xs = [x for x, _ in lines[0]]
+        assert len(xs) == 2 and xs[0] < xs[1]
+        # The line passes through the mean of gmp's two populations at 90%.
+        (_, a), (_, b) = sorted(figure.markers(panel, 0))[1:]
+        assert lines[0][1][1] == pytest.approx((a + b) / 2, abs=1e-3)
+    # Each population is its own marker: four at 90%, at four distinct x, gmp's left of random's.
+    gmp, random = figure.markers("accuracy", 0)[1:], figure.markers("accuracy", 1)
+    assert len({round(x, 3) for x, _ in gmp + random}) == 4
+    assert max(x for x, _ in gmp) < min(x for x, _ in random)
+
+
+def test_a_single_method_sweep_keeps_one_joined_line_and_the_report_colours():
+    sweep = sweep_rows(("p98", "gmp", 0.98, 0.70), ("p50", "gmp", 0.5, 0.89), ("p90", "gmp", 0.9, 0.85))
+    svg = sweep_svg(sweep, x="sparsity_target", xlabel="target sparsity")
+    figure = Figure(svg, "sparsity_target")
+    line = figure.lines("accuracy")[0]
+    assert len(line) == 3 and line == sorted(line)  # joined in order of sparsity, not as given
+    assert line == sorted(figure.markers("accuracy", 0))
+    assert figure.legends() == [["baseline", "gmp"], ["harmed", "helped"]]  # no figure-wide legend
+    style = {panel: ET.tostring(figure.groups[f"{panel}-line-0"], encoding="unicode") for panel in PANELS}
+    assert COLORS["pruned"] in style["accuracy"] and COLORS["pruned"] in style["pies"]
+    assert COLORS["harmed"] in style["harmed"] and COLORS["helped"] in style["helped"]
+    # A table from before methods (no method column) is one series too, named unknown.
+    legacy = sweep_figure(sweep.drop(columns="method"))
+    assert legacy.legends()[0] == ["baseline", "unknown"] and len(legacy.lines("accuracy")[0]) == 3
+
+
+def test_side_by_side_names_each_population_and_joins_nothing():
+    long = "structured-channels-at-ninety-percent"
+    sweep = sweep_rows(("gmp-90", "gmp", 0.9, 0.85), (long, "structured", 0.9, 0.75), ("int8", "int8", 0.0, 0.89))
+    figure = sweep_figure(sweep, x="position", side_by_side=True)
+    assert all(not figure.lines(panel) for panel in PANELS)
+    assert figure.ticks().count("gmp-90") == 3  # one axis of names under each panel
+    assert figure.ticks().count(long[:19] + "\u2026") == 3 and "int8" in figure.ticks()
+    assert [len(figure.markers("accuracy", k)) for k in range(3)] == [1, 1, 1]
+
+
+def test_sweep_methods_labels_missing_methods_unknown():
+    rows = [("a", "gmp"), ("b", None), ("c", ""), ("d", "gmp, random")]
+    sweep = sweep_rows(*[(name, method, 0.5, 0.9) for name, method in rows])
+    sweep.loc[1, "method"] = np.nan
+    assert sweep_methods(sweep).tolist() == ["gmp", "unknown", "unknown", "gmp, random"]

@@ -6,13 +6,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from html_page import parse
 from synthetic import planted_predictions, write_population
 
 import pie_audit
 from pie_audit.plots import MAX_PLOTTED_CLASSES
-from pie_audit.report import GALLERY_SIZE, Gallery, render_report
+from pie_audit.report import GALLERY_SIZE, Gallery, render_report, render_sweep
 from pie_audit.store import Population
 from pie_audit.thumbnails import NO_DATASET, Thumbnails, png_data_uri
 
@@ -338,3 +339,77 @@ def test_one_model_each_is_described_as_mcnemar(tmp_path, audit_labels):
     page = parse(render(pie_audit.compare(b, p)))
     assert "an exact McNemar test on the class's examples, one model against one" in page.section("Per class").text
     assert "these two models on this test set" in page.text
+
+
+# --- the sweep page -----------------------------------------------------------------------------
+
+AGAINST = "Accuracy, PIE fraction and impacted classes against "
+LINKS = [f"p{k}/report.html" for k in range(8)]
+
+
+def sweep_rows(*populations):
+    """A sweep table (the columns of ``sweep_table``) from (name, method, target) rows."""
+    n = len(populations)
+    names, methods, targets = zip(*populations, strict=True)
+    return pd.DataFrame(
+        {
+            "name": names,
+            "position": np.arange(1, n + 1),
+            "method": methods,
+            "sparsity_target": np.asarray(targets, dtype=float),
+            "sparsity_achieved": np.asarray(targets, dtype=float) - 0.001,
+            "n_models": 4,
+            "accuracy_mean": np.linspace(0.7, 0.88, n),
+            "accuracy_std": 0.01,
+            "baseline_accuracy_mean": 0.9,
+            "pie_count": np.arange(n),
+            "pie_fraction": np.arange(n) / 400,
+            "harmed": np.arange(n) % 3,
+            "helped": 0,
+            "gate_passed": True,
+        }
+    )
+
+
+def sweep_page(*populations):
+    return parse(render_sweep(sweep_rows(*populations), links=LINKS[: len(populations)], baseline="b", created_at=WHEN))
+
+
+def test_methods_side_by_side_are_named_under_the_axis_not_placed_on_sparsity():
+    methods = ("gmp", "random", "oneshot", "lottery", "structured")
+    page = sweep_page(*[(f"{m}-90", m, 0.9) for m in methods], ("int8", "int8", 0.0))
+    assert "Side by side" in page.headings and "Against sparsity" not in page.headings
+    (figure,) = page.svgs  # no second figure against the achieved sparsity
+    assert figure.label == AGAINST + "population (target sparsity in the table)"
+    assert all(f"{m}-90" in figure.text for m in methods)  # the populations' names on the axis
+    plots = page.section("Side by side").text
+    assert "No compression method was run at more than one target sparsity" in plots
+    assert "one colour and marker per method (harmed: filled markers; helped: hollow markers)" in plots
+    assert "nudged apart" not in plots  # side by side, no marker hides another
+    # One target for all: the axis says which.
+    (figure,) = sweep_page(*[(f"{m}-90", m, 0.9) for m in methods]).svgs
+    assert figure.label == AGAINST + "population (all at target sparsity 90.0%)"
+
+
+def test_a_shared_sparsity_sends_the_reader_to_the_table():
+    page = sweep_page(("gmp-50", "gmp", 0.5), ("gmp-90", "gmp", 0.9), ("random-90", "random", 0.9))
+    assert [svg.label for svg in page.svgs] == [AGAINST + "target sparsity", AGAINST + "achieved sparsity"]
+    plots = page.section("Against sparsity").text
+    assert "Some populations share a sparsity: their markers are nudged apart sideways" in plots
+    assert "The table below lists every population; it is the reference" in plots
+    assert "solid lines; helped: hollow markers, dashed lines" in plots
+    assert "A method's points are joined only where it was run at more than one sparsity." in plots
+    # One method at distinct sparsities: today's page, without notes.
+    plain = sweep_page(("gmp-50", "gmp", 0.5), ("gmp-90", "gmp", 0.9)).section("Against sparsity").text
+    assert "nudged apart" not in plain and "per method" not in plain and "Side by side" not in plain
+
+
+def test_sweep_page_escapes_method_names():
+    sweep = sweep_rows(("p50", EVIL, 0.5), ("p90", EVIL, 0.9), ("g90", "gmp", 0.9))
+    page_html = render_sweep(sweep, links=LINKS[:3], baseline="b", created_at=WHEN)
+    assert "<script>alert(1)" not in page_html
+    assert page_html.count("<script") == 1  # the page's own table sorter
+    page = parse(page_html)
+    assert [row["method"].text for row in page.table("Pruned populations").records] == [EVIL, EVIL, "gmp"]
+    assert EVIL in page.svg(AGAINST + "target sparsity").text  # the legend names it, as text
+
