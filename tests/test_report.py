@@ -186,6 +186,18 @@ def test_provenance_shows_runs_settings_and_command(tmp_path, audit_labels):
     assert (pruned_row["target sparsity"].text, pruned_row["achieved sparsity"].text) == ("90.0%", "89.95%")
 
 
+def test_provenance_values_that_differ_between_models_read_apart(tmp_path, audit_labels):
+    commit = {"git_commit": "deadbeef"}
+    base = write_population(tmp_path / "base", planted_predictions(2, audit_labels, accuracy=0.9, n_classes=5, seed=1), audit_labels, run=commit)
+    pruned = write_population(tmp_path / "pruned", planted_predictions(2, audit_labels, accuracy=0.9, n_classes=5, seed=2), audit_labels, run=commit)
+    run = sorted(pruned.glob("*/run.json"))[1]
+    run.write_text(json.dumps(json.loads(run.read_text()) | {"git_commit": "cafef00d"}))
+    page = parse(render(pie_audit.compare(base, pruned, n_bootstrap=20)))
+    shown = dict(page.section(f"Pruned: {pruned}").definitions())
+    # Two values, each its own line: not "deadbeefcafef00d" when read or copied.
+    assert shown["git commit"] == "2 values: cafef00d deadbeef" or shown["git commit"] == "2 values: deadbeef cafef00d"
+
+
 # --- escaping and self-containment -----------------------------------------------------------
 
 
