@@ -36,6 +36,8 @@ RAY_MISSING = (
 BAD_RESOURCES = "{what} must be a number > 0, not {value!r}"
 #: A unit whose worker dies is tried again this many times before the study stops.
 RAY_RETRIES = 3
+# The logger of Ray's notice that a local instance uses token authentication.
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,16 @@ def run_ray(
     started_here = False
     if not ray.is_initialized():
         if address is None:
-            ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+            # Ray's local instance, started and stopped here, turns on token authentication by
+            # default and says so on every start; that is the safe setting, not news. A cluster
+            # named by address keeps every warning (one running without a token matters).
+            auth = logging.getLogger(_RAY_AUTH_LOGGER)
+            level = auth.level
+            auth.setLevel(logging.ERROR)
+            try:
+                ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+            finally:
+                auth.setLevel(level)
         else:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         started_here = True
