@@ -187,6 +187,8 @@ def _population(role: str, summary: PopulationSummary, provenance: Any) -> dict[
     return {
         "role": role,
         "path": str(summary.path) if summary.path is not None else "(in memory)",
+        # run.json's method; records from before methods say none and were gmp.
+        "method": provenance.method if provenance.method is not None else "not recorded",
         "n_models": str(summary.n_models),
         "mean": _pct(summary.accuracy_mean, 2),
         "std": _pct(summary.accuracy_std, 2),

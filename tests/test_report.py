@@ -162,7 +162,9 @@ def test_provenance_shows_runs_settings_and_command(tmp_path, audit_labels):
         "finished_at": "2026-11-26T10:41:00+00:00",
     }
     add_run_fields(base, **common, sparsity={"target": 0.0, "achieved": 0.0}, command=["pie-audit", "train", "--sparsity", "0"])
-    add_run_fields(pruned, **common, sparsity={"target": 0.9, "achieved": 0.8995}, command=["pie-audit", "train", "--sparsity", "0.9"])
+    add_run_fields(pruned, **common, sparsity={"target": 0.9, "achieved": 0.8995, "channels": {"achieved": 0.90625}},
+                   command=["pie-audit", "train", "--sparsity", "0.9"], method="structured",
+                   quantization={"backend": "x86"})  # fmt: skip
     page = parse(render(pie_audit.compare(base, pruned, n_bootstrap=50), command=["pie-audit", "compare", "base", "pruned"]))
     report = page.section("Provenance").definitions()
     assert ("command", "pie-audit compare base pruned") in report
@@ -184,6 +186,10 @@ def test_provenance_shows_runs_settings_and_command(tmp_path, audit_labels):
     assert populations["baseline"]["directory"].text == str(base)
     pruned_row = populations["pruned"]
     assert (pruned_row["target sparsity"].text, pruned_row["achieved sparsity"].text) == ("90.0%", "89.95%")
+    # A record without a method is gmp's (written before methods existed).
+    assert (populations["baseline"]["method"].text, pruned_row["method"].text) == ("gmp", "structured")
+    shown = dict(page.section(f"Pruned: {pruned}").definitions())
+    assert (shown["method"], shown["channel sparsity"], shown["quantization"]) == ("structured", "0.90625", '{"backend": "x86"}')
 
 
 def test_provenance_values_that_differ_between_models_read_apart(tmp_path, audit_labels):
