@@ -440,8 +440,7 @@ class LotteryTicket(_Trains):
     Then ``rounds`` rounds each prune by magnitude the same fraction of the weights still alive
     (``1 - (1 - sparsity) ** (1 / rounds)``), ranked on the last round's trained weights, and
     retrain from the rewound weights with the mask held; the last round ends exactly at
-    ``sparsity``. Only parameters rewind: BatchNorm statistics restart from their initial
-    values, which each round's training replaces.
+    ``sparsity``. The whole state rewinds, BatchNorm statistics included, as in Frankle et al.
     """
 
     sparsity: float
@@ -476,19 +475,19 @@ class LotteryTicket(_Trains):
         seeds = list(seeds)
         rewind_step = round(self.rewind * training_steps(dataset, config))
         names = _names(init_model(arch, dataset, seeds[0]), self.sparsity, self.exclude, self.prune_final)
-        rewound: dict[str, torch.Tensor] = {}  # (K, ...) by parameter name
+        rewound: dict[str, torch.Tensor] = {}  # (K, ...) by parameter and buffer name
 
-        def keep(step: int, params: Mapping[str, torch.Tensor], masks: Any) -> None:
-            # Called after each step: the weights after rewind_step steps are seen at step - 1.
+        def keep(step: int, state: Mapping[str, torch.Tensor], masks: Any) -> None:
+            # Called after each step: the state after rewind_step steps is seen at step - 1.
             if step + 1 == rewind_step:
-                rewound.update({n: p.detach().cpu().clone() for n, p in params.items()})
+                rewound.update({n: t.detach().cpu().clone() for n, t in state.items()})
 
         results = train_models(dataset, arch=arch, seeds=seeds, config=config, prune=PruneConfig(),
                                device=device, on_epoch=on_epoch,
                                on_step=keep if rewind_step > 0 else None)  # fmt: skip
         if rewind_step == 0:
-            inits = [dict(init_model(arch, dataset, s).named_parameters()) for s in seeds]
-            rewound = {n: torch.stack([p[n].detach() for p in inits]) for n in inits[0]}
+            inits = [init_model(arch, dataset, s).state_dict() for s in seeds]
+            rewound = {n: torch.stack([p[n] for p in inits]) for n in inits[0]}
         steps, wall = results[0].steps, results[0].wall_time_s
         masks = None
         for round_ in range(1, self.rounds + 1):
@@ -497,13 +496,11 @@ class LotteryTicket(_Trains):
             masks = magnitude_masks(trained, target, scope=self.scope, previous=masks, batch_dims=1)
 
             def start(arch: str, dataset: Dataset, seed: int, masks: dict = masks) -> nn.Module:
+                # The whole rewound state, BatchNorm statistics included, with the mask applied.
                 i = seeds.index(seed)
                 model = init_model(arch, dataset, seed)
-                with torch.no_grad():
-                    for name, param in model.named_parameters():
-                        param.copy_(rewound[name][i])
-                        if name in masks:
-                            param.mul_(masks[name][i])
+                model.load_state_dict({name: tensor[i] for name, tensor in rewound.items()})
+                apply_masks_(dict(model.named_parameters()), {n: m[i] for n, m in masks.items()})
                 return model
 
             results = train_models(dataset, arch=arch, seeds=seeds, config=config,

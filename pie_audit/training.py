@@ -472,9 +472,10 @@ def train_models(
         Applied to the finished models before they are returned.
     on_epoch : callable(epoch, epochs), optional
         Called after each epoch (progress display).
-    on_step : callable(step, params, masks), optional
-        Called after each optimizer step with the stacked parameters, ``(K, ...)`` by name, and
-        the current masks (``None`` before any); for logging and for checking invariants.
+    on_step : callable(step, state, masks), optional
+        Called after each optimizer step with the stacked parameters and buffers (BatchNorm
+        statistics), ``(K, ...)`` by name, live, and the current masks (``None`` before any);
+        for logging, checking invariants and keeping a copy (lottery rewinding).
 
     Returns
     -------
@@ -514,6 +515,7 @@ def train_models(
     model = pack(models).to(device)
     del models
     params = dict(model.named_parameters())
+    state = params | dict(model.named_buffers())  # what on_step sees
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=config.lr,
@@ -561,7 +563,7 @@ def train_models(
                 # Momentum and weight decay would otherwise revive pruned weights.
                 apply_masks_(params, masks)
             if on_step is not None:
-                on_step(step, params, masks)
+                on_step(step, state, masks)
             step += 1
         _check_finite("the loss", diverged.cpu().numpy(), seeds, total_steps, config)
         if on_epoch is not None:

@@ -398,3 +398,33 @@ def test_int8_quantizes_each_parent_records_it_and_pairs_with_it(baseline, tmp_p
     assert len(calibration_indices(50, 100, 0)) == 50
     result = pie_audit.compare(baseline, out)
     assert result.test == "paired"
+
+
+def test_lottery_rewinds_batchnorm_statistics_with_the_weights(monkeypatch):
+    data = replace(tiny_digits(), x_train=tiny_digits().x_train[:64], y_train=tiny_digits().y_train[:64])
+    config = replace(TINY_CONFIG, epochs=1)  # 2 steps; rewind = 0.5 keeps the state after 1
+    seen, starts = [], []
+    real = methods_module.train_models
+
+    def spy(dataset, *, seeds, start=init_model, on_step=None, **kw):
+        def watched_step(step, state, masks):
+            if on_step is not None:
+                on_step(step, state, masks)
+            if step == 0:
+                seen.append({n: t.detach().clone() for n, t in state.items()})
+
+        def watched_start(arch, dataset, seed):
+            model = start(arch, dataset, seed)
+            starts.append(model.state_dict())
+            return model
+
+        return real(dataset, seeds=seeds, start=watched_start, on_step=watched_step, **kw)
+
+    monkeypatch.setattr(methods_module, "train_models", spy)
+    LotteryTicket(sparsity=0.5, rounds=1, rewind=0.5).train(data, arch="resnet18-cifar", seeds=[0], config=config)
+    rewound, retrained = seen[0], starts[1]
+    for name in ("bn1.running_mean", "bn1.running_var", "layer1.0.bn2.running_var", "bn1.num_batches_tracked"):
+        assert torch.equal(retrained[name], rewound[name][0]), name
+    # Not the initial statistics: one step of training moved them.
+    assert not torch.equal(retrained["bn1.running_mean"], starts[0]["bn1.running_mean"])
+    assert int(retrained["bn1.num_batches_tracked"]) == 1
