@@ -9,8 +9,9 @@
 # 3. joint training throughput: small-cnn 28x28 at K=32 and resnet18-cifar, against one model
 #    alone (bench/train_population.py --json on cuda);
 # 4. halving K on a real out-of-memory: a population whose K cannot fit, trained to the end;
-# 5. a short Fashion-MNIST study on the GPU (dense and 90%, 8 models each, 2 epochs): its wall
-#    time, and that its predictions equal the same models trained in other units, to a tolerance.
+# 5. a short Fashion-MNIST study on the GPU (dense, gmp and structured at 90%, and int8 of the
+#    dense models, which quantizes on the CPU; 8 models each, 2 epochs): its wall time, and that
+#    its predictions equal the same models trained in other units, to a tolerance.
 # Everything it prints is also written under ${OUT:-gpu-check}/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -68,7 +69,7 @@ with tempfile.TemporaryDirectory() as tmp:
     print(f"{len(dirs)} models trained in {time.perf_counter() - t:.0f} s after halving K (see the warnings above)")
 EOF
 
-log "Fashion-MNIST study on the GPU (dense and 90%, 8 models, 2 epochs)"
+log "Fashion-MNIST study on the GPU (dense, gmp-90, structured-90, int8; 8 models, 2 epochs)"
 cat > "$OUT/fashion.toml" <<'EOF'
 [study]
 name = "gpu-check"
@@ -84,6 +85,13 @@ sparsity = 0.0
 [[population]]
 name = "gmp-90"
 sparsity = 0.9
+[[population]]
+name = "structured-90"
+method = "structured"
+sparsity = 0.9
+[[population]]
+name = "int8"
+method = "int8"
 EOF
 t0=$(date +%s)
 timeout 240 $PY -m pie_audit study run "$OUT/fashion.toml" --device cuda --quiet 2>&1 | tail -4 | tee -a "$OUT/summary.txt"
