@@ -1022,6 +1022,7 @@ def _load_state_dict(
             warnings.filterwarnings("ignore", category=UserWarning, message="Detected pickle protocol")
             # Said by torch's own rebuilding of quantized tensors (int8 models), not by the file.
             warnings.filterwarnings("ignore", category=UserWarning, message="TypedStorage is deprecated")
+            warnings.filterwarnings("ignore", category=UserWarning, message="torch.quantize_per_tensor")
             state = torch.load(io.BytesIO(content), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:
         detail = _weights_only_refusal(e)

@@ -4,6 +4,8 @@ determinism, the recorded scheme, and ``pie-audit predict`` on an int8 model fil
 import doctest
 import importlib
 import json
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -365,3 +367,15 @@ def test_cli_predict_names_the_file_when_an_int8_model_does_not_fit(quantized, t
 
 def test_doctests():
     assert doctest.testmod(quantization_module).failed == 0
+
+
+def test_cli_predict_of_an_int8_file_prints_nothing_of_torchs_own(quantized, tmp_path):
+    # torch warns once per process when it rebuilds quantized tensors; a fresh process shows it.
+    file = tmp_path / "int8.pt"
+    torch.save(quantized.state_dict(), file)
+    done = subprocess.run(
+        [sys.executable, "-m", "pie_audit", "predict", str(file), "--arch", "small-cnn", "--dataset", "digits",
+         "--out", str(tmp_path / "pop"), "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stderr == "", done.stderr
