@@ -647,17 +647,18 @@ class Int8Quantization:
             chosen = calibration_indices(len(dataset.x_train), self.calibration_images, seed)
             quantized = quantize_static(model, dataset.x_train[torch.from_numpy(chosen)])
             probabilities = predict_probabilities(quantized, dataset.x_test, batch_size=config.eval_batch_size)
+            saved = quantized.state_dict()
             record = {"parent": parent,
                       "quantization": scheme() | {"calibration_images": int(len(chosen))}}  # fmt: skip
             results.append(
                 TrainedModel(
                     seed=seed,
-                    state_dict=quantized.state_dict(),
+                    state_dict=saved,
                     probabilities=probabilities,
                     accuracy=float((probabilities.argmax(1) == labels).mean()),
                     # The zeros among the int8 weights (quantization rounds the smallest to 0),
                     # over the layers the other methods prune, so the figures compare.
-                    sparsity=int8_weights(quantized.state_dict(), names=prunable_weights(model))
+                    sparsity=int8_weights(saved, names=prunable_weights(model))
                     | {"target": 0.0},
                     schedule={"kind": "post-training-quantization"},
                     steps=0,
