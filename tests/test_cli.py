@@ -38,8 +38,7 @@ def _fail_with(monkeypatch, error):
     def compare_populations(*args, **kwargs):
         raise error
 
-    # The package re-exports the function compare, which hides the module of that name.
-    monkeypatch.setattr(importlib.import_module("pie_audit.compare"), "compare_populations", compare_populations)
+    monkeypatch.setattr(importlib.import_module("pie_audit._compare"), "compare_populations", compare_populations)
 
 
 def test_a_bug_exits_3_with_one_line_and_a_log(identical_populations, tmp_path, monkeypatch, capsys):
@@ -95,7 +94,7 @@ def test_ctrl_c_in_a_real_process(identical_populations, tmp_path):
     """SIGINT to a running ``pie-audit`` process: exit 130 and the one-line message."""
     code = (
         "import importlib, time\n"
-        "c = importlib.import_module('pie_audit.compare')\n"
+        "c = importlib.import_module('pie_audit._compare')\n"
         "def slow(*a, **k):\n"
         "    print('started', flush=True); time.sleep(60)\n"
         "c.compare_populations = slow\n"

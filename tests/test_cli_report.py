@@ -8,9 +8,9 @@ from html_page import parse
 from synthetic import planted_predictions, write_population
 
 from pie_audit.cli import main
-from pie_audit.outputs import NOT_A_SWEEP, REPORT_FILES
-from pie_audit.report import NO_IMAGES
-from pie_audit.sweep import DUPLICATE_NAME, sweep_table
+from pie_audit.report._outputs import NOT_A_SWEEP, REPORT_FILES
+from pie_audit.report._render import NO_IMAGES
+from pie_audit.audit._sweep import DUPLICATE_NAME, sweep_table
 
 N_CLASSES = 5
 
@@ -142,7 +142,7 @@ def test_sweep_table_values(sweep_dirs):
 
 @pytest.fixture(scope="module")
 def digits_record():
-    from pie_audit.data import dataset_hash, load_dataset
+    from pie_audit.data._datasets import dataset_hash, load_dataset
 
     data = load_dataset("digits")
     labels = data.y_test.numpy()

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from pie_audit import data as data_module
+from pie_audit.data import _datasets as data_module
 from pie_audit.cli import INTERRUPTED, main
-from pie_audit.population import incomplete_reason
+from pie_audit.training._population import incomplete_reason
 
 
 def run(args, capsys):

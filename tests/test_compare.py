@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 import pie_audit
-from pie_audit.compare import CompareResult
+from pie_audit import CompareResult
 from pie_audit.errors import ConfigError, FormatError
-from pie_audit.gate import GateRules
-from pie_audit.stats import CLASS_COLUMNS
-from pie_audit.store import load_population
+from pie_audit.audit._gate import GateRules
+from pie_audit.audit._stats import CLASS_COLUMNS
+from pie_audit.interchange._store import load_population
 from synthetic import planted_predictions, write_population
 
 SUMMARY_KEYS = {

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from pie_audit import data as data_module
-from pie_audit.data import dataset_hash, load_dataset
+from pie_audit.data import _datasets as data_module
+from pie_audit.data._datasets import dataset_hash, load_dataset
 from pie_audit.errors import ConfigError, DatasetError
 
 

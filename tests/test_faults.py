@@ -27,10 +27,10 @@ import torch
 
 from pie_audit._atomic import LOCKED, TMP_PREFIX
 from pie_audit.cli import main
-from pie_audit.models import build_model
-from pie_audit.outputs import OUTPUT_FILES
-from pie_audit.population import INCOMPLETE_PREFIX, WRITE_FAILED, incomplete_reason
-from pie_audit.store import POPULATION_FILE, load_population
+from pie_audit.training._models import build_model
+from pie_audit.report._outputs import OUTPUT_FILES
+from pie_audit.training._population import INCOMPLETE_PREFIX, WRITE_FAILED, incomplete_reason
+from pie_audit.interchange._store import POPULATION_FILE, load_population
 
 from synthetic import planted_predictions, write_population
 
@@ -39,7 +39,7 @@ PIE = [sys.executable, "-m", "pie_audit"]
 #: kill can be aimed at a half-written model directory.
 SLOW_WRITES = [sys.executable, "-c", """
 import time
-import pie_audit.population as population
+import pie_audit.training._population as population
 write = population.write_predictions
 def slow(*args, **kwargs):
     write(*args, **kwargs)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from pie_audit.errors import ConfigError
-from pie_audit.gate import GateRules, evaluate_gate, junit_xml
+from pie_audit.audit._gate import GateRules, evaluate_gate, junit_xml
 
 
 def _classes(changes, directions, recall_changes=None, recall_significant=None):

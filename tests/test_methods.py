@@ -6,9 +6,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pie_audit import methods as methods_module
+from pie_audit.training import _methods as methods_module
 from pie_audit.errors import ConfigError, OutputError
-from pie_audit.methods import (
+from pie_audit.training._methods import (
     NEEDS_FROM,
     NEEDS_SPARSITY,
     OPTION_NOT_USED,
@@ -24,9 +24,9 @@ from pie_audit.methods import (
     StructuredPruning,
     make_method,
 )
-from pie_audit.population import train_population
-from pie_audit.pruning import channel_report, filter_masks, magnitude_masks
-from pie_audit.training import PruneConfig, init_model, train_models
+from pie_audit.training._population import train_population
+from pie_audit.training._pruning import channel_report, filter_masks, magnitude_masks
+from pie_audit.training._loop import PruneConfig, init_model, train_models
 
 from tiny import TINY_CONFIG, tiny_digits
 
@@ -315,7 +315,7 @@ def test_filter_masks_remove_the_smallest_l2_norms_per_model_and_keep_removed_on
 
 
 def test_structured_on_a_resnet_zeroes_the_batchnorm_of_a_removed_filter():
-    from pie_audit.pruning import channel_coupled, conv_weights
+    from pie_audit.training._pruning import channel_coupled, conv_weights
 
     model = init_model("resnet18-cifar", tiny_digits(), 0)
     names = conv_weights(model)
@@ -357,9 +357,9 @@ def test_int8_quantizes_each_parent_records_it_and_pairs_with_it(baseline, tmp_p
     import numpy as np
 
     import pie_audit
-    from pie_audit.methods import Int8Quantization, calibration_indices
-    from pie_audit.quantization import load_quantized
-    from pie_audit.store import read_predictions
+    from pie_audit.training._methods import Int8Quantization, calibration_indices
+    from pie_audit.training._quantization import load_quantized
+    from pie_audit.interchange._store import read_predictions
 
     out = tmp_path / "int8"
     dirs = train_population(tiny_digits(), arch="small-cnn", out=out, population=2, train=SHORT,

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pie_audit.errors import ConfigError
-from pie_audit.models import ARCHITECTURES, UNKNOWN_ARCHITECTURE, build_model, forward_flops
+from pie_audit.training._models import ARCHITECTURES, UNKNOWN_ARCHITECTURE, build_model, forward_flops
 
 
 @pytest.mark.parametrize("channels,size", [(1, 8), (1, 28), (3, 32)])

@@ -8,9 +8,9 @@ import pytest
 from synthetic import planted_predictions, write_population
 
 import pie_audit
-from pie_audit.data import dataset_hash, load_dataset
+from pie_audit.data._datasets import dataset_hash, load_dataset
 from pie_audit.errors import OutputError
-from pie_audit.outputs import (
+from pie_audit.report._outputs import (
     OUTPUT_FILES,
     REPORT_FILE,
     REPORT_FILES,
@@ -18,8 +18,8 @@ from pie_audit.outputs import (
     write_junit,
     write_outputs,
 )
-from pie_audit.report import GALLERY_SIZE
-from pie_audit.thumbnails import NO_DATASET
+from pie_audit.report._render import GALLERY_SIZE
+from pie_audit.report._thumbnails import NO_DATASET
 
 def test_write_outputs(tmp_path, harmed_populations):
     result = pie_audit.compare(*harmed_populations)

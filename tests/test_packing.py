@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pie_audit.models import build_model
-from pie_audit.packing import PACKABLE_ARCHITECTURES, pack, packable
+from pie_audit.training._models import build_model
+from pie_audit.training._packing import PACKABLE_ARCHITECTURES, pack, packable
 
 SHAPES = {"small-cnn": (1, 8, 8), "resnet18-cifar": (3, 32, 32)}
 

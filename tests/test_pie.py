@@ -7,7 +7,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import stats as sps
 
 from pie_audit.errors import ConfigError
-from pie_audit.pie import (
+from pie_audit.audit._pie import (
     BAD_TIE_BREAK,
     accuracy_on,
     modal_labels,

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pie_audit.plots import (
+from pie_audit.report._plots import (
     COLORS,
     METHOD_STYLES,
     class_change_svg,

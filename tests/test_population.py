@@ -15,13 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pie_audit import population as population_module
+from pie_audit.training import _population as population_module
 from pie_audit._atomic import LOCKED, exclusive_lock
-from pie_audit.data import Dataset, dataset_hash
+from pie_audit.data._datasets import Dataset, dataset_hash
 from pie_audit.errors import ConfigError, OutputError
-from pie_audit.models import UNKNOWN_ARCHITECTURE, build_model
-from pie_audit.store import load_population
-from pie_audit.population import (
+from pie_audit.training._models import UNKNOWN_ARCHITECTURE, build_model
+from pie_audit.interchange._store import load_population
+from pie_audit.training._population import (
     BAD_POPULATION_FILE,
     INCOMPLETE_PREFIX,
     JOINTLY_TOO_SMALL,
@@ -37,7 +37,7 @@ from pie_audit.population import (
     incomplete_reason,
     train_population,
 )
-from pie_audit.training import DIVERGED, NOTHING_TO_PRUNE, PRUNING_TOO_LATE, PruneConfig, TrainConfig
+from pie_audit.training._loop import DIVERGED, NOTHING_TO_PRUNE, PRUNING_TOO_LATE, PruneConfig, TrainConfig
 
 from tiny import PRUNE_90, TINY_CONFIG, tiny_digits
 
@@ -380,7 +380,7 @@ def test_resume_moves_unfinished_model_directories_aside_and_trains_them_again(t
         3: "run.json does not list the sizes and checksums of predictions.parquet and model.pt",
         4: "not a directory",
     }
-    with caplog.at_level(logging.WARNING, logger="pie_audit.population"):
+    with caplog.at_level(logging.WARNING, logger="pie_audit.training._population"):
         dirs = _train(out, 6)
     assert [incomplete_reason(d, seed=s) for s, d in enumerate(dirs)] == [None] * 6
     aside = sorted(p.name for p in out.iterdir() if p.name.startswith(INCOMPLETE_PREFIX))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pie_audit.power import (
+from pie_audit.audit._power import (
     PowerInputs,
     minimum_detectable_effect,
     models_needed,

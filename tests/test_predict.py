@@ -19,13 +19,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import pie_audit
-import pie_audit.cli.predict  # noqa: F401 - registers the command until cli/__init__ imports it
+import pie_audit.cli._predict  # noqa: F401 - registers the command until cli/__init__ imports it
 from pie_audit._atomic import ALREADY_EXISTS
 from pie_audit.cli import main
-from pie_audit.data import load_dataset
+from pie_audit.data._datasets import load_dataset
 from pie_audit.errors import ConfigError, FormatError, OutputError
-from pie_audit.models import ARCHITECTURES, SmallCNN
-from pie_audit.predict import (
+from pie_audit.training._models import ARCHITECTURES, SmallCNN
+from pie_audit.prediction._predict import (
     BAD_BATCH,
     BAD_OUTPUT,
     CLASS_COUNT,
@@ -51,11 +51,11 @@ from pie_audit.predict import (
     model_name,
     predict,
 )
-from pie_audit.pruning import magnitude_masks, prunable_weights
-from pie_audit.store import load_population, read_predictions
+from pie_audit.training._pruning import magnitude_masks, prunable_weights
+from pie_audit.interchange._store import load_population, read_predictions
 
 # The module itself: ``pie_audit.predict`` is also the name of the function the package exports.
-predict_module = importlib.import_module("pie_audit.predict")
+predict_module = importlib.import_module("pie_audit.prediction._predict")
 
 # ---- shared inputs --------------------------------------------------------------------------
 
@@ -391,7 +391,7 @@ def test_cli_programs_need_trust_and_then_agree_with_the_state_dict(trained, tmp
     np.testing.assert_array_equal(ours, theirs)
     record = json.loads((tmp_path / "y" / "program" / "run.json").read_text())
     assert record["source_format"] == kind
-    assert record["model_class"] == "pie_audit.models.SmallCNN"
+    assert record["model_class"] == "pie_audit.training._models.SmallCNN"
     train = json.loads((trained / "seed-0000" / "run.json").read_text())
     assert record["sparsity"]["layers"] == train["sparsity"]["layers"]
     assert "arch" not in record
@@ -510,7 +510,7 @@ def test_cli_wrong_dataset_is_refused_before_it_is_loaded(trained, tmp_path, cap
 
 
 def test_cli_refuses_a_model_of_another_test_split_but_reads_older_records(trained, tmp_path, capsys):
-    from pie_audit.data import dataset_hash
+    from pie_audit.data._datasets import dataset_hash
 
     digits = load_dataset("digits")
     record = json.loads((trained / "seed-0000" / "run.json").read_text())

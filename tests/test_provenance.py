@@ -1,6 +1,6 @@
 """Provenance summaries of a population's run.json records."""
 
-from pie_audit.provenance import population_provenance
+from pie_audit.interchange._provenance import population_provenance
 
 
 def test_shared_values_once_differing_values_each_once():

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from pie_audit.errors import ConfigError
-from pie_audit.models import SmallCNN, resnet18_cifar
-from pie_audit.pruning import (
+from pie_audit.training._models import SmallCNN, resnet18_cifar
+from pie_audit.training._pruning import (
     GradualMagnitudePruning,
     PruningSchedule,
     apply_masks_,

@@ -13,13 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import pie_audit.cli.predict  # noqa: F401 - registers the command until cli/__init__ imports it
+import pie_audit.cli._predict  # noqa: F401 - registers the command until cli/__init__ imports it
 from pie_audit.cli import main
-from pie_audit.data import load_dataset
+from pie_audit.data._datasets import load_dataset
 from pie_audit.errors import ConfigError, FormatError
-from pie_audit.models import build_model
-from pie_audit.predict import measured_layers
-from pie_audit.quantization import (
+from pie_audit.training._models import build_model
+from pie_audit.prediction._predict import measured_layers
+from pie_audit.training._quantization import (
     BACKEND,
     FLOW,
     INT8_MISMATCH,
@@ -34,9 +34,9 @@ from pie_audit.quantization import (
     quantized_engine,
     scheme,
 )
-from pie_audit.training import PruneConfig, TrainConfig, init_model, train_models
+from pie_audit.training._loop import PruneConfig, TrainConfig, init_model, train_models
 
-quantization_module = importlib.import_module("pie_audit.quantization")
+quantization_module = importlib.import_module("pie_audit.training._quantization")
 
 SMALL_CNN_WEIGHTS = ["features.0.weight", "features.3.weight", "classifier.1.weight", "classifier.3.weight"]
 DIGITS_SHAPE = {"in_channels": 1, "image_size": 8, "num_classes": 10}

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import pie_audit
-from pie_audit.outputs import write_outputs
-from pie_audit.report import GALLERY_SIZE, Gallery
-from pie_audit.thumbnails import Thumbnails, png_data_uri
+from pie_audit.report._outputs import write_outputs
+from pie_audit.report._render import GALLERY_SIZE, Gallery
+from pie_audit.report._thumbnails import Thumbnails, png_data_uri
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [

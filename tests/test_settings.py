@@ -5,9 +5,9 @@ from dataclasses import fields
 import pytest
 
 from pie_audit.errors import ConfigError
-from pie_audit.gate import GateRules
-from pie_audit.pie import BAD_TIE_BREAK
-from pie_audit.settings import (
+from pie_audit.audit._gate import GateRules
+from pie_audit.audit._pie import BAD_TIE_BREAK
+from pie_audit.audit._settings import (
     BAD_SETTING,
     BAD_VALUE,
     NO_CONFIG,
@@ -19,7 +19,7 @@ from pie_audit.settings import (
     read_settings,
     resolve_settings,
 )
-from pie_audit.stats import BAD_ALPHA
+from pie_audit.audit._stats import BAD_ALPHA
 
 
 def test_read_settings(tmp_path):

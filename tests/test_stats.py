@@ -6,7 +6,7 @@ from sklearn.metrics import recall_score
 from statsmodels.stats.multitest import multipletests
 
 from pie_audit.errors import ConfigError
-from pie_audit.stats import (
+from pie_audit.audit._stats import (
     BAD_ALPHA,
     BAD_CORRECTION,
     CLASS_COLUMNS,

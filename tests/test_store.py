@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pie_audit.errors import FormatError, OutputError
-from pie_audit.store import (
+from pie_audit.interchange._store import (
     BAD_CLASSES,
     BAD_RUN_JSON,
     CLASS_MISMATCH,
@@ -35,7 +35,7 @@ from pie_audit.store import (
     load_population,
     read_predictions,
 )
-from pie_audit.store import write_population as store_write_population
+from pie_audit.interchange._store import write_population as store_write_population
 from synthetic import write_population
 
 LABELS = np.array([0, 1, 2, 1, 0, 2])

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pie_audit.errors import ConfigError
-from pie_audit.study import read_study
+from pie_audit.study._study import read_study
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,7 +111,7 @@ def test_a_spec_with_methods(tmp_path):
 
 def test_a_study_trains_derived_populations_after_the_baseline(tmp_path):
     study = read_study(write(tmp_path, METHODS_SPEC))
-    from pie_audit.study import run_study
+    from pie_audit.study._study import run_study
 
     # The derived population comes first in the spec, but its parents must exist when it trains.
     outcome = run_study(study, device="cpu", report=False)
@@ -298,7 +298,7 @@ def test_an_interrupted_study_resumes(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err.splitlines()[-1]
     # Whatever was written before the interrupt is whole.
-    from pie_audit.population import incomplete_reason
+    from pie_audit.training._population import incomplete_reason
 
     kept = {name: models_of(tmp_path / "runs" / "tiny" / name) for name in ("dense", "gmp-90")
             if (tmp_path / "runs" / "tiny" / name).is_dir()}  # fmt: skip
@@ -314,8 +314,9 @@ def test_an_interrupted_study_resumes(tmp_path):
 
 
 def test_ray_missing_is_a_one_line_error(tmp_path, monkeypatch, capsys):
-    import pie_audit.schedule as schedule
+    import pie_audit.training as schedule
 
+    # The study reads the training wing's face, so that is where the name is replaced.
     monkeypatch.setattr(schedule, "ray_available", lambda: False)
     assert run_cli("study", "run", tiny_spec(tmp_path), "--executor", "ray") == 2
     assert capsys.readouterr().err.strip() == f"pie-audit: error: {schedule.RAY_MISSING}"
@@ -335,7 +336,7 @@ def local_ray():
 
 @pytest.mark.slow
 def test_ray_and_local_executors_give_identical_predictions(tmp_path, local_ray):
-    from pie_audit.study import read_study, run_study
+    from pie_audit.study._study import read_study, run_study
 
     local = read_study(tiny_spec(tmp_path, name="local.toml", out="runs/local"))
     remote = read_study(tiny_spec(tmp_path, name="ray.toml", out="runs/ray"))

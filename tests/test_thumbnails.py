@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pie_audit.data import dataset_hash, load_dataset
-from pie_audit.thumbnails import (
+from pie_audit.data._datasets import dataset_hash, load_dataset
+from pie_audit.report._thumbnails import (
     HASH_MISMATCH,
     ID_OUT_OF_RANGE,
     LABEL_MISMATCH,
@@ -94,7 +94,7 @@ def test_no_images_when_labels_or_ids_disagree(digits):
 
 
 def test_read_images_accepts_the_documented_layouts(tmp_path):
-    from pie_audit.thumbnails import read_images
+    from pie_audit.report._thumbnails import read_images
 
     ids = np.array([3, 1, 2])
     for shape, expected in (((3, 8, 8), (3, 8, 8)), ((3, 1, 8, 8), (3, 1, 8, 8)), ((3, 8, 8, 3), (3, 3, 8, 8))):
@@ -114,7 +114,7 @@ def test_read_images_accepts_the_documented_layouts(tmp_path):
 )
 def test_read_images_refuses_bad_files(tmp_path, arrays, reason):
     from pie_audit.errors import FormatError
-    from pie_audit.thumbnails import read_images
+    from pie_audit.report._thumbnails import read_images
 
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
@@ -125,7 +125,7 @@ def test_read_images_refuses_bad_files(tmp_path, arrays, reason):
 
 def test_read_images_never_unpickles(tmp_path):
     from pie_audit.errors import FormatError
-    from pie_audit.thumbnails import read_images
+    from pie_audit.report._thumbnails import read_images
 
     path = tmp_path / "pickled.npz"
     # numpy pickles object arrays into .npz files; loading one must not run the pickle.

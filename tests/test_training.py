@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from pie_audit.data import Dataset
+from pie_audit.data._datasets import Dataset
 from pie_audit.errors import ConfigError
-from pie_audit import training as training_module
-from pie_audit.pruning import BAD_EXCLUDE
-from pie_audit.training import (
+from pie_audit.training import _loop as training_module
+from pie_audit.training._pruning import BAD_EXCLUDE
+from pie_audit.training._loop import (
     BAD_LR,
     BAD_MOMENTUM,
     BAD_WARMUP,

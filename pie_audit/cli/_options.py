@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..settings import SETTINGS, Settings, find_config, resolve_settings
+from ..audit import SETTINGS, Settings, find_config, resolve_settings
 
 Alpha = Annotated[Optional[float], typer.Option(help="Significance level for q-values. \\[default: 0.05]")]
 Correction = Annotated[

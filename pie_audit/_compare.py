@@ -1,0 +1,206 @@
+"""The audit as users call it: :func:`compare`, :func:`sweep` and a result that keeps itself.
+
+The audit wing (:mod:`pie_audit.audit`) computes and never writes; the report wing
+(:mod:`pie_audit.report`) renders and writes what was computed. This module is where the two
+meet, above both, so that neither imports the other's way up: :class:`CompareResult` is an
+:class:`~pie_audit.audit.AuditResult` with :meth:`~CompareResult.save` and a notebook display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .audit import (
+    AuditResult,
+    GateRules,
+    Settings,
+    audit_populations,
+    resolve_settings,
+    sweep_names,
+)
+from .interchange import Population, load_population
+from .report import pie_gallery, render_summary_html, write_outputs
+
+__all__ = ["CompareResult", "compare", "compare_populations", "sweep"]
+
+
+# repr=False: keep AuditResult's one-line verdict rather than a generated dump of every field.
+@dataclass(frozen=True, eq=False, repr=False)
+class CompareResult(AuditResult):
+    """Everything :func:`compare` found (:class:`pie_audit.audit.AuditResult`), and how to keep it.
+
+    Adds :meth:`save`, which writes what ``pie-audit compare`` writes, and a notebook display.
+    """
+
+    @classmethod
+    def of(cls, result: AuditResult) -> CompareResult:
+        """The same audit, able to save and display itself."""
+        return cls(**{f.name: getattr(result, f.name) for f in fields(AuditResult)})
+
+    def save(
+        self,
+        out: str | Path,
+        *,
+        images: Any = None,
+        data_root: str | Path | None = "data",
+        junit: str | Path | None = None,
+    ) -> Path:
+        """Write what ``pie-audit compare --out`` writes, atomically (:func:`pie_audit.write_outputs`).
+
+        Parameters
+        ----------
+        out : str or Path
+            The report directory: missing, or holding a previous report.
+        images : str, Path, or False, optional
+            The gallery's images: an images file (``docs/interchange-format.md``: an ``.npz``
+            with ``example_id`` and ``images``), ``False`` for none, or by default the dataset
+            the models' ``run.json`` names, looked up under ``data_root``.
+        data_root : str or Path, optional
+            Where that dataset is looked for, as ``--data-root``.
+        junit : str or Path, optional
+            Also write the gate as JUnit XML there.
+
+        Returns
+        -------
+        Path
+            ``out``.
+        """
+        gallery = pie_gallery(self, data_root=None if images is False else data_root, images=images or None)
+        return write_outputs(self, out, gallery=gallery, junit=junit)
+
+    def _repr_html_(self) -> str:
+        # A notebook shows the verdict, the worst classes and the top PIEs, not a DataFrame dump.
+        return render_summary_html(self)
+
+
+def compare(
+    baseline: str | Path | Population,
+    pruned: str | Path | Population,
+    *,
+    alpha: float | None = None,
+    correction: str | None = None,
+    tie_break: str | None = None,
+    test: str | None = None,
+    detect: float | None = None,
+    rules: GateRules | Mapping[str, float | int | None] | None = None,
+    n_bootstrap: int | None = None,
+    confidence: float | None = None,
+    seed: int | None = None,
+    config: str | Path | None = None,
+) -> CompareResult:
+    """Audit what pruning did: PIEs, per-class disparate impact and the CI gate.
+
+    Every setting left out is taken from ``config`` when given, else from the defaults of
+    :class:`pie_audit.settings.Settings` (shown below); ``pie-audit compare`` resolves its flags
+    the same way, so the same options and ``pyproject.toml`` give the same result.
+
+    Parameters
+    ----------
+    baseline, pruned : str, Path or Population
+        Population directories in the interchange format (see :mod:`pie_audit.store`), or
+        populations already read with :func:`pie_audit.store.load_population`.
+    alpha : float, default=0.05
+        A class is significant when its q-value is at most ``alpha``.
+    correction : {"fdr_bh", "none"}, default="fdr_bh"
+        Multiple-testing correction across classes; ``"none"`` is the paper's raw p rule.
+    tie_break : {"lowest", "highest"}, default="lowest"
+        Which label wins a tied modal vote; ``"highest"`` is the paper's code.
+    test : {"auto", "welch", "paired", "mcnemar"}, default="auto"
+        The per-class test (``docs/audit.md``): ``"auto"`` takes McNemar's for one model
+        against one, paired t-tests when every pruned model's ``run.json`` names a distinct
+        baseline parent, else Welch's.
+    detect : float, optional
+        The class drop the power analysis asks about; default the ``max-class-drop`` limit.
+    rules : GateRules or mapping, optional
+        The CI gate's limits: a :class:`GateRules` replaces them all; a mapping
+        (``{"max_pie_fraction": 0.05}``) replaces only the rules it names. Default
+        ``GateRules()``.
+    n_bootstrap : int, default=1000
+        Bootstrap resamples for the ``normalized_change`` interval.
+    confidence : float, default=0.95
+        Level of that interval.
+    seed : int, default=0
+        Seed of the bootstrap.
+    config : str or Path, optional
+        A ``pyproject.toml`` whose ``[tool.pie-audit]`` table supplies the settings not given
+        here (:func:`pie_audit.settings.read_settings`).
+
+    Returns
+    -------
+    CompareResult
+
+    Raises
+    ------
+    FormatError
+        Either population is missing, malformed, or incompatible with the other.
+    ConfigError
+        An invalid setting, or an unreadable ``config``.
+    """
+    options: dict[str, Any] = {
+        "alpha": alpha,
+        "correction": correction,
+        "tie_break": tie_break,
+        "test": test,
+        "detect": detect,
+        "n_bootstrap": n_bootstrap,
+        "confidence": confidence,
+        "seed": seed,
+    }
+    if rules is not None and not isinstance(rules, GateRules):
+        options |= dict(rules)
+    # Checked before any file is read, so that a typo fails fast.
+    settings = resolve_settings(options, config=config)
+    if isinstance(rules, GateRules):
+        settings = replace(settings, rules=rules)
+    return compare_populations(baseline, pruned, settings=settings)
+
+
+def compare_populations(
+    baseline: str | Path | Population, pruned: str | Path | Population, *, settings: Settings
+) -> CompareResult:
+    """:func:`compare` with settings already resolved (:func:`pie_audit.audit.resolve_settings`).
+
+    Parameters
+    ----------
+    baseline, pruned : str, Path or Population
+    settings : Settings
+
+    Returns
+    -------
+    CompareResult
+    """
+    return CompareResult.of(audit_populations(baseline, pruned, settings=settings))
+
+
+def sweep(
+    baseline_dir: str | Path,
+    pruned_dirs: Sequence[str | Path],
+    *,
+    settings: Settings | None = None,
+) -> list[tuple[str, CompareResult]]:
+    """Audit every pruned population against one baseline.
+
+    Parameters
+    ----------
+    baseline_dir : str or Path
+    pruned_dirs : sequence of str or Path
+        Pruned population directories, with distinct names (see :func:`sweep_names`).
+    settings : Settings, optional
+        Statistics options and gate rules for every audit
+        (:func:`pie_audit.settings.resolve_settings`); default :class:`Settings` ``()``.
+
+    Returns
+    -------
+    list of (str, CompareResult)
+        Name and result per pruned population, in the order given.
+    """
+    settings = settings if settings is not None else resolve_settings()
+    names = sweep_names(pruned_dirs)
+    baseline = load_population(Path(baseline_dir))
+    return [
+        (name, compare_populations(baseline, Path(path), settings=settings))
+        for name, path in zip(names, pruned_dirs, strict=True)
+    ]

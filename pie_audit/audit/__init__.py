@@ -1,0 +1,44 @@
+"""The audit: PIEs, per-class statistics, power and the CI gate, as pure functions over arrays.
+
+Imports no torch (a test holds it to that) and writes nothing: :func:`audit_populations` returns
+an :class:`AuditResult`; :func:`pie_audit.compare` is the same audit with a result that can save
+and display itself. ``docs/audit.md`` documents every statistic.
+"""
+
+from __future__ import annotations
+
+from ._compare import audit_populations, power
+from ._gate import GateResult, GateRules, evaluate_gate, junit_xml
+from ._pie import STABLE, modal_labels, pie_stability, pie_table
+from ._power import PowerSummary, minimum_detectable_effect
+from ._result import AuditResult, PieSummary, PopulationSummary
+from ._settings import SETTINGS, Settings, find_config, read_settings, resolve_settings
+from ._stats import class_statistics
+from ._sweep import SWEEP_PAGE, sweep_names, sweep_table
+
+__all__ = [
+    "SETTINGS",
+    "STABLE",
+    "SWEEP_PAGE",
+    "AuditResult",
+    "GateResult",
+    "GateRules",
+    "PieSummary",
+    "PopulationSummary",
+    "PowerSummary",
+    "Settings",
+    "audit_populations",
+    "class_statistics",
+    "evaluate_gate",
+    "find_config",
+    "junit_xml",
+    "minimum_detectable_effect",
+    "modal_labels",
+    "pie_stability",
+    "pie_table",
+    "power",
+    "read_settings",
+    "resolve_settings",
+    "sweep_names",
+    "sweep_table",
+]

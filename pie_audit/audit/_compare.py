@@ -1,0 +1,239 @@
+"""The audit of two populations: PIEs, per-class statistics, power and the gate, from arrays.
+
+:func:`audit_populations` reads both populations (:mod:`pie_audit.interchange`), finds the PIEs
+(:mod:`._pie`), tests every class (:mod:`._stats`), applies the CI gate (:mod:`._gate`) and
+returns an :class:`~._result.AuditResult`, which derives every value from them once. Nothing
+here writes or renders, and nothing here imports torch: :func:`pie_audit.compare` wraps the
+result so that it can save and display itself. ``docs/audit.md`` documents the statistics and
+the ``summary.json`` schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from ..interchange import Population, check_populations, load_population
+from ._gate import evaluate_gate
+from ._pie import STABLE, accuracy_on, pie_stability, pie_table
+from ._power import DEFAULT_POWER, PowerSummary, minimum_detectable_effect, summarise_power
+from ._result import AuditResult, PieSummary
+from ._settings import Settings
+from ._stats import class_statistics, per_model_accuracy, power_inputs
+
+__all__ = ["audit_populations", "power"]
+
+NO_PAIRS = (
+    "a paired test needs every pruned model's run.json to name its parent, "
+    '"parent": {{"seed": <baseline seed>}}, matching a distinct baseline model\'s "seed", '
+    "one to one; {problem}"
+)
+
+
+def audit_populations(
+    baseline: str | Path | Population, pruned: str | Path | Population, *, settings: Settings
+) -> AuditResult:
+    """The audit of ``pruned`` against ``baseline``, settings resolved (:func:`pie_audit.audit.resolve_settings`).
+
+    Parameters
+    ----------
+    baseline, pruned : str, Path or Population
+    settings : Settings
+
+    Returns
+    -------
+    AuditResult
+    """
+    baseline = baseline if isinstance(baseline, Population) else load_population(Path(baseline))
+    pruned = pruned if isinstance(pruned, Population) else load_population(Path(pruned))
+    names = check_populations(baseline, pruned)
+    labels = baseline.labels
+    test, parents = _design(baseline, pruned, settings.test)
+    examples = pie_table(
+        baseline.predictions,
+        pruned.predictions,
+        labels,
+        example_ids=baseline.example_ids,
+        tie_break=settings.tie_break,
+    )
+    examples["stability"] = pie_stability(
+        baseline.predictions, pruned.predictions, seed=settings.seed, tie_break=settings.tie_break
+    )
+    # A paired test compares each pruned model with its own parent: baseline rows in that order.
+    tested_baseline = baseline.predictions if parents is None else baseline.predictions[parents]
+    stats = class_statistics(
+        tested_baseline,
+        pruned.predictions,
+        labels,
+        n_classes=len(names),
+        test=test,
+        alpha=settings.alpha,
+        correction=settings.correction,
+        n_bootstrap=settings.n_bootstrap,
+        confidence=settings.confidence,
+        seed=settings.seed,
+    )
+    is_pie = examples["pie"].to_numpy()
+    _name_columns(examples, names)
+    stats.insert(1, "name", list(names))
+    stats.insert(3, "n_pies", np.bincount(labels[is_pie], minlength=len(names)).astype(np.int64))
+
+    base_acc = pd.Series(per_model_accuracy(baseline.predictions, labels), index=list(baseline.models))
+    pruned_acc = pd.Series(per_model_accuracy(pruned.predictions, labels), index=list(pruned.models))
+    count = int(is_pie.sum())
+    n_stable = int((is_pie & (examples["stability"].to_numpy() >= STABLE)).sum())
+    inputs = power_inputs(tested_baseline, pruned.predictions, labels, n_classes=len(names), test=test)
+    power = summarise_power(inputs, stats["mde"].to_numpy(), detect=settings.detect_drop, alpha=settings.alpha)
+    pies = PieSummary(
+        count=count,
+        fraction=count / len(examples),
+        n_stable=n_stable,
+        n_tied=int((examples["baseline_tied"] | examples["pruned_tied"]).sum()),
+        n_tied_baseline=int(examples["baseline_tied"].sum()),
+        n_tied_pruned=int(examples["pruned_tied"].sum()),
+        baseline_accuracy_pies=accuracy_on(baseline.predictions, labels, is_pie),
+        baseline_accuracy_non_pies=accuracy_on(baseline.predictions, labels, ~is_pie),
+        pruned_accuracy_pies=accuracy_on(pruned.predictions, labels, is_pie),
+        pruned_accuracy_non_pies=accuracy_on(pruned.predictions, labels, ~is_pie),
+    )
+    gate = evaluate_gate(
+        stats,
+        pie_fraction=pies.fraction,
+        stable_pie_fraction=n_stable / len(examples),
+        accuracy_drop=float(base_acc.mean() - pruned_acc.mean()),
+        power_at_detect=power.power_at_detect,
+        detect=power.detect,
+        rules=settings.rules,
+        class_names=names,
+    )
+    return AuditResult(
+        examples=examples,
+        classes=stats,
+        baseline_accuracy=base_acc,
+        pruned_accuracy=pruned_acc,
+        baseline_runs=MappingProxyType(dict(zip(baseline.models, baseline.runs, strict=True))),
+        pruned_runs=MappingProxyType(dict(zip(pruned.models, pruned.runs, strict=True))),
+        pies=pies,
+        gate=gate,
+        baseline_dir=baseline.path,
+        pruned_dir=pruned.path,
+        baseline_name=baseline.name,
+        pruned_name=pruned.name,
+        settings=MappingProxyType(settings.statistics()),
+        test=test,
+        power=power,
+        power_inputs=inputs,
+        config_source=settings.source,
+        notes=_notes(baseline, pruned, stats, test),
+    )
+
+
+def _name_columns(examples: pd.DataFrame, names: tuple[str, ...]) -> None:
+    """Add ``label_name``, ``baseline_modal_name`` and ``pruned_modal_name`` to ``examples``."""
+    categories = pd.CategoricalDtype(list(dict.fromkeys(names)))
+    lookup = np.asarray(names, dtype=object)
+    for column in ("label", "baseline_modal", "pruned_modal"):
+        # Categorical: one copy of each name, whatever the number of examples.
+        examples[f"{column}_name"] = pd.Categorical(lookup[examples[column].to_numpy()], dtype=categories)
+
+
+def _design(baseline: Population, pruned: Population, test: str) -> tuple[str, np.ndarray | None]:
+    """The per-class test to run and, for pairs, the baseline row of each pruned model's parent."""
+    single = baseline.n_models == 1 and pruned.n_models == 1
+    parents, problem = _parents(baseline, pruned)
+    if test == "auto":
+        if single:
+            return "mcnemar", None
+        return ("paired", parents) if parents is not None and pruned.n_models >= 2 else ("welch", None)
+    if test == "paired":
+        if parents is None:
+            raise ConfigError(NO_PAIRS.format(problem=problem))
+        return "paired", parents
+    return test, None
+
+
+def _parents(baseline: Population, pruned: Population) -> tuple[np.ndarray | None, str]:
+    """Baseline row of each pruned model's parent (run.json ``parent.seed``), or why there is none."""
+    if baseline.n_models != pruned.n_models:
+        return None, f"there are {baseline.n_models} baseline and {pruned.n_models} pruned models"
+    rows: dict[int, int] = {}
+    for row, (model, run) in enumerate(zip(baseline.models, baseline.runs, strict=True)):
+        seed = run.get("seed") if isinstance(run, dict) else None
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed in rows:
+            return None, f"baseline model {model} has no distinct integer seed in its run.json"
+        rows[seed] = row
+    order = []
+    for model, run in zip(pruned.models, pruned.runs, strict=True):
+        parent = run.get("parent") if isinstance(run, dict) else None
+        seed = parent.get("seed") if isinstance(parent, dict) else None
+        if seed not in rows or isinstance(seed, bool):
+            return None, f"pruned model {model} names no parent among the baseline seeds"
+        order.append(rows[seed])
+    if len(set(order)) != len(order):
+        return None, "two pruned models name the same parent"
+    return np.asarray(order), ""
+
+
+def _notes(baseline: Population, pruned: Population, classes: pd.DataFrame, test: str) -> tuple[str, ...]:
+    notes = []
+    if test == "mcnemar":
+        notes.append(
+            "one model on each side: each class got an exact McNemar test on its test examples, "
+            "which tests these two models on this test set, not populations of seeds; train "
+            "several seeds of each to learn what pruning does in general"
+        )
+    else:
+        for role, population in (("baseline", baseline), ("pruned", pruned)):
+            if population.n_models < 2:
+                notes.append(
+                    f"the {role} population has {population.n_models} model: significance tests "
+                    "need at least 2 models per population, so no class was tested"
+                )
+    if test == "paired":
+        notes.append(
+            "every pruned model names its baseline parent: classes were tested with paired t-tests, "
+            "which remove the seed-to-seed spread"
+        )
+    empty = classes.loc[classes["support"] == 0, "label"].tolist()
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        notes.append(f"{len(empty)} class(es) have no test example and were not tested: {shown}")
+    return tuple(notes)
+
+
+def power(result: AuditResult, *, detect: float | None = None, target: float = DEFAULT_POWER) -> PowerSummary:
+    """How many models an audit needs, from a pilot audit: its power against a drop of ``detect``.
+
+    Parameters
+    ----------
+    result : AuditResult
+        A (pilot) audit; its populations' per-model spread stands in for the true one.
+    detect : float, optional
+        The class drop of interest, a fraction (0.02 = 2 points); default the audit's own.
+    target : float, default=0.8
+        The power asked for.
+
+    Returns
+    -------
+    PowerSummary
+        ``models_needed``: models per population the median class needs to detect ``detect``
+        with power ``target``; ``median_mde``: what the pilot itself can detect.
+
+    Examples
+    --------
+    >>> pilot = pie_audit.compare("runs/dense", "runs/pruned-90")   # doctest: +SKIP
+    >>> pie_audit.power(pilot, detect=0.02).models_needed            # doctest: +SKIP
+    24
+    """
+    detect = result.power.detect if detect is None else detect
+    if not 0 < detect <= 1 or not 0 < target < 1:
+        raise ConfigError(f"detect must be in (0, 1] and target in (0, 1), not {detect!r} and {target!r}")
+    inputs = result.power_inputs
+    se, df = inputs.se_df()
+    alpha = result.power.alpha
+    mde = minimum_detectable_effect(se, df, alpha=alpha, power=target)
+    return summarise_power(inputs, mde, detect=detect, alpha=alpha, target=target)

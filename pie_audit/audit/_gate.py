@@ -1,0 +1,335 @@
+"""The CI gate: rules over an audit's results, and the verdict as JUnit XML.
+
+The gate passes unless a rule fails. Every rule has one name, spelt with dashes everywhere a user
+meets it (``[tool.pie-audit]``, command-line flags, messages, JUnit, ``summary.json``); in Python
+it is the :class:`GateRules` field with underscores. Limits are fractions in [0, 1]:
+
+``max-class-drop`` (default 0.02)
+    Fail when a class is significantly harmed and lost more than this many points of recall
+    beyond the models' average (``normalized_change < -limit``).
+``max-class-recall-drop`` (default 0.05)
+    Fail when a class's recall fell significantly (the absolute test) by more than this: on by
+    default so that a pass never hides a large drop that every class shared, which the relative
+    test cannot see.
+``max-pie-fraction`` (off by default)
+    Fail when the fraction of examples that are PIEs exceeds it; with ``stable-pies-only``,
+    count only PIEs that survive 90% of model resamples.
+``max-accuracy-drop`` (off by default)
+    Fail when mean baseline accuracy minus mean pruned accuracy exceeds it.
+``max-harmed-classes`` (off by default)
+    Fail when more classes than this are significantly harmed (any amount).
+``min-power`` (off by default)
+    Fail when the audit's power to detect a class drop of the size of interest is below it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import pandas as pd
+
+from ..errors import ConfigError
+
+__all__ = [
+    "GateRules",
+    "GateFailure",
+    "GateResult",
+    "rule_name",
+    "evaluate_gate",
+    "junit_xml",
+]
+
+# Floating-point slack so that a drop of exactly the limit (0.98 - 1.0 = -0.02000000000000002)
+# does not count as "more than" the limit.
+_SLACK = 1e-9
+
+BAD_RULE = "{rule} must be {expected}, not {value!r}"
+_FRACTIONS = ("max_class_drop", "max_class_recall_drop", "max_pie_fraction", "max_accuracy_drop", "min_power")
+
+
+def rule_name(field: str) -> str:
+    """The name users see for a :class:`GateRules` field: ``max_class_drop`` -> ``max-class-drop``."""
+    return field.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class GateRules:
+    """Limits the gate enforces; ``None`` turns a rule off."""
+
+    max_class_drop: float | None = 0.02
+    max_class_recall_drop: float | None = 0.05
+    max_pie_fraction: float | None = None
+    max_accuracy_drop: float | None = None
+    max_harmed_classes: int | None = None
+    min_power: float | None = None
+    #: Count only stable PIEs (stability >= 0.9) for ``max-pie-fraction``.
+    stable_pies_only: bool = False
+
+    def __post_init__(self) -> None:
+        for name in _FRACTIONS:
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value <= 1
+                or math.isnan(value)
+            ):
+                raise ConfigError(BAD_RULE.format(rule=rule_name(name), expected="a fraction in [0, 1]", value=value))
+        value = self.max_harmed_classes
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ConfigError(
+                BAD_RULE.format(rule="max-harmed-classes", expected="a non-negative integer", value=value)
+            )
+        if not isinstance(self.stable_pies_only, bool):
+            raise ConfigError(
+                BAD_RULE.format(rule="stable-pies-only", expected="true or false", value=self.stable_pies_only)
+            )
+
+    def limits(self) -> dict[str, Any]:
+        """Every rule by its user-facing name, ``None`` where off."""
+        return {rule_name(f.name): getattr(self, f.name) for f in fields(self)}
+
+    def enabled(self) -> list[str]:
+        """The user-facing names of the rules that are on (``stable-pies-only`` is an option)."""
+        return [
+            rule_name(f.name)
+            for f in fields(self)
+            if f.name != "stable_pies_only" and getattr(self, f.name) is not None
+        ]
+
+
+@dataclass(frozen=True)
+class GateFailure:
+    """One rule that failed: its name, limit, the offending value and the classes involved."""
+
+    rule: str
+    limit: float
+    value: float
+    message: str
+    classes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Outcome of :func:`evaluate_gate`."""
+
+    rules: GateRules
+    failures: tuple[GateFailure, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``gate`` object of ``summary.json``."""
+        return {
+            "passed": self.passed,
+            "rules": self.rules.limits(),
+            "failures": [
+                {
+                    "rule": f.rule,
+                    "limit": f.limit,
+                    "value": f.value,
+                    "message": f.message,
+                    "classes": list(f.classes),
+                }
+                for f in self.failures
+            ],
+        }
+
+
+def evaluate_gate(
+    classes: pd.DataFrame,
+    *,
+    pie_fraction: float,
+    accuracy_drop: float,
+    stable_pie_fraction: float | None = None,
+    power_at_detect: float | None = None,
+    detect: float | None = None,
+    rules: GateRules = GateRules(),
+    class_names: Sequence[str] | None = None,
+) -> GateResult:
+    """Check an audit's results against the gate's rules.
+
+    Parameters
+    ----------
+    classes : DataFrame
+        The per-class table of :func:`pie_audit.stats.class_statistics` (columns ``label``,
+        ``normalized_change``, ``direction``; ``recall_change`` and ``recall_q_value`` with
+        ``significant`` for ``max-class-recall-drop``).
+    pie_fraction : float
+        Fraction of examples that are PIEs.
+    accuracy_drop : float
+        Mean baseline accuracy minus mean pruned accuracy.
+    stable_pie_fraction : float, optional
+        Fraction of examples that are stable PIEs; needed with ``stable_pies_only``.
+    power_at_detect : float, optional
+        The audit's power (median class) to detect a drop of ``detect``; ``None`` when
+        undefined, which fails ``min-power``.
+    detect : float, optional
+        The drop of interest, for the ``min-power`` message.
+    rules : GateRules
+        The limits.
+    class_names : sequence of str, optional
+        Names in failures, indexed by label; default ``str(label)``.
+
+    Returns
+    -------
+    GateResult
+    """
+    harmed = classes[classes["direction"] == "harmed"]
+
+    def named(frame: pd.DataFrame) -> tuple[str, ...]:
+        return tuple(str(class_names[int(k)]) if class_names is not None else str(int(k)) for k in frame["label"])
+
+    def listed(frame: pd.DataFrame, column: str) -> str:
+        return ", ".join(f"{n} ({_points(v, signed=True)})" for n, v in zip(named(frame), frame[column], strict=True))
+
+    failures: list[GateFailure] = []
+    if rules.max_class_drop is not None:
+        dropped = harmed[harmed["normalized_change"] < -(rules.max_class_drop + _SLACK)]
+        dropped = dropped.sort_values(["normalized_change", "label"])
+        if len(dropped):
+            failures.append(
+                GateFailure(
+                    rule="max-class-drop",
+                    limit=rules.max_class_drop,
+                    value=-float(dropped["normalized_change"].iloc[0]),
+                    message=(
+                        f"{len(dropped)} class(es) significantly harmed, losing more than "
+                        f"{_points(rules.max_class_drop)} of recall beyond the models' average: "
+                        + listed(dropped, "normalized_change")
+                    ),
+                    classes=named(dropped),
+                )
+            )
+    if rules.max_class_recall_drop is not None:
+        fell = classes[
+            _recall_fell_significantly(classes)
+            & (classes["recall_change"] < -(rules.max_class_recall_drop + _SLACK))
+        ].sort_values(["recall_change", "label"])
+        if len(fell):
+            failures.append(
+                GateFailure(
+                    rule="max-class-recall-drop",
+                    limit=rules.max_class_recall_drop,
+                    value=-float(fell["recall_change"].iloc[0]),
+                    message=(
+                        f"{len(fell)} class(es) significantly lost more than "
+                        f"{_points(rules.max_class_recall_drop)} of recall: " + listed(fell, "recall_change")
+                    ),
+                    classes=named(fell),
+                )
+            )
+    if rules.max_pie_fraction is not None:
+        stable = rules.stable_pies_only
+        value = stable_pie_fraction if stable else pie_fraction
+        if value is None:
+            raise ConfigError("stable-pies-only needs the fraction of stable PIEs")
+        if value > rules.max_pie_fraction + _SLACK:
+            what = "stable PIE fraction" if stable else "PIE fraction"
+            failures.append(
+                GateFailure(
+                    rule="max-pie-fraction",
+                    limit=rules.max_pie_fraction,
+                    value=value,
+                    message=f"{what} {value:.2%} exceeds the limit {rules.max_pie_fraction:.2%}",
+                )
+            )
+    limit = rules.max_accuracy_drop
+    if limit is not None and accuracy_drop > limit + _SLACK:
+        failures.append(
+            GateFailure(
+                rule="max-accuracy-drop",
+                limit=limit,
+                value=accuracy_drop,
+                message=f"mean accuracy dropped by {_points(accuracy_drop)}, more than the limit {_points(limit)}",
+            )
+        )
+    if rules.max_harmed_classes is not None and len(harmed) > rules.max_harmed_classes:
+        names = named(harmed.sort_values("label"))
+        failures.append(
+            GateFailure(
+                rule="max-harmed-classes",
+                limit=rules.max_harmed_classes,
+                value=len(harmed),
+                message=(
+                    f"{len(harmed)} class(es) significantly harmed, more than the limit "
+                    f"{rules.max_harmed_classes}: " + ", ".join(names)
+                ),
+                classes=names,
+            )
+        )
+    if rules.min_power is not None and (power_at_detect is None or power_at_detect < rules.min_power - _SLACK):
+        size = f" a class drop of {_points(detect)}" if detect is not None else " a class drop"
+        observed = "undefined (too few models, or no variation between them)" if power_at_detect is None else f"{power_at_detect:.2f}"
+        failures.append(
+            GateFailure(
+                rule="min-power",
+                limit=rules.min_power,
+                value=float("nan") if power_at_detect is None else power_at_detect,
+                message=f"the audit's power to detect{size} is {observed}, below the limit {rules.min_power:.2f}",
+            )
+        )
+    return GateResult(rules=rules, failures=tuple(failures))
+
+
+def _recall_fell_significantly(classes: pd.DataFrame) -> pd.Series:
+    if "recall_significant" not in classes:
+        return pd.Series(False, index=classes.index)
+    return classes["recall_significant"] & (classes["recall_change"] < 0)
+
+
+def _points(fraction: float, *, signed: bool = False) -> str:
+    """A fraction as percentage points: 0.02 -> '2.0 points'."""
+    return f"{100 * fraction:{'+' if signed else ''}.1f} points"
+
+
+def junit_xml(
+    result: GateResult, *, name: str = "pie-audit gate", properties: Mapping[str, Any] | None = None
+) -> str:
+    """The gate as JUnit XML: one test case per enabled rule, failed ones with their message.
+
+    Parameters
+    ----------
+    result : GateResult
+    name : str
+        The test suite's name.
+    properties : mapping, optional
+        Recorded as the suite's ``<properties>`` (where the rules came from, the test used, ...);
+        ``None`` values are written as empty strings.
+
+    Returns
+    -------
+    str
+        An XML document.
+    """
+    failed = {f.rule: f for f in result.failures}
+    enabled = result.rules.enabled()
+    limits = result.rules.limits()
+    suite = ET.Element(
+        "testsuite",
+        name=name,
+        tests=str(len(enabled)),
+        failures=str(len(failed)),
+        errors="0",
+        skipped="0",
+    )
+    if properties:
+        props = ET.SubElement(suite, "properties")
+        for key, value in properties.items():
+            ET.SubElement(props, "property", name=str(key), value="" if value is None else str(value))
+    for rule in enabled:
+        relation = ">=" if rule == "min-power" else "<="
+        case = ET.SubElement(suite, "testcase", classname="pie-audit.gate", name=f"{rule} {relation} {limits[rule]}")
+        if rule in failed:
+            failure = ET.SubElement(case, "failure", message=failed[rule].message, type=rule)
+            failure.text = failed[rule].message
+    suites = ET.Element("testsuites", name=name, tests=suite.get("tests"), failures=suite.get("failures"))
+    suites.append(suite)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"

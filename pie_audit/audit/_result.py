@@ -1,0 +1,308 @@
+"""What an audit found: the result types, and every value derived from them, computed once.
+
+:func:`pie_audit.compare.compare` computes an :class:`AuditResult` (returned as its subclass
+:class:`~pie_audit.compare.CompareResult`); the report (:mod:`pie_audit.report`) and the outputs
+(:mod:`pie_audit.outputs`) read it. This module sits below all of them, so that computing,
+rendering and writing never import each other in a circle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._version import __version__
+from ._gate import GateResult
+from ._power import PowerInputs, PowerSummary
+
+__all__ = ["SCHEMA_VERSION", "PieSummary", "PopulationSummary", "AuditResult"]
+
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class PieSummary:
+    """Counts of PIEs and ties, and each population's accuracy on and off the PIEs.
+
+    ``n_stable`` counts PIEs that stay PIEs in at least 90% of model resamples
+    (``examples["stability"]``). ``*_accuracy_non_pies`` is also each population's accuracy once
+    the PIEs are removed. Accuracies on an empty subset (no PIE, or nothing but PIEs) are ``None``.
+    """
+
+    count: int
+    fraction: float
+    n_stable: int
+    n_tied: int
+    n_tied_baseline: int
+    n_tied_pruned: int
+    baseline_accuracy_pies: float | None
+    baseline_accuracy_non_pies: float | None
+    pruned_accuracy_pies: float | None
+    pruned_accuracy_non_pies: float | None
+
+
+@dataclass(frozen=True)
+class PopulationSummary:
+    """One population's models and the spread of their top-1 accuracies.
+
+    ``accuracy_std`` is the sample standard deviation, undefined (``None``) for one model.
+    """
+
+    path: Path | None
+    n_models: int
+    accuracy_mean: float
+    accuracy_std: float | None
+    accuracy_min: float
+    accuracy_max: float
+
+    @classmethod
+    def of(cls, path: Path | None, accuracy: pd.Series) -> PopulationSummary:
+        values = accuracy.to_numpy(dtype=float)
+        return cls(
+            path=path,
+            n_models=len(values),
+            accuracy_mean=float(values.mean()),
+            accuracy_std=float(values.std(ddof=1)) if len(values) > 1 else None,
+            accuracy_min=float(values.min()),
+            accuracy_max=float(values.max()),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class AuditResult:
+    """Everything an audit found, and every value derived from it, computed once.
+
+    :class:`pie_audit.compare.CompareResult`, what :func:`pie_audit.compare` returns, adds
+    saving and notebook display; reports and outputs need only this.
+
+    Attributes
+    ----------
+    examples : DataFrame
+        One row per example, sorted by ``example_id``; the columns of
+        :func:`pie_audit.pie.pie_table`.
+    classes : DataFrame
+        One row per class: ``label``, ``name``, ``support``, ``n_pies`` and the columns of
+        :func:`pie_audit.stats.class_statistics`.
+    baseline_accuracy, pruned_accuracy : Series
+        Top-1 accuracy of each model, indexed by model directory name.
+    baseline_runs, pruned_runs : mapping of str to (dict or None)
+        Each model's ``run.json`` (``None`` where absent), for provenance.
+    pies : PieSummary
+    gate : GateResult
+    baseline_dir, pruned_dir : Path or None
+        The population directories; ``None`` for populations built in memory.
+    baseline_name, pruned_name : str
+        How the populations are called in reports (their directory names by default).
+    settings : mapping
+        ``alpha``, ``correction``, ``tie_break``, ``test`` (as asked), ``detect``,
+        ``n_bootstrap``, ``confidence``, ``seed``.
+    test : {"welch", "paired", "mcnemar"}
+        The per-class test used.
+    power : PowerSummary
+        What the audit could detect (:mod:`pie_audit.power`).
+    power_inputs : PowerInputs
+        What the power depends on, for :func:`pie_audit.power` to ask other questions.
+    config_source : Path or None
+        The ``pyproject.toml`` the settings came from, or ``None`` (defaults and arguments).
+    notes : tuple of str
+        Degenerate situations worth telling the user about (one model, empty classes, ...).
+    """
+
+    examples: pd.DataFrame
+    classes: pd.DataFrame
+    baseline_accuracy: pd.Series
+    pruned_accuracy: pd.Series
+    baseline_runs: Mapping[str, dict[str, Any] | None]
+    pruned_runs: Mapping[str, dict[str, Any] | None]
+    pies: PieSummary
+    gate: GateResult
+    baseline_dir: Path | None
+    pruned_dir: Path | None
+    baseline_name: str
+    pruned_name: str
+    settings: Mapping[str, Any]
+    test: str
+    power: PowerSummary
+    power_inputs: PowerInputs
+    config_source: Path | None = None
+    notes: tuple[str, ...] = ()
+
+    @cached_property
+    def baseline(self) -> PopulationSummary:
+        """The baseline population's size and accuracy spread."""
+        return PopulationSummary.of(self.baseline_dir, self.baseline_accuracy)
+
+    @cached_property
+    def pruned(self) -> PopulationSummary:
+        """The pruned population's size and accuracy spread."""
+        return PopulationSummary.of(self.pruned_dir, self.pruned_accuracy)
+
+    @property
+    def accuracy_drop(self) -> float:
+        """Mean baseline accuracy minus mean pruned accuracy (positive when pruning lost accuracy)."""
+        return self.baseline.accuracy_mean - self.pruned.accuracy_mean
+
+    @cached_property
+    def n_harmed(self) -> int:
+        """How many classes are significantly harmed."""
+        return int((self.classes["direction"] == "harmed").sum())
+
+    @cached_property
+    def n_helped(self) -> int:
+        """How many classes are significantly helped."""
+        return int((self.classes["direction"] == "helped").sum())
+
+    @property
+    def verdict(self) -> str:
+        """The gate's verdict in one line; a pass that could not have seen the drop of interest says so."""
+        if not self.gate.passed:
+            return f"gate FAILED ({len(self.gate.failures)} rule(s))"
+        if self.power.underpowered:
+            return f"gate PASSED (underpowered: {self.power_sentence()})"
+        return "gate PASSED"
+
+    def power_sentence(self) -> str:
+        """What the audit could detect, in words: the median class's detectable drop."""
+        power = self.power
+        if power.median_mde is None:
+            why = "one model on a side" if self.test == "mcnemar" or min(self.baseline.n_models, self.pruned.n_models) < 2 else "no class's recall varies between models"
+            return f"no t-test power could be computed ({why})"
+        text = (
+            f"this audit can detect class drops of {100 * power.median_mde:.1f} points or more "
+            f"(median class, power {power.target:.1f} at alpha {power.alpha:g})"
+        )
+        if power.median_mde > power.detect:
+            needed = f"about {power.models_needed} models per population" if power.models_needed else "more models"
+            text += f"; a drop of {100 * power.detect:.1f} points needs {needed}"
+        return text
+
+    @property
+    def harmed(self) -> pd.DataFrame:
+        """Classes significantly harmed, worst first."""
+        rows = self.classes[self.classes["direction"] == "harmed"]
+        return rows.sort_values(["normalized_change", "label"])
+
+    @property
+    def helped(self) -> pd.DataFrame:
+        """Classes significantly helped, most helped first."""
+        rows = self.classes[self.classes["direction"] == "helped"]
+        return rows.sort_values(["normalized_change", "label"], ascending=[False, True])
+
+    def top_pies(self, limit: int | None = 10) -> pd.DataFrame:
+        """The ``limit`` PIEs whose populations' votes differ most (``score``), ties by example id.
+
+        Rows of :attr:`examples`, with the class names; ``limit=None`` gives every PIE.
+        """
+        pies = self.examples[self.examples["pie"]]
+        ranked = pies.sort_values(["score", "example_id"], ascending=[False, True])
+        return ranked if limit is None else ranked.head(limit)
+
+    @cached_property
+    def pie_flows(self) -> pd.DataFrame:
+        """Where the PIEs went: PIEs counted by (baseline modal class, pruned modal class).
+
+        Returns
+        -------
+        DataFrame
+            Columns ``baseline_modal``, ``pruned_modal`` (labels), ``baseline_modal_name``,
+            ``pruned_modal_name``, ``count`` (PIEs), ``true_label_share`` (the fraction of them
+            whose true label is the baseline's modal class); most frequent first. For example a
+            row ``four -> one, 12`` says 12 examples the baseline calls "four" the pruned models
+            call "one".
+        """
+        pies = self.examples[self.examples["pie"]]
+        names = self.classes["name"].to_numpy()
+        grouped = pies.assign(right=pies["label"] == pies["baseline_modal"]).groupby(
+            ["baseline_modal", "pruned_modal"], sort=True
+        )
+        flows = grouped.agg(count=("example_id", "size"), true_label_share=("right", "mean")).reset_index()
+        flows.insert(2, "baseline_modal_name", names[flows["baseline_modal"].to_numpy()].astype(object))
+        flows.insert(3, "pruned_modal_name", names[flows["pruned_modal"].to_numpy()].astype(object))
+        flows = flows.sort_values(["count", "baseline_modal", "pruned_modal"], ascending=[False, True, True])
+        return flows.reset_index(drop=True)
+
+    def __repr__(self) -> str:
+        # A notebook cell evaluating a result should show the verdict, not a DataFrame dump.
+        n = len(self.examples)
+        verdict = "passed" if self.gate.passed else f"FAILED ({len(self.gate.failures)} rule(s))"
+        if self.gate.passed and self.power.underpowered:
+            verdict += " (underpowered)"
+        return (
+            f"<CompareResult: {n} examples, {len(self.classes)} classes; accuracy "
+            f"{self.baseline.accuracy_mean:.2%} ({self.baseline.n_models} baseline models) -> "
+            f"{self.pruned.accuracy_mean:.2%} ({self.pruned.n_models} pruned); "
+            f"{self.pies.count} PIEs ({self.pies.fraction:.2%}); {self.n_harmed} classes harmed, "
+            f"{self.n_helped} helped; gate {verdict}>"
+        )
+
+    def to_summary(self) -> dict[str, Any]:
+        """The content of ``summary.json``: strict JSON types, ``None`` for undefined values."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "pie-audit", "version": __version__},
+            "settings": {_dashed(k): v for k, v in self.settings.items()},
+            "test": self.test,
+            "config": {
+                "source": str(self.config_source) if self.config_source is not None else None,
+                "rules": self.gate.rules.limits(),
+            },
+            "n_examples": len(self.examples),
+            "n_classes": len(self.classes),
+            "baseline": _population_summary(self.baseline, self.baseline_accuracy),
+            "pruned": _population_summary(self.pruned, self.pruned_accuracy),
+            "pies": {
+                "count": self.pies.count,
+                "fraction": self.pies.fraction,
+                "n_stable": self.pies.n_stable,
+                "n_tied": self.pies.n_tied,
+                "n_tied_baseline": self.pies.n_tied_baseline,
+                "n_tied_pruned": self.pies.n_tied_pruned,
+                "baseline_accuracy_pies": self.pies.baseline_accuracy_pies,
+                "baseline_accuracy_non_pies": self.pies.baseline_accuracy_non_pies,
+                "pruned_accuracy_pies": self.pies.pruned_accuracy_pies,
+                "pruned_accuracy_non_pies": self.pies.pruned_accuracy_non_pies,
+            },
+            "impacted": {
+                "harmed": self.n_harmed,
+                "helped": self.n_helped,
+                "recall_fell": int((self.classes["recall_significant"] & (self.classes["recall_change"] < 0)).sum()),
+                "recall_rose": int((self.classes["recall_significant"] & (self.classes["recall_change"] > 0)).sum()),
+            },
+            "power": {key: _json_value(value) for key, value in self.power.to_dict().items()},
+            "classes": [
+                {key: _json_value(value) for key, value in row.items()}
+                for row in self.classes.to_dict(orient="records")
+            ],
+            "gate": self.gate.to_dict(),
+            "notes": list(self.notes),
+        }
+
+
+def _population_summary(summary: PopulationSummary, accuracy: pd.Series) -> dict[str, Any]:
+    return {
+        "path": str(summary.path) if summary.path is not None else None,
+        "n_models": summary.n_models,
+        "accuracy_mean": summary.accuracy_mean,
+        "accuracy_std": summary.accuracy_std,
+        "models": [{"name": name, "accuracy": float(a)} for name, a in accuracy.items()],
+    }
+
+
+def _dashed(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _json_value(value: Any) -> Any:
+    """NaN and ±inf have no strict-JSON form: they become ``None`` (documented in docs/audit.md)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

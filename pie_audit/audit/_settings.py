@@ -1,0 +1,302 @@
+"""The audit's settings: statistics options and gate rules, resolved in one place.
+
+Every setting has one name, listed once in :data:`SETTINGS`. Values come from three places,
+the first that has one winning: options given explicitly (command-line flags, or keyword arguments
+of :func:`pie_audit.compare`), the ``[tool.pie-audit]`` table of a ``pyproject.toml``, and the
+defaults of :class:`Settings`. :func:`resolve_settings` applies that order, so the CLI and the
+Python API reproduce each other from the same inputs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ._gate import GateRules
+from ._pie import BAD_TIE_BREAK, TIE_BREAKS
+from ._power import DEFAULT_DETECT
+from ._stats import BAD_ALPHA, BAD_CONFIDENCE, BAD_CORRECTION, BAD_N_BOOTSTRAP, CORRECTIONS, MAX_BOOTSTRAP
+
+__all__ = [
+    "SETTINGS",
+    "CONFIG_FILE",
+    "Settings",
+    "find_config",
+    "read_settings",
+    "resolve_settings",
+]
+
+CONFIG_FILE = "pyproject.toml"
+SETTINGS_TABLE = "tool.pie-audit"
+
+#: Every setting ``[tool.pie-audit]`` and the command line accept, with its type. Statistics
+#: options are fields of :class:`Settings`, gate rules fields of :class:`~pie_audit.gate.GateRules`.
+SETTINGS: dict[str, type] = {
+    "alpha": float,
+    "correction": str,
+    "tie_break": str,
+    "test": str,
+    "detect": float,
+    "n_bootstrap": int,
+    "seed": int,
+    "max_class_drop": float,
+    "max_class_recall_drop": float,
+    "max_pie_fraction": float,
+    "max_accuracy_drop": float,
+    "max_harmed_classes": int,
+    "min_power": float,
+    "stable_pies_only": bool,
+}
+_RULES = frozenset(f.name for f in fields(GateRules))
+
+NO_CONFIG = "{path}: no such file"
+BAD_TOML = "{path}: not valid TOML ({reason})"
+UNKNOWN_KEY = "{path}: unknown key '{key}' in [tool.pie-audit]; known keys: {known}"
+BAD_VALUE = "{path}: [tool.pie-audit] {key} must be {expected}, not {value!r}"
+NOT_A_TABLE = "{path}: [tool.pie-audit] must be a table"
+BAD_SETTING = "{path}: [tool.pie-audit] {problem}"
+BAD_SEED = "seed must be a non-negative integer, not {value!r}"
+UNKNOWN_SETTING = "unknown setting {name!r}; known settings: {known}"
+_EXPECTED = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
+TESTS = ("auto", "welch", "paired", "mcnemar")
+BAD_TEST = "test must be one of {choices}, not {value!r}"
+BAD_DETECT = "detect must be a drop in (0, 1], not {value!r}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that decides an audit's numbers and verdict, validated.
+
+    Attributes
+    ----------
+    alpha : float
+        A class is significant when its q-value is at most ``alpha``.
+    correction : {"fdr_bh", "none"}
+        Multiple-testing correction across classes; ``"none"`` is the paper's raw p rule.
+    tie_break : {"lowest", "highest"}
+        Which label wins a tied modal vote; ``"highest"`` is the paper's code.
+    test : {"auto", "welch", "paired", "mcnemar"}
+        The per-class test: ``"auto"`` picks McNemar for one model against one, paired t-tests
+        when every pruned model names a distinct baseline parent, and Welch's otherwise.
+    detect : float or None
+        The class drop of interest for the power analysis (a fraction); ``None``: the
+        ``max-class-drop`` limit, or 2 points when that rule is off.
+    n_bootstrap : int
+        Bootstrap resamples for the ``normalized_change`` interval.
+    confidence : float
+        Level of that interval.
+    seed : int
+        Seed of the bootstrap.
+    rules : GateRules
+        The CI gate's limits.
+    source : Path or None
+        The ``pyproject.toml`` that supplied settings, or ``None`` for none.
+    """
+
+    alpha: float = 0.05
+    correction: str = "fdr_bh"
+    tie_break: str = "lowest"
+    test: str = "auto"
+    detect: float | None = None
+    n_bootstrap: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    rules: GateRules = field(default_factory=GateRules)
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.correction not in CORRECTIONS:
+            raise ConfigError(BAD_CORRECTION.format(choices=", ".join(CORRECTIONS), value=self.correction))
+        if self.tie_break not in TIE_BREAKS:
+            raise ConfigError(BAD_TIE_BREAK.format(choices=", ".join(TIE_BREAKS), value=self.tie_break))
+        if self.test not in TESTS:
+            raise ConfigError(BAD_TEST.format(choices=", ".join(TESTS), value=self.test))
+        if self.detect is not None and (not _is_number(self.detect) or not 0 < self.detect <= 1):
+            raise ConfigError(BAD_DETECT.format(value=self.detect))
+        if not _is_number(self.alpha) or not 0 < self.alpha < 1:
+            raise ConfigError(BAD_ALPHA.format(value=self.alpha))
+        if not _is_number(self.confidence) or not 0 < self.confidence < 1:
+            raise ConfigError(BAD_CONFIDENCE.format(value=self.confidence))
+        if isinstance(self.n_bootstrap, bool) or not isinstance(self.n_bootstrap, int) or not 1 <= self.n_bootstrap <= MAX_BOOTSTRAP:
+            raise ConfigError(BAD_N_BOOTSTRAP.format(value=self.n_bootstrap))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(BAD_SEED.format(value=self.seed))
+        if not isinstance(self.rules, GateRules):
+            raise ConfigError(f"rules must be a GateRules, not {type(self.rules).__name__}")
+
+    @property
+    def detect_drop(self) -> float:
+        """The drop the power analysis asks about: ``detect``, else the ``max-class-drop`` limit."""
+        if self.detect is not None:
+            return float(self.detect)
+        limit = self.rules.max_class_drop
+        return float(limit) if limit else DEFAULT_DETECT
+
+    def statistics(self) -> dict[str, Any]:
+        """The statistics options by their Python names (``CompareResult.settings``)."""
+        return {
+            "alpha": self.alpha,
+            "correction": self.correction,
+            "tie_break": self.tie_break,
+            "test": self.test,
+            "detect": self.detect_drop,
+            "n_bootstrap": self.n_bootstrap,
+            "confidence": self.confidence,
+            "seed": self.seed,
+        }
+
+
+def find_config(directory: str | Path | None = None) -> Path | None:
+    """The nearest ``pyproject.toml`` with a ``[tool.pie-audit]`` table, as pytest and ruff find theirs.
+
+    Parameters
+    ----------
+    directory : str or Path, optional
+        Where the search starts (default: the working directory); it goes up to the root.
+
+    Returns
+    -------
+    Path or None
+        ``None`` when no ``pyproject.toml`` on the way up has the table.
+
+    Raises
+    ------
+    ConfigError
+        A ``pyproject.toml`` on the way is not valid TOML (it may hold the table).
+    """
+    start = Path(directory if directory is not None else Path.cwd()).absolute()
+    for folder in (start, *start.parents):
+        candidate = folder / CONFIG_FILE
+        if candidate.is_file() and "pie-audit" in _read_toml(candidate).get("tool", {}):
+            return candidate
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as fh:
+            document = tomllib.load(fh)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(BAD_TOML.format(path=path, reason=e)) from e
+    return document if isinstance(document.get("tool", {}), dict) else {**document, "tool": {}}
+
+
+def read_settings(path: str | Path, *, required: bool = True) -> dict[str, Any]:
+    """Read ``[tool.pie-audit]`` from a ``pyproject.toml``.
+
+    Keys use dashes (``max-class-drop``); underscores are accepted too. Sub-tables belong to
+    other commands and are ignored; an unknown key is an error, so that a typo cannot turn a
+    rule off silently.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``pyproject.toml``.
+    required : bool, default=True
+        When False, a missing file gives ``{}`` instead of an error.
+
+    Returns
+    -------
+    dict
+        The settings present, by their names in :data:`SETTINGS` (``max_class_drop``, ...).
+
+    Raises
+    ------
+    ConfigError
+        Missing file (when required), invalid TOML, an unknown key or a value of the wrong type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        if required:
+            raise ConfigError(NO_CONFIG.format(path=path))
+        return {}
+    table = _read_toml(path).get("tool", {}).get("pie-audit", {})
+    if not isinstance(table, dict):
+        raise ConfigError(NOT_A_TABLE.format(path=path))
+    return _parse_table(path, table)
+
+
+def _parse_table(path: Path, table: Mapping[str, Any]) -> dict[str, Any]:
+    known = ", ".join(name.replace("_", "-") for name in SETTINGS)
+    settings: dict[str, Any] = {}
+    for raw, value in table.items():
+        if isinstance(value, dict):
+            continue
+        name = raw.replace("-", "_")
+        if name not in SETTINGS:
+            raise ConfigError(UNKNOWN_KEY.format(path=path, key=raw, known=known))
+        kind = SETTINGS[name]
+        if kind is float:
+            ok = _is_number(value)
+        elif kind is bool:
+            ok = isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind) and not isinstance(value, bool)
+        if not ok:
+            raise ConfigError(BAD_VALUE.format(path=path, key=raw, expected=_EXPECTED[kind], value=value))
+        settings[name] = value
+    return settings
+
+
+def resolve_settings(
+    options: Mapping[str, Any] | None = None,
+    *,
+    config: str | Path | None = None,
+    base: Settings | None = None,
+) -> Settings:
+    """Settings from explicit options, then a ``pyproject.toml``, then ``base``.
+
+    Parameters
+    ----------
+    options : mapping, optional
+        Settings given explicitly, by their names in :data:`SETTINGS` (plus ``confidence``);
+        ``None`` values are ignored, so unset command-line flags can be passed as they are.
+    config : str or Path, optional
+        A ``pyproject.toml`` whose ``[tool.pie-audit]`` table is read; it must exist. Without
+        it no file is read (:func:`find_config` finds the working directory's).
+    base : Settings, optional
+        The values neither ``options`` nor ``config`` set; default :class:`Settings` ``()``.
+
+    Returns
+    -------
+    Settings
+        With ``source`` set to ``config`` when it was read.
+
+    Raises
+    ------
+    ConfigError
+        An unknown option, an unreadable or invalid ``config``, or an invalid value (a value
+        from ``config`` is reported with the file's path).
+    """
+    base = base if base is not None else Settings()
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    for name in given:
+        if name not in SETTINGS and name != "confidence":
+            raise ConfigError(UNKNOWN_SETTING.format(name=name, known=", ".join([*SETTINGS, "confidence"])))
+    from_file = read_settings(config) if config is not None else {}
+    source = Path(config) if config is not None else base.source
+    if from_file:
+        # Checked alone first, so that a bad value in the file is reported against the file.
+        try:
+            _build(base, from_file, source)
+        except ConfigError as e:
+            raise ConfigError(BAD_SETTING.format(path=config, problem=e)) from e
+    return _build(base, {**from_file, **given}, source)
+
+
+def _build(base: Settings, values: Mapping[str, Any], source: Path | None) -> Settings:
+    rules = replace(base.rules, **{k: v for k, v in values.items() if k in _RULES})
+    statistics = {k: v for k, v in values.items() if k not in _RULES}
+    return replace(base, **statistics, rules=rules, source=source)

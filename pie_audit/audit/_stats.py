@@ -1,0 +1,473 @@
+"""Per-class disparate impact of pruning: recalls, t-tests, q-values, bootstrap CIs, power.
+
+For model m and class c, r_mc is the recall and a_m the top-1 accuracy; ā is a population's
+mean accuracy. Following the code of Hooker et al. (arXiv 1911.05248), each class is tested
+with a two-sided Welch t-test between {r_mc - ā_baseline} over baseline models and
+{r_mc - ā_pruned} over pruned models: the *relative* test, whose null hypothesis is "the class
+moved by as much as overall accuracy did". Beside it the *absolute* test asks the same of the
+uncentred recalls {r_mc}: "did the class lose recall?". Pruned models derived from baseline
+models are tested in pairs (paired t-tests), and one model against one model with an exact
+McNemar test per class. The degenerate cases (one model, zero variance, zero support) have the
+documented results listed in :func:`class_statistics` and ``docs/audit.md``.
+
+Nothing here touches the filesystem.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from ._power import PowerInputs, minimum_detectable_effect
+
+__all__ = [
+    "CORRECTIONS",
+    "TESTS",
+    "CLASS_COLUMNS",
+    "per_model_accuracy",
+    "per_model_recall",
+    "class_statistics",
+    "power_inputs",
+]
+
+CORRECTIONS = ("fdr_bh", "none")
+#: Per-class test designs: independent populations, pruned models paired with their parents,
+#: or a single model on each side.
+TESTS = ("welch", "paired", "mcnemar")
+BAD_TEST = "test must be one of {choices}, not {value!r}"
+BAD_PAIRS = "a paired test needs as many pruned models as baseline models, not {pruned} and {baseline}"
+BAD_MCNEMAR = "McNemar's test compares one model with one model, not {baseline} with {pruned}"
+BAD_CORRECTION = "correction must be one of {choices}, not {value!r}"
+BAD_ALPHA = "alpha must lie strictly between 0 and 1, not {value!r}"
+BAD_CONFIDENCE = "confidence must lie strictly between 0 and 1, not {value!r}"
+#: More resamples than this only cost memory (B x models x classes): intervals do not improve.
+MAX_BOOTSTRAP = 100_000
+BAD_N_BOOTSTRAP = "n_bootstrap must be an integer from 1 to 100,000, not {value!r}"
+BAD_SHAPES = (
+    "predictions of shape {baseline} and {pruned} do not match {n} labels; "
+    "expected (M, N) arrays with N = {n}"
+)
+LABEL_OUT_OF_RANGE = "labels and predictions must lie in 0 .. {high} for n_classes={n_classes}"
+
+CLASS_COLUMNS = (
+    "label",
+    "support",
+    "baseline_recall_mean",
+    "pruned_recall_mean",
+    "recall_change",
+    "normalized_change",
+    "ci_low",
+    "ci_high",
+    "t_statistic",
+    "p_value",
+    "q_value",
+    "recall_ci_low",
+    "recall_ci_high",
+    "recall_t_statistic",
+    "recall_p_value",
+    "recall_q_value",
+    "recall_significant",
+    "mde",
+    "significant",
+    "direction",
+)
+
+
+def per_model_accuracy(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Top-1 accuracy of each model.
+
+    Parameters
+    ----------
+    predictions : ndarray of shape (M, N)
+    labels : ndarray of shape (N,)
+
+    Returns
+    -------
+    ndarray of shape (M,), float64
+    """
+    predictions = np.asarray(predictions)
+    return (predictions == np.asarray(labels)).mean(axis=1)
+
+
+def per_model_recall(predictions: np.ndarray, labels: np.ndarray, *, n_classes: int) -> np.ndarray:
+    """Recall of each class for each model.
+
+    Parameters
+    ----------
+    predictions : ndarray of shape (M, N)
+    labels : ndarray of shape (N,)
+    n_classes : int
+        C; labels lie in ``0 .. C-1``.
+
+    Returns
+    -------
+    ndarray of shape (M, C), float64
+        NaN in the columns of classes with no example (recall is undefined there).
+    """
+    predictions = np.asarray(predictions)
+    labels = np.asarray(labels)
+    m = predictions.shape[0]
+    support = np.bincount(labels, minlength=n_classes)
+    model, example = np.nonzero(predictions == labels)
+    correct = np.bincount(model * n_classes + labels[example], minlength=m * n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return correct.reshape(m, n_classes) / np.where(support > 0, support, np.nan)
+
+
+def class_statistics(
+    baseline_predictions: np.ndarray,
+    pruned_predictions: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_classes: int | None = None,
+    test: str = "welch",
+    alpha: float = 0.05,
+    correction: str = "fdr_bh",
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per-class disparate impact of pruning, relative to overall accuracy and absolute.
+
+    Parameters
+    ----------
+    baseline_predictions : array-like of shape (M_b, N)
+        Top-1 class of each baseline model for each example.
+    pruned_predictions : array-like of shape (M_p, N)
+        Same for the pruned models, on the same examples.
+    labels : array-like of shape (N,)
+        True classes.
+    n_classes : int, optional
+        C. Defaults to one more than the largest label or prediction.
+    test : {"welch", "paired", "mcnemar"}, default="welch"
+        ``"welch"``: two-sided Welch t-tests between the populations (the paper's test).
+        ``"paired"``: paired t-tests; row m of the pruned predictions was derived from row m of
+        the baseline's (``M_b == M_p``). ``"mcnemar"``: one model on each side (``M_b == M_p
+        == 1``); each class's recall gets an exact McNemar test on its examples.
+    alpha : float, default=0.05
+        A class is ``significant`` when its q-value is at most ``alpha``.
+    correction : {"fdr_bh", "none"}, default="fdr_bh"
+        ``"fdr_bh"``: Benjamini-Hochberg q-values across the tested classes, separately for the
+        relative and the absolute test. ``"none"``: q-value = p-value, the paper's raw
+        ``p <= 0.05`` rule.
+    n_bootstrap : int, default=1000
+        Resamples of models (within each population, or of pairs) for the intervals.
+    confidence : float, default=0.95
+        Level of the percentile bootstrap intervals.
+    seed : int, default=0
+        Seed of the bootstrap's random generator.
+
+    Returns
+    -------
+    DataFrame with C rows, one per class in label order, and the columns :data:`CLASS_COLUMNS`
+        ``label`` (int64), ``support`` (int64, examples of the class);
+        ``baseline_recall_mean``, ``pruned_recall_mean`` (mean recall over models, in [0, 1]);
+        ``recall_change`` (pruned minus baseline mean recall);
+        ``normalized_change`` (``recall_change`` minus the change of mean accuracy);
+        ``ci_low``, ``ci_high``, ``t_statistic``, ``p_value``, ``q_value``: the interval and
+        test of ``normalized_change`` (relative: did the class lose more than the models'
+        average?); ``recall_ci_low``, ... ``recall_q_value``, ``recall_significant``: the same for
+        ``recall_change`` (absolute: did the class lose recall?); ``mde``: the smallest normalized drop the
+        relative test detects with power 0.8 (:mod:`pie_audit.power`); ``significant`` (bool,
+        the design's primary test: relative for t-tests, absolute for McNemar); ``direction``.
+
+    Notes
+    -----
+    ``direction`` is ``"harmed"`` for a significant class whose recall fell (and, for the
+    t-test designs, fell more than accuracy did), ``"helped"`` for one whose recall rose (more
+    than accuracy did), and ``"none"`` otherwise: it never calls a class whose recall fell
+    "helped", as the paper's rule on ``normalized_change`` alone does when one class collapses
+    and lifts the centred change of every other.
+
+    Degenerate cases never produce an accidental NaN; they give these documented results:
+
+    - **No example of the class** (support 0): every float column is NaN (``null`` in JSON);
+      ``significant`` is False and ``direction`` is ``"none"``. The class is not tested and
+      takes no part in the correction.
+    - **Fewer than two models in a population** (t-test designs): the tests, intervals and
+      ``mde`` are NaN; no class is significant.
+    - **Zero variance in both populations** (every model has the same value, in each
+      population; for pairs, every pair the same difference): if the recall itself did not
+      change, the class did not move and t = 0, p = 1; if it changed and the tested means
+      differ, every model agrees on a shift: t = +-inf and p = 0. ``mde`` is NaN there.
+    - Zero variance in one population only is an ordinary Welch test.
+    - McNemar with no discordant example in a class gives p = 1.
+    """
+    base, pruned, labels, n_classes = _check_inputs(
+        baseline_predictions, pruned_predictions, labels, n_classes
+    )
+    if test not in TESTS:
+        raise ConfigError(BAD_TEST.format(choices=", ".join(TESTS), value=test))
+    if correction not in CORRECTIONS:
+        raise ConfigError(BAD_CORRECTION.format(choices=", ".join(CORRECTIONS), value=correction))
+    if not 0 < alpha < 1:
+        raise ConfigError(BAD_ALPHA.format(value=alpha))
+    if not 0 < confidence < 1:
+        raise ConfigError(BAD_CONFIDENCE.format(value=confidence))
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or not 1 <= n_bootstrap <= MAX_BOOTSTRAP:
+        raise ConfigError(BAD_N_BOOTSTRAP.format(value=n_bootstrap))
+    if test == "paired" and base.shape[0] != pruned.shape[0]:
+        raise ConfigError(BAD_PAIRS.format(baseline=base.shape[0], pruned=pruned.shape[0]))
+    if test == "mcnemar" and (base.shape[0] != 1 or pruned.shape[0] != 1):
+        raise ConfigError(BAD_MCNEMAR.format(baseline=base.shape[0], pruned=pruned.shape[0]))
+
+    support = np.bincount(labels, minlength=n_classes)
+    present = support > 0
+    base_r = per_model_recall(base, labels, n_classes=n_classes)
+    pruned_r = per_model_recall(pruned, labels, n_classes=n_classes)
+    base_a = per_model_accuracy(base, labels)
+    pruned_a = per_model_accuracy(pruned, labels)
+    base_recall = _column_means(base_r, present)
+    pruned_recall = _column_means(pruned_r, present)
+    recall_change = pruned_recall - base_recall
+    normalized = (pruned_recall - pruned_a.mean()) - (base_recall - base_a.mean())
+
+    # Relative (normalized) and absolute (recall) tests, side by side: [relative, absolute].
+    t = np.full((2, n_classes), np.nan)
+    p = np.full((2, n_classes), np.nan)
+    ci = np.full((4, n_classes), np.nan)
+    mde = np.full(n_classes, np.nan)
+    inputs = _power_inputs(test, base_r, pruned_r, base_a, pruned_a, present)
+    if test == "mcnemar":
+        p[1, present] = _mcnemar(base[0], pruned[0], labels, n_classes)[present]
+    elif base.shape[0] >= 2 and pruned.shape[0] >= 2:
+        # As in the paper's code: centre each population's recalls on its mean accuracy, so the
+        # relative null hypothesis is "this class moved by as much as overall accuracy did".
+        relative = (base_r[:, present] - base_a.mean(), pruned_r[:, present] - pruned_a.mean())
+        absolute = (base_r[:, present], pruned_r[:, present])
+        moved = base_r[0, present] != pruned_r[0, present]
+        for k, (b, q) in enumerate((relative, absolute)):
+            t[k, present], p[k, present] = _t_test(b, q, paired=test == "paired", recall_moved=moved)
+        # Resampling models moves a population's mean accuracy too, so the bootstrap works on
+        # each model's recall minus its own accuracy; the means are the same point estimate.
+        ci[:, present] = _bootstrap_interval(
+            np.hstack([base_r[:, present] - base_a[:, None], base_r[:, present]]),
+            np.hstack([pruned_r[:, present] - pruned_a[:, None], pruned_r[:, present]]),
+            paired=test == "paired",
+            n_bootstrap=n_bootstrap,
+            confidence=confidence,
+            seed=seed,
+        ).reshape(2, 2, -1).transpose(1, 0, 2).reshape(4, -1)
+        se, df = inputs.se_df()
+        mde = minimum_detectable_effect(se, df, alpha=alpha)
+    q = np.vstack([_adjust(p[0], correction), _adjust(p[1], correction)])
+    primary = 1 if test == "mcnemar" else 0
+    significant = np.nan_to_num(q[primary], nan=np.inf) <= alpha
+    # The relative change must agree too where the relative test decided.
+    fell = (recall_change < 0) & ((normalized < 0) | (primary == 1))
+    rose = (recall_change > 0) & ((normalized > 0) | (primary == 1))
+    direction = np.where(significant & fell, "harmed", np.where(significant & rose, "helped", "none"))
+    return pd.DataFrame(
+        {
+            "label": np.arange(n_classes, dtype=np.int64),
+            "support": support.astype(np.int64),
+            "baseline_recall_mean": base_recall,
+            "pruned_recall_mean": pruned_recall,
+            "recall_change": recall_change,
+            "normalized_change": normalized,
+            "ci_low": ci[0],
+            "ci_high": ci[1],
+            "t_statistic": t[0],
+            "p_value": p[0],
+            "q_value": q[0],
+            "recall_ci_low": ci[2],
+            "recall_ci_high": ci[3],
+            "recall_t_statistic": t[1],
+            "recall_p_value": p[1],
+            "recall_q_value": q[1],
+            "recall_significant": np.nan_to_num(q[1], nan=np.inf) <= alpha,
+            "mde": mde,
+            "significant": significant,
+            "direction": direction.astype(object),
+        },
+        columns=list(CLASS_COLUMNS),
+    )
+
+
+def power_inputs(
+    baseline_predictions: np.ndarray,
+    pruned_predictions: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_classes: int,
+    test: str = "welch",
+) -> PowerInputs:
+    """What the power of each class's relative test depends on (:class:`pie_audit.power.PowerInputs`).
+
+    Parameters are those of :func:`class_statistics`. For ``"mcnemar"`` (one model a side) every
+    variance is NaN: a t-test's power is undefined there.
+    """
+    base, pruned, labels, n_classes = _check_inputs(baseline_predictions, pruned_predictions, labels, n_classes)
+    base_r = per_model_recall(base, labels, n_classes=n_classes)
+    pruned_r = per_model_recall(pruned, labels, n_classes=n_classes)
+    present = np.bincount(labels, minlength=n_classes) > 0
+    return _power_inputs(
+        test, base_r, pruned_r, per_model_accuracy(base, labels), per_model_accuracy(pruned, labels), present
+    )
+
+
+def _power_inputs(
+    test: str,
+    base_r: np.ndarray,
+    pruned_r: np.ndarray,
+    base_a: np.ndarray,
+    pruned_a: np.ndarray,
+    present: np.ndarray,
+) -> PowerInputs:
+    mb, mp = base_r.shape[0], pruned_r.shape[0]
+    vb = np.full(present.shape, np.nan)
+    vp = np.full(present.shape, np.nan)
+    if test == "paired" and mb >= 2:
+        # Centring on the populations' mean accuracies shifts every difference alike, so the
+        # variance of the relative test's differences is that of the recall differences.
+        vb[present] = (pruned_r[:, present] - base_r[:, present]).var(axis=0, ddof=1)
+        vp[present] = 0.0
+    elif test == "welch" and mb >= 2 and mp >= 2:
+        vb[present] = base_r[:, present].var(axis=0, ddof=1)
+        vp[present] = pruned_r[:, present].var(axis=0, ddof=1)
+    return PowerInputs(
+        design="paired" if test == "paired" else "welch",
+        n_baseline=mb,
+        n_pruned=mp,
+        var_baseline=vb,
+        var_pruned=vp,
+    )
+
+
+def _check_inputs(
+    baseline_predictions: np.ndarray,
+    pruned_predictions: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    base = np.asarray(baseline_predictions, dtype=np.int64)
+    pruned = np.asarray(pruned_predictions, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    n = labels.size
+    if labels.ndim != 1 or base.ndim != 2 or pruned.ndim != 2 or n == 0:
+        raise ConfigError(BAD_SHAPES.format(baseline=base.shape, pruned=pruned.shape, n=n))
+    if base.shape[1] != n or pruned.shape[1] != n or base.shape[0] == 0 or pruned.shape[0] == 0:
+        raise ConfigError(BAD_SHAPES.format(baseline=base.shape, pruned=pruned.shape, n=n))
+    high = max(int(labels.max()), int(base.max()), int(pruned.max()))
+    low = min(int(labels.min()), int(base.min()), int(pruned.min()))
+    if n_classes is None:
+        n_classes = high + 1
+    if low < 0 or high >= n_classes:
+        raise ConfigError(LABEL_OUT_OF_RANGE.format(high=n_classes - 1, n_classes=n_classes))
+    return base, pruned, labels, int(n_classes)
+
+
+def _column_means(values: np.ndarray, present: np.ndarray) -> np.ndarray:
+    out = np.full(values.shape[1], np.nan)
+    out[present] = values[:, present].mean(axis=0)
+    return out
+
+
+def _t_test(
+    base: np.ndarray, pruned: np.ndarray, *, paired: bool, recall_moved: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided Welch (or paired) t-test per column, with the zero-variance rule of class_statistics.
+
+    ``recall_moved`` says, per column, whether the first models' uncentred recalls differ; it only
+    matters for columns whose tested values do not vary at all, where every model agrees.
+    """
+    from scipy import stats
+
+    t = np.zeros(base.shape[1])
+    p = np.ones(base.shape[1])
+    if paired:
+        diff = pruned - base
+        constant = np.ptp(diff, axis=0) == 0
+        shift = diff[0]
+    else:
+        constant = (np.ptp(base, axis=0) == 0) & (np.ptp(pruned, axis=0) == 0)
+        shift = pruned[0] - base[0]
+    # A class whose recall is the same constant in both populations (say 100% everywhere) did not
+    # move; only overall accuracy did, and that carries sampling noise this test cannot see.
+    moved = constant & (shift != 0) & recall_moved
+    t[moved] = np.sign(shift[moved]) * np.inf
+    p[moved] = 0.0
+    regular = ~constant
+    if regular.any():
+        with warnings.catch_warnings():
+            # scipy warns when a column is nearly constant in one population; Welch's test is
+            # still defined there (that population's variance is ~0), so the result stands.
+            warnings.filterwarnings("ignore", message="Precision loss occurred", category=RuntimeWarning)
+            # ttest_*(a, b) tests mean(a) - mean(b): pruned first, so t < 0 means a drop.
+            if paired:
+                result = stats.ttest_rel(pruned[:, regular], base[:, regular], axis=0)
+            else:
+                result = stats.ttest_ind(pruned[:, regular], base[:, regular], axis=0, equal_var=False)
+        t[regular] = result.statistic
+        p[regular] = result.pvalue
+    return t, p
+
+
+def _mcnemar(base: np.ndarray, pruned: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Exact McNemar p-value per class: a two-sided binomial test on the discordant examples.
+
+    ``b`` counts the class's examples the baseline model gets right and the pruned one wrong,
+    ``c`` the reverse; under the null hypothesis (the same recall) each discordant example is
+    either with probability 1/2.
+    """
+    from scipy import stats
+
+    base_right, pruned_right = base == labels, pruned == labels
+    b = np.bincount(labels[base_right & ~pruned_right], minlength=n_classes)
+    c = np.bincount(labels[~base_right & pruned_right], minlength=n_classes)
+    p = np.ones(n_classes)
+    for k in np.flatnonzero(b + c):
+        p[k] = stats.binomtest(int(b[k]), int(b[k] + c[k]), 0.5).pvalue
+    return p
+
+
+def _adjust(p: np.ndarray, correction: str) -> np.ndarray:
+    q = np.full(p.shape, np.nan)
+    tested = ~np.isnan(p)
+    if not tested.any():
+        return q
+    if correction == "none":
+        q[tested] = p[tested]
+    else:
+        from statsmodels.stats.multitest import multipletests
+
+        q[tested] = multipletests(p[tested], method="fdr_bh")[1]
+    return q
+
+
+def _bootstrap_interval(
+    base: np.ndarray,
+    pruned: np.ndarray,
+    *,
+    paired: bool,
+    n_bootstrap: int,
+    confidence: float,
+    seed: int,
+) -> np.ndarray:
+    """Percentile interval of mean(pruned) - mean(base) per column, resampling models.
+
+    Models are resampled within each population, or as pairs when ``paired``. A resample is
+    drawn as multinomial counts over models, so each replicate's mean is one row of a
+    (B, M) @ (M, K) product instead of a (B, M, K) gather.
+    """
+    rng = np.random.default_rng(seed)
+    if paired:
+        diff = pruned - base
+        # Canonical order first, so the interval does not depend on how directories are named.
+        diff = diff[np.lexsort(diff.T[::-1])]
+        m = diff.shape[0]
+        w = rng.multinomial(m, np.full(m, 1 / m), size=n_bootstrap) / m
+        replicates = w @ diff
+        tail = (1 - confidence) / 2
+        return np.quantile(replicates, [tail, 1 - tail], axis=0)
+    base = base[np.lexsort(base.T[::-1])]
+    pruned = pruned[np.lexsort(pruned.T[::-1])]
+    mb, mp = base.shape[0], pruned.shape[0]
+    wb = rng.multinomial(mb, np.full(mb, 1 / mb), size=n_bootstrap) / mb
+    wp = rng.multinomial(mp, np.full(mp, 1 / mp), size=n_bootstrap) / mp
+    replicates = wp @ pruned - wb @ base  # (B, K)
+    tail = (1 - confidence) / 2
+    return np.quantile(replicates, [tail, 1 - tail], axis=0)

@@ -1,0 +1,111 @@
+"""A sweep: one baseline audited against several pruned populations (e.g. one per sparsity).
+
+:func:`pie_audit.compare.sweep` runs the audit once per pruned population, reading the baseline once;
+:func:`sweep_table` tabulates the results with each population's sparsity from its ``run.json``.
+:func:`pie_audit.outputs.write_sweep` writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import ConfigError
+from ..interchange import population_provenance
+from ._result import AuditResult
+
+__all__ = ["SWEEP_PAGE", "SWEEP_COLUMNS", "sweep_names", "sweep_table"]
+
+#: The sweep page's file name in a sweep directory, which no pruned population may take.
+SWEEP_PAGE = "index.html"
+SWEEP_COLUMNS = (
+    "name",
+    "position",
+    "method",
+    "sparsity_target",
+    "sparsity_achieved",
+    "n_models",
+    "accuracy_mean",
+    "accuracy_std",
+    "baseline_accuracy_mean",
+    "pie_count",
+    "pie_fraction",
+    "harmed",
+    "helped",
+    "gate_passed",
+)
+NO_PRUNED = "a sweep needs at least one pruned population"
+DUPLICATE_NAME = (
+    "pruned populations {first} and {second} share the name {name!r}; the sweep writes one "
+    "report directory per name, so give them distinct directory names"
+)
+RESERVED_NAME = "pruned population {path} cannot be named {name!r}: the sweep page uses that name"
+
+
+def sweep_names(pruned_dirs: Sequence[str | Path]) -> list[str]:
+    """The report directory name of each pruned population: its directory's name.
+
+    Raises
+    ------
+    ConfigError
+        No population, two populations with one name, or a name the sweep page needs.
+    """
+    if not pruned_dirs:
+        raise ConfigError(NO_PRUNED)
+    seen: dict[str, Path] = {}
+    for path in map(Path, pruned_dirs):
+        name = path.resolve().name
+        if name == SWEEP_PAGE:
+            raise ConfigError(RESERVED_NAME.format(path=path, name=name))
+        if name in seen:
+            raise ConfigError(DUPLICATE_NAME.format(first=seen[name], second=path, name=name))
+        seen[name] = path
+    return list(seen)
+
+
+def sweep_table(results: Sequence[tuple[str, AuditResult]]) -> pd.DataFrame:
+    """One row per pruned population: sparsity, accuracy, PIEs, impacted classes and gate.
+
+    Parameters
+    ----------
+    results : sequence of (str, AuditResult)
+        As returned by :func:`sweep`.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`SWEEP_COLUMNS`: ``name``; ``position`` (1, 2, ... in the order given);
+        ``method`` (run.json's ``method``; ``"gmp"`` for records older than methods, ``None``
+        without a run.json, and the distinct methods joined by ", " should models disagree); ``sparsity_target`` and
+        ``sparsity_achieved`` (from ``run.json``, NaN when not recorded); ``n_models``;
+        ``accuracy_mean``, ``accuracy_std`` (NaN for one model) and ``baseline_accuracy_mean``;
+        ``pie_count``, ``pie_fraction``; ``harmed``, ``helped`` (significant classes);
+        ``gate_passed``.
+    """
+    rows = []
+    for position, (name, result) in enumerate(results, start=1):
+        provenance = population_provenance(result.pruned_runs.values())
+        rows.append(
+            {
+                "name": name,
+                "position": position,
+                "method": provenance.method,
+                "sparsity_target": provenance.sparsity_target,
+                "sparsity_achieved": provenance.sparsity_achieved,
+                "n_models": result.pruned.n_models,
+                "accuracy_mean": result.pruned.accuracy_mean,
+                "accuracy_std": result.pruned.accuracy_std,
+                "baseline_accuracy_mean": result.baseline.accuracy_mean,
+                "pie_count": result.pies.count,
+                "pie_fraction": result.pies.fraction,
+                "harmed": result.n_harmed,
+                "helped": result.n_helped,
+                "gate_passed": result.gate.passed,
+            }
+        )
+    table = pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
+    for column in ("sparsity_target", "sparsity_achieved", "accuracy_std"):
+        table[column] = table[column].astype("float64")
+    return table

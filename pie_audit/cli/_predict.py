@@ -1,0 +1,56 @@
+"""``pie-audit predict``: evaluate saved models on a built-in dataset into a population directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._app import app
+from ._options import Quiet, command_line
+
+
+@app.command()
+def predict(
+    model_files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Model files: model.pt state dicts (from pie-audit train), TorchScript archives, torch.export .pt2 programs.",
+            show_default=False,
+        ),
+    ],
+    dataset: Annotated[str, typer.Option(help="The test split to evaluate on: digits, fashion-mnist or cifar10.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Population directory; one sub-directory per model file is added.", show_default=False)],
+    arch: Annotated[
+        Optional[str],
+        typer.Option(help="Architecture of state dicts: small-cnn or resnet18-cifar. Default: run.json's, beside model.pt."),
+    ] = None,
+    data_root: Annotated[Path, typer.Option(help="Where dataset files are looked up.")] = Path("data"),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Test images per forward pass.")] = 1024,
+    trust_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-code",
+            help="Allow TorchScript and torch.export files: they are programs, and loading them runs code from the file.",
+        ),
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Evaluate saved models on a dataset's test split, one model directory per file.
+
+    A file named model.pt is written as its directory's name (runs/x/seed-0003/model.pt ->
+    seed-0003), any other file as its stem. Nothing is written unless every file loads and runs.
+    """
+    from ..prediction import predict_files
+    from ..interchange import RUN_FILE, read_run
+
+    written = predict_files(
+        model_files, dataset=dataset, out=out, arch=arch, data_root=data_root, device=device,
+        batch_size=batch_size, trust_code=trust_code, command=command_line(),
+    )  # fmt: skip
+    if not quiet:
+        for directory in written:
+            run = read_run(directory / RUN_FILE)
+            typer.echo(f"{directory}: accuracy {run['accuracy']:.2%} ({run['source_format'].replace('_', ' ')})")

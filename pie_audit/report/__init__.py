@@ -1,0 +1,23 @@
+"""The report: an audit rendered as a self-contained HTML page, and the directories it is written in.
+
+Renders only what the audit computed (:mod:`pie_audit.audit`) and owns the output file names;
+the gallery's images come from the dataset the models name (:mod:`pie_audit.data`, imported only
+when images are drawn) or from an images file.
+"""
+
+from __future__ import annotations
+
+from ._outputs import SWEEP_PAGE, pie_gallery, write_outputs, write_sweep
+from ._render import render_report, render_summary_html, render_sweep
+from ._thumbnails import read_images
+
+__all__ = [
+    "SWEEP_PAGE",
+    "pie_gallery",
+    "read_images",
+    "render_report",
+    "render_summary_html",
+    "render_sweep",
+    "write_outputs",
+    "write_sweep",
+]

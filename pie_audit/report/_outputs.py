@@ -1,0 +1,265 @@
+"""Writing audits to disk: a report directory per audit, and a sweep directory over several.
+
+A report directory holds :data:`REPORT_FILES`: ``summary.json`` (stable schema), ``examples.parquet``,
+``classes.csv``, ``report.html`` and, when asked for, ``junit.xml``. A sweep directory holds one
+report directory per pruned population and the sweep page, :data:`SWEEP_PAGE`. Both are written
+into a temporary directory that then replaces the old one (:mod:`pie_audit._atomic`), and an
+output location holding anything else is refused before anything is written.
+
+This is the only module that loads dataset images for the report's PIE gallery: the gallery's
+rows are chosen once (:func:`pie_gallery`) and handed to both the images and the page.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+from .._atomic import atomic_file, check_file_target, exclusive_lock, replace_directory
+from ..audit import AuditResult
+from ..errors import OutputError
+from ..audit import junit_xml
+from ._render import GALLERY_SIZE, NO_IMAGES, Gallery, render_report, render_sweep
+from ..audit import SWEEP_PAGE, sweep_table
+from ._thumbnails import Thumbnails, dataset_thumbnails, file_thumbnails
+
+__all__ = [
+    "SUMMARY_FILE",
+    "EXAMPLES_FILE",
+    "CLASSES_FILE",
+    "REPORT_FILE",
+    "JUNIT_FILE",
+    "OUTPUT_FILES",
+    "REPORT_FILES",
+    "SWEEP_PAGE",
+    "pie_gallery",
+    "write_outputs",
+    "write_junit",
+    "write_sweep",
+]
+
+SUMMARY_FILE = "summary.json"
+EXAMPLES_FILE = "examples.parquet"
+CLASSES_FILE = "classes.csv"
+REPORT_FILE = "report.html"
+JUNIT_FILE = "junit.xml"
+#: What :func:`write_outputs` writes.
+OUTPUT_FILES = (SUMMARY_FILE, EXAMPLES_FILE, CLASSES_FILE, REPORT_FILE)
+#: What a report directory may hold; anything else there is the user's and is never replaced.
+REPORT_FILES = frozenset({*OUTPUT_FILES, JUNIT_FILE})
+OUT_IN_INPUT = (
+    "{out}: the output would {relation} the population {population}; choose an output directory "
+    "outside the populations"
+)
+NOT_A_SWEEP = (
+    "{path}: exists and holds {entry!r}, which is not part of a pie-audit sweep; refusing to replace it"
+)
+
+
+def pie_gallery(
+    result: AuditResult,
+    *,
+    data_root: str | Path | None = None,
+    images: str | Path | None = None,
+    size: int = GALLERY_SIZE,
+) -> Gallery:
+    """The PIEs the report's gallery shows, with their images when they can be found.
+
+    Parameters
+    ----------
+    result : AuditResult
+    data_root : str or Path, optional
+        Where the dataset named in the models' ``run.json`` is looked for (never downloaded);
+        ``None`` shows no image.
+    images : str or Path, optional
+        An images file of one's own data (:func:`pie_audit.thumbnails.read_images`); it wins
+        over ``data_root``.
+    size : int, default=GALLERY_SIZE
+        How many PIEs: the highest-scoring, as :meth:`AuditResult.top_pies` orders them.
+
+    Returns
+    -------
+    Gallery
+        The rows, and images for them or the reason there are none
+        (:func:`pie_audit.thumbnails.dataset_thumbnails`).
+    """
+    rows = result.top_pies(size)
+    if images is not None:
+        return Gallery(rows=rows, thumbnails=file_thumbnails(images, rows["example_id"].to_numpy()))
+    if data_root is None:
+        return Gallery(rows=rows, thumbnails=Thumbnails(note=NO_IMAGES))
+    runs = [*result.baseline_runs.values(), *result.pruned_runs.values()]
+    images = dataset_thumbnails(
+        runs, rows["example_id"].to_numpy(), rows["label"].to_numpy(), data_root=data_root
+    )
+    return Gallery(rows=rows, thumbnails=images)
+
+
+def _check_apart_from_inputs(out: Path, results: Sequence[AuditResult]) -> None:
+    """Refuse an output inside an input population (the next audit would read it as a model)."""
+    target = out.resolve()
+    for result in results:
+        for population in (result.baseline_dir, result.pruned_dir):
+            if population is None:  # built in memory
+                continue
+            population = Path(population).resolve()
+            if target == population or population in target.parents:
+                relation = "replace" if target == population else "lie inside"
+            elif target in population.parents:
+                relation = "contain"
+            else:
+                continue
+            raise OutputError(OUT_IN_INPUT.format(out=out, relation=relation, population=population))
+
+
+def _is_report_file(entry: Path) -> bool:
+    return entry.name in REPORT_FILES and not entry.is_dir()
+
+
+def write_outputs(
+    result: AuditResult,
+    out: str | Path,
+    *,
+    gallery: Gallery | None = None,
+    junit: str | Path | None = None,
+    command: Sequence[str] | None = None,
+    sweep_link: str | None = None,
+) -> Path:
+    """Write ``summary.json``, ``examples.parquet``, ``classes.csv`` and ``report.html``.
+
+    The files are written into a temporary directory that then replaces ``out``: ``out`` may be
+    missing or hold a previous report (:data:`REPORT_FILES`); anything else, an ``out`` inside
+    or around an audited population, or a ``junit`` path that cannot be written is refused
+    before anything is written.
+
+    Parameters
+    ----------
+    result : AuditResult
+    out : str or Path
+        The report directory.
+    gallery : Gallery, optional
+        The report's PIE gallery (:func:`pie_gallery`); default: its PIEs without images.
+    junit : str or Path, optional
+        Also write the gate as JUnit XML there (:func:`write_junit`).
+    command : sequence of str, optional
+        The command line, recorded in the report's provenance.
+    sweep_link : str, optional
+        Relative link from ``report.html`` back to a sweep page.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    OutputError
+        ``out`` holds files that are not a report, or cannot be written.
+    """
+    out = Path(out)
+    _check_apart_from_inputs(out, [result])
+    if junit is not None:
+        check_file_target(junit)
+    gallery = gallery if gallery is not None else pie_gallery(result)
+    # Rendered first: the slowest step, and nothing is replaced if it fails.
+    html = render_report(result, gallery=gallery, command=command, sweep_link=sweep_link)
+    # One writer at a time: a second would clean up the first's temporary directory.
+    with exclusive_lock(out), replace_directory(out, accept=_is_report_file, what="report") as tmp:
+        _write_report_files(result, tmp, html)
+    if junit is not None:
+        write_junit(result, junit)
+    return out
+
+
+def _write_report_files(result: AuditResult, directory: Path, html: str) -> None:
+    with open(directory / SUMMARY_FILE, "w", encoding="utf-8") as fh:
+        json.dump(result.to_summary(), fh, indent=2, allow_nan=False)
+        fh.write("\n")
+    result.examples.to_parquet(directory / EXAMPLES_FILE, index=False)
+    result.classes.to_csv(directory / CLASSES_FILE, index=False)
+    (directory / REPORT_FILE).write_text(html, encoding="utf-8")
+
+
+def write_junit(result: AuditResult, path: str | Path) -> Path:
+    """Write the gate's verdict as JUnit XML (:func:`pie_audit.gate.junit_xml`), atomically."""
+    path = Path(path)
+    properties = {
+        "rules-source": str(result.config_source) if result.config_source is not None else "defaults",
+        **{f"rule:{name}": value for name, value in result.gate.rules.limits().items()},
+        "test": result.test,
+        "power": result.power_sentence(),
+    }
+    with atomic_file(path) as fh:
+        fh.write(junit_xml(result.gate, properties=properties))
+    return path
+
+
+def _is_sweep_entry(entry: Path) -> bool:
+    if entry.name == SWEEP_PAGE:
+        return entry.is_file()
+    return entry.is_dir() and all(_is_report_file(e) for e in entry.iterdir())
+
+
+def write_sweep(
+    results: Sequence[tuple[str, AuditResult]],
+    out: str | Path,
+    *,
+    baseline: str | Path,
+    galleries: Sequence[Gallery | None] | None = None,
+    command: Sequence[str] | None = None,
+) -> Path:
+    """Write each compare into ``out/<name>/`` and the sweep page into ``out/index.html``.
+
+    Everything is written into a temporary directory that then replaces ``out``: ``out`` may be
+    missing or hold a previous sweep (``index.html`` and report directories); anything else is
+    refused before anything is written.
+
+    Parameters
+    ----------
+    results : sequence of (str, AuditResult)
+        As returned by :func:`pie_audit.sweep.sweep`.
+    out : str or Path
+    baseline : str or Path
+        The baseline directory, as the user gave it (shown on the page).
+    galleries : sequence of (Gallery or None), optional
+        Each result's PIE gallery (:func:`pie_gallery`), in the same order.
+    command : sequence of str, optional
+        The command line, recorded on every page.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    OutputError
+        ``out`` holds something that is not a sweep, or cannot be written.
+    """
+    out = Path(out)
+    _check_apart_from_inputs(out, [result for _, result in results])
+    if out.is_dir():
+        # Checked here too, with the sweep's own message, before any page is rendered.
+        for entry in out.iterdir():
+            if not _is_sweep_entry(entry):
+                raise OutputError(NOT_A_SWEEP.format(path=out, entry=entry.name))
+    galleries = list(galleries) if galleries is not None else [None] * len(results)
+    pages = [
+        render_report(
+            result,
+            gallery=gallery if gallery is not None else pie_gallery(result),
+            command=command,
+            sweep_link=f"../{SWEEP_PAGE}",
+        )
+        for (_, result), gallery in zip(results, galleries, strict=True)
+    ]
+    links = [f"{quote(name)}/{REPORT_FILE}" for name, _ in results]
+    index = render_sweep(sweep_table(results), links=links, baseline=str(baseline), command=command)
+    with exclusive_lock(out), replace_directory(out, accept=_is_sweep_entry, what="sweep") as tmp:
+        for (name, result), html in zip(results, pages, strict=True):
+            (tmp / name).mkdir()
+            _write_report_files(result, tmp / name, html)
+        (tmp / SWEEP_PAGE).write_text(index, encoding="utf-8")
+    return out

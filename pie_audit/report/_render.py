@@ -1,0 +1,573 @@
+"""The HTML report of one audit and the sweep page over several: they render, never compute.
+
+:func:`render_report` turns a :class:`~pie_audit.result.AuditResult` into one
+self-contained HTML file (inline styles, figures, thumbnails and a small table sorter; no
+network access, see the Content-Security-Policy in the template). :func:`render_sweep` does
+the same for the table of :func:`pie_audit.sweep.sweep_table`.
+
+The functions here only select and format values for the Jinja2 templates under
+``pie_audit/templates``; the templates only lay them out. Autoescaping is on, so every string
+from the inputs (class names, paths, configs, commands) reaches the page as text. The figures
+are the only markup passed through unescaped: matplotlib writes them and escapes their text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+
+from .._version import __version__
+from ..audit import STABLE
+from ..audit import AuditResult, PopulationSummary
+from ._thumbnails import Thumbnails
+
+__all__ = ["GALLERY_SIZE", "Gallery", "render_report", "render_summary_html", "render_sweep", "class_labels"]
+
+#: PIEs shown in the report's gallery.
+GALLERY_SIZE = 64
+
+_MAX_LABEL = 40
+NO_IMAGES = "no images were requested, so the gallery shows ids and labels only"
+_DASH = "\u2014"
+RULE_TEXT = {
+    "max-class-drop": "largest significant loss of a class's recall beyond the models' average",
+    "max-class-recall-drop": "largest significant loss of a class's recall",
+    "max-pie-fraction": "fraction of test examples that are PIEs",
+    "max-accuracy-drop": "drop in mean top-1 accuracy",
+    "max-harmed-classes": "classes significantly harmed",
+    "min-power": "power to detect a class drop of the size of interest (median class)",
+}
+TEST_WORDS = {
+    "welch": "Welch t-tests between the two populations of models",
+    "paired": "paired t-tests, each pruned model against the baseline model it was derived from",
+    "mcnemar": "an exact McNemar test on the class's examples, one model against one",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Gallery:
+    """The PIEs a report's gallery shows and their images.
+
+    Attributes
+    ----------
+    rows : DataFrame
+        Rows of :attr:`AuditResult.examples`, in the order shown
+        (:meth:`AuditResult.top_pies`).
+    thumbnails : Thumbnails
+        Images of those examples by id, or the reason there are none.
+    """
+
+    rows: pd.DataFrame
+    thumbnails: Thumbnails
+
+
+def _environment():  # noqa: ANN202 - jinja2 is imported lazily
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    # autoescape=True for every template (also .css/.js includes, which hold no variables).
+    return Environment(
+        loader=PackageLoader("pie_audit.report", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _pct(value: Any, digits: int = 1) -> str:
+    value = _finite(value)
+    return _DASH if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _points(value: Any, digits: int = 2) -> str:
+    value = _finite(value)
+    return _DASH if value is None else f"{100 * value:+.{digits}f}"
+
+
+def _p(value: Any) -> str:
+    value = _finite(value)
+    if value is None:
+        return _DASH
+    return "<0.0001" if value < 1e-4 else f"{value:.2g}" if value < 0.01 else f"{value:.3f}"
+
+
+def _relation(value: Any) -> str:
+    """A p- or q-value to follow its symbol in prose: ``= 0.012`` or ``< 0.0001``."""
+    text = _p(value)
+    return f"< {text[1:]}" if text.startswith("<") else f"= {text}"
+
+
+def _sort_key(value: Any) -> str:
+    """A cell's ``data-v``: the raw number, or empty for an undefined value (sorted last)."""
+    value = _finite(value)
+    return "" if value is None else repr(value)
+
+
+def class_labels(names: Sequence[str]) -> list[str]:
+    """How a class is shown in figures: its name, with the label when the name is not the label."""
+    shown = []
+    for label, name in enumerate(names):
+        name = name if len(name) <= _MAX_LABEL else name[: _MAX_LABEL - 1] + "\u2026"
+        shown.append(name if name == str(label) else f"{name} [{label}]")
+    return shown
+
+
+def _significance(row: Any) -> str:
+    if _finite(row.p_value) is None and _finite(row.recall_p_value) is None:
+        return "not tested"
+    if row.direction != "none":
+        return row.direction
+    # Significant, but the recall moved the other way (or not at all): not harm, not help.
+    return "relative only" if row.significant else "no"
+
+
+def _class_rows(classes: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = []
+    for r in classes.itertuples(index=False):
+        rows.append(
+            {
+                "label": int(r.label),
+                "name": r.name,
+                "support": int(r.support),
+                "n_pies": int(r.n_pies),
+                "cells": [
+                    (_pct(r.baseline_recall_mean), _sort_key(r.baseline_recall_mean)),
+                    (_pct(r.pruned_recall_mean), _sort_key(r.pruned_recall_mean)),
+                    (_points(r.recall_change), _sort_key(r.recall_change)),
+                    (_points(r.normalized_change), _sort_key(r.normalized_change)),
+                ],
+                "ci": (
+                    f"[{_points(r.ci_low)}, {_points(r.ci_high)}]" if _finite(r.ci_low) is not None else _DASH,
+                    _sort_key(r.ci_low),
+                ),
+                "p": (_p(r.p_value), _sort_key(r.p_value)),
+                "q": (_p(r.q_value), _sort_key(r.q_value)),
+                "recall_q": (_p(r.recall_q_value), _sort_key(r.recall_q_value)),
+                "mde": (_points(r.mde).lstrip("+"), _sort_key(r.mde)),
+                "significance": _significance(r),
+                "direction": r.direction,
+            }
+        )
+    return rows
+
+
+def _impacted(frame: pd.DataFrame, names: Sequence[str], test: str) -> list[dict[str, str]]:
+    rows = []
+    for r in frame.itertuples(index=False):
+        verb = "lost" if r.recall_change < 0 else "gained"
+        words = f"{verb} {abs(100 * r.recall_change):.2f} points of recall"
+        if test != "mcnemar":
+            relation = "more" if (r.normalized_change < 0) == (r.recall_change < 0) else "less"
+            words += f", {abs(100 * r.normalized_change):.2f} {relation} than the models' average"
+        mcnemar = test == "mcnemar"
+        rows.append(
+            {
+                "name": names[int(r.label)],
+                "words": words,
+                "ci": "" if mcnemar else f"[{_points(r.ci_low)}, {_points(r.ci_high)}]",
+                "q": _relation(r.recall_q_value if mcnemar else r.q_value),
+            }
+        )
+    return rows
+
+
+def _population(role: str, summary: PopulationSummary, provenance: Any) -> dict[str, str]:
+    return {
+        "role": role,
+        "path": str(summary.path) if summary.path is not None else "(in memory)",
+        # run.json's method; records from before methods say none and were gmp.
+        "method": provenance.method if provenance.method is not None else "not recorded",
+        "n_models": str(summary.n_models),
+        "mean": _pct(summary.accuracy_mean, 2),
+        "std": _pct(summary.accuracy_std, 2),
+        "range": f"{_pct(summary.accuracy_min, 2)} \u2013 {_pct(summary.accuracy_max, 2)}",
+        "target": _pct(provenance.sparsity_target) if provenance.sparsity_target is not None else "not recorded",
+        "achieved": _pct(provenance.sparsity_achieved, 2)
+        if provenance.sparsity_achieved is not None
+        else "not recorded",
+    }
+
+
+def _drop(value: float) -> str:
+    """A drop as unsigned percentage points with one decimal, as the gate's messages write it."""
+    return f"{abs(100 * value):.1f} points"
+
+
+def _gate_rows(result: AuditResult) -> list[dict[str, str]]:
+    rules = result.gate.rules
+    limits = rules.limits()
+    failed = {f.rule for f in result.gate.failures}
+    harmed = result.harmed
+    classes = result.classes
+    fell = classes[classes["recall_significant"] & (classes["recall_change"] < 0)]
+    stable = rules.stable_pies_only
+    power = result.power
+    observed = {
+        "max-class-drop": (
+            _drop(harmed["normalized_change"].min()) if len(harmed) else "no class significantly harmed"
+        ),
+        "max-class-recall-drop": _drop(fell["recall_change"].min()) if len(fell) else "no class's recall fell significantly",
+        "max-pie-fraction": (
+            f"{_pct(result.pies.n_stable / len(result.examples), 2)} (stable PIEs only)"
+            if stable
+            else _pct(result.pies.fraction, 2)
+        ),
+        "max-accuracy-drop": (
+            _drop(result.accuracy_drop) if result.accuracy_drop >= 0 else f"none (accuracy rose {_drop(result.accuracy_drop)})"
+        ),
+        "max-harmed-classes": str(result.n_harmed),
+        "min-power": (
+            "undefined" if power.power_at_detect is None else f"{power.power_at_detect:.2f} at {_drop(power.detect)}"
+        ),
+    }
+    shown = {
+        "max-class-drop": lambda v: f"{100 * v:.1f} points",
+        "max-class-recall-drop": lambda v: f"{100 * v:.1f} points",
+        "max-pie-fraction": lambda v: _pct(v, 2),
+        "max-accuracy-drop": lambda v: f"{100 * v:.1f} points",
+        "max-harmed-classes": str,
+        "min-power": lambda v: f"{v:.2f}",
+    }
+    rows = []
+    for rule, text in RULE_TEXT.items():
+        limit = limits[rule]
+        rows.append(
+            {
+                "rule": rule,
+                "what": text,
+                "limit": "off" if limit is None else shown[rule](limit),
+                "observed": observed[rule],
+                "status": "off" if limit is None else "failed" if rule in failed else "passed",
+            }
+        )
+    return rows
+
+
+def _gallery(gallery: Gallery, names: Sequence[str]) -> list[dict[str, Any]]:
+    thumbnails = gallery.thumbnails
+    return [
+        {
+            "id": int(r.example_id),
+            "image": thumbnails.images.get(int(r.example_id)),
+            "label": names[int(r.label)],
+            "baseline": names[int(r.baseline_modal)],
+            "baseline_share": _pct(r.baseline_share, 0) + (", tied" if r.baseline_tied else ""),
+            "pruned": names[int(r.pruned_modal)],
+            "pruned_share": _pct(r.pruned_share, 0) + (", tied" if r.pruned_tied else ""),
+            "stability": _pct(r.stability, 0) + (" (stable)" if r.stability >= STABLE else ""),
+            "score": f"{r.score:.2f}",
+            "baseline_right": bool(r.baseline_modal == r.label),
+            "pruned_right": bool(r.pruned_modal == r.label),
+        }
+        for r in gallery.rows.itertuples(index=False)
+    ]
+
+
+def _provenance(role: str, path: Any, provenance: Any) -> dict[str, Any]:
+    return {
+        "role": role,
+        "path": str(path) if path is not None else "(in memory)",
+        "models": f"{provenance.n_models} ({provenance.n_records} with run.json)",
+        "seeds": ", ".join(map(str, provenance.seeds)) or "not recorded",
+        "finished": " \u2013 ".join(dict.fromkeys(provenance.finished)) or "not recorded",
+        "fields": [{"label": label, "texts": values} for label, values in provenance.fields],
+    }
+
+
+def render_report(
+    result: AuditResult,
+    *,
+    gallery: Gallery | None = None,
+    command: Sequence[str] | None = None,
+    created_at: datetime | None = None,
+    sweep_link: str | None = None,
+) -> str:
+    """The audit as one self-contained HTML page.
+
+    Parameters
+    ----------
+    result : AuditResult
+    gallery : Gallery, optional
+        The PIEs to show and their images (:func:`pie_audit.outputs.pie_gallery`); without
+        images the gallery shows ids and labels, and the thumbnails' ``note`` says why.
+        Default: the top :data:`GALLERY_SIZE` PIEs, without images.
+    command : sequence of str, optional
+        The command line that made the report, for its provenance.
+    created_at : datetime, optional
+        Shown as the report's time; default now (UTC).
+    sweep_link : str, optional
+        Relative link back to a sweep page this report belongs to.
+
+    Returns
+    -------
+    str
+        An HTML document.
+    """
+    from markupsafe import Markup
+
+    from ._plots import MAX_PLOTTED_CLASSES, accuracy_svg, class_change_svg, pie_flows_svg, pies_per_class_svg
+    from ..interchange import population_provenance
+
+    if gallery is None:
+        gallery = Gallery(rows=result.top_pies(GALLERY_SIZE), thumbnails=Thumbnails(note=NO_IMAGES))
+    created_at = created_at or datetime.now(timezone.utc)
+    names = [str(n) for n in result.classes["name"]]
+    shown = class_labels(names)
+    base_prov = population_provenance(result.baseline_runs.values())
+    pruned_prov = population_provenance(result.pruned_runs.values())
+    cards = _gallery(gallery, names)
+    n_classes = len(result.classes)
+    n_pie_classes = int((result.classes["n_pies"] > 0).sum())
+    pies = result.pies
+    context = {
+        "title": f"pie-audit: {result.pruned_name} vs {result.baseline_name}",
+        "baseline_name": result.baseline_name,
+        "pruned_name": result.pruned_name,
+        "created_at": created_at.isoformat(timespec="seconds"),
+        "version": __version__,
+        "sweep_link": sweep_link,
+        "passed": result.gate.passed,
+        "underpowered": result.gate.passed and result.power.underpowered,
+        "power_sentence": result.power_sentence(),
+        "power_target": f"{result.power.target:g}",
+        "test_words": TEST_WORDS[result.test],
+        "significance_words": (
+            "a class is significant when the absolute test's q-value is at most "
+            f"{result.settings['alpha']}."
+            if result.test == "mcnemar"
+            else "a class is significant when the normalized change's q-value is at most "
+            f"{result.settings['alpha']} (the paper's test)."
+        ),
+        "failures": [f.message for f in result.gate.failures],
+        "gate_rows": _gate_rows(result),
+        "populations": [
+            _population("baseline", result.baseline, base_prov),
+            _population("pruned", result.pruned, pruned_prov),
+        ],
+        "n_examples": len(result.examples),
+        "n_classes": n_classes,
+        "pie_count": pies.count,
+        "pie_fraction": _pct(pies.fraction, 2),
+        "n_stable": pies.n_stable,
+        "n_tied": pies.n_tied,
+        "harmed": _impacted(result.harmed, names, result.test),
+        "helped": _impacted(result.helped, names, result.test),
+        "settings": {
+            "alpha": result.settings.get("alpha"),
+            "correction": result.settings.get("correction"),
+        },
+        "settings_items": [(k, str(v)) for k, v in result.settings.items()],
+        "class_rows": _class_rows(result.classes),
+        "change_svg": Markup(class_change_svg(result.classes, class_labels=shown)),
+        "change_limited": n_classes > MAX_PLOTTED_CLASSES,
+        "max_plotted": MAX_PLOTTED_CLASSES,
+        "pies_svg": Markup(pies_per_class_svg(result.classes, class_labels=shown)),
+        "flows_svg": Markup(pie_flows_svg(result.pie_flows, class_labels=shown)),
+        "flows": [
+            {
+                "from": names[int(r.baseline_modal)],
+                "to": names[int(r.pruned_modal)],
+                "count": int(r.count),
+                "right": _pct(r.true_label_share, 0),
+            }
+            for r in result.pie_flows.head(10).itertuples(index=False)
+        ],
+        "pies_limited": n_pie_classes > MAX_PLOTTED_CLASSES,
+        "n_pie_classes": n_pie_classes,
+        "accuracy_svg": Markup(accuracy_svg(result.baseline_accuracy, result.pruned_accuracy)),
+        "pie_accuracy": [
+            {
+                "role": role,
+                "all": _pct(acc.mean(), 2),
+                "pies": _pct(on_pies, 2),
+                "non_pies": _pct(on_rest, 2),
+            }
+            for role, acc, on_pies, on_rest in (
+                ("baseline", result.baseline_accuracy, pies.baseline_accuracy_pies, pies.baseline_accuracy_non_pies),
+                ("pruned", result.pruned_accuracy, pies.pruned_accuracy_pies, pies.pruned_accuracy_non_pies),
+            )
+        ],
+        "gallery": cards,
+        "gallery_note": None if any(c["image"] for c in cards) or not cards else gallery.thumbnails.note,
+        "models": [
+            {"role": role, "name": name, "accuracy": _pct(a, 2), "v": _sort_key(a)}
+            for role, series in (("baseline", result.baseline_accuracy), ("pruned", result.pruned_accuracy))
+            for name, a in series.items()
+        ],
+        "provenance": [
+            _provenance("baseline", result.baseline_dir, base_prov),
+            _provenance("pruned", result.pruned_dir, pruned_prov),
+        ],
+        "command": " ".join(command) if command else None,
+        "notes": list(result.notes),
+    }
+    return _environment().get_template("report.html").render(context)
+
+
+def render_summary_html(result: AuditResult, *, classes: int = 5, pies: int = 5) -> str:
+    """A compact HTML summary of an audit for a notebook: verdict, worst classes, top PIEs.
+
+    Parameters
+    ----------
+    result : AuditResult
+    classes, pies : int
+        How many of the most harmed classes and of the top PIEs to list.
+
+    Returns
+    -------
+    str
+        An HTML fragment (no page, no script), every string escaped.
+    """
+    names = [str(n) for n in result.classes["name"]]
+    worst = result.classes[result.classes["support"] > 0].sort_values(["recall_change", "label"]).head(classes)
+    context = {
+        "passed": result.gate.passed,
+        "verdict": result.verdict,
+        "failures": [f.message for f in result.gate.failures],
+        "accuracy": (
+            f"{_pct(result.baseline.accuracy_mean, 2)} ({result.baseline.n_models} models) \u2192 "
+            f"{_pct(result.pruned.accuracy_mean, 2)} ({result.pruned.n_models} models)"
+        ),
+        "pies": f"{result.pies.count} of {len(result.examples)} ({_pct(result.pies.fraction, 2)}), {result.pies.n_stable} stable",
+        "power": result.power_sentence(),
+        "test": result.test,
+        "classes": [
+            {
+                "name": names[int(r.label)],
+                "base": _pct(r.baseline_recall_mean),
+                "pruned": _pct(r.pruned_recall_mean),
+                "change": _points(r.recall_change),
+                "normalized": _points(r.normalized_change),
+                "q": _p(r.q_value if result.test != "mcnemar" else r.recall_q_value),
+                "direction": r.direction,
+            }
+            for r in worst.itertuples(index=False)
+        ],
+        "top": [
+            {
+                "id": int(r.example_id),
+                "label": names[int(r.label)],
+                "baseline": names[int(r.baseline_modal)],
+                "pruned": names[int(r.pruned_modal)],
+                "stability": _pct(r.stability, 0),
+            }
+            for r in result.top_pies(pies).itertuples(index=False)
+        ],
+        "notes": list(result.notes),
+    }
+    return _environment().get_template("summary.html").render(context)
+
+
+def render_sweep(
+    sweep: pd.DataFrame,
+    *,
+    links: Sequence[str],
+    baseline: str,
+    command: Sequence[str] | None = None,
+    created_at: datetime | None = None,
+) -> str:
+    """The sweep page: accuracy, PIE fraction and impacted classes against sparsity, with links.
+
+    The figure is drawn against target sparsity when some compression method was run at two
+    or more targets (a trend to follow). When none was (methods set side by side at one
+    sparsity, with int8 at 0, say), every method would be a lone column of markers, so the
+    populations are set side by side instead, in the order given and named under the axis.
+    Without a target sparsity for every population, they are placed in the order given.
+
+    Parameters
+    ----------
+    sweep : DataFrame
+        :func:`pie_audit.sweep.sweep_table`'s rows, in the order the populations were given.
+    links : sequence of str
+        Relative link to each row's report, in the same order.
+    baseline : str
+        The baseline population's path, as given.
+    command : sequence of str, optional
+        The command line that made the page.
+    created_at : datetime, optional
+        Default now (UTC).
+
+    Returns
+    -------
+    str
+        An HTML document.
+    """
+    from markupsafe import Markup
+
+    from ._plots import sweep_methods, sweep_svg
+
+    created_at = created_at or datetime.now(timezone.utc)
+    methods = sweep_methods(sweep)
+    targets = sweep["sparsity_target"]
+    has_target = bool(targets.notna().all())
+    has_achieved = bool(sweep["sparsity_achieved"].notna().all())
+    side_by_side = has_target and len(sweep) > 1 and not bool((targets.groupby(methods).nunique() > 1).any())
+    if side_by_side:
+        common = targets.unique()
+        xlabel = (
+            f"population (all at target sparsity {_pct(common[0])})"
+            if len(common) == 1
+            else "population (target sparsity in the table)"
+        )
+        # The achieved sparsities sit near the targets, so a second figure would stack the
+        # same lone columns again; the table lists them.
+        axes = [("position", xlabel)]
+    else:
+        axes = [("sparsity_target", "target sparsity")] if has_target else [("position", "population (in the order given)")]
+        if has_achieved:
+            axes.append(("sparsity_achieved", "achieved sparsity"))
+    figures = [Markup(sweep_svg(sweep, x=x, xlabel=xlabel, side_by_side=side_by_side)) for x, xlabel in axes]
+    rows = [
+        {
+            "name": r.name,
+            "href": link,
+            # Tables written before the method column have none; NaN or None: no run.json.
+            "method": m if isinstance(m := getattr(r, "method", None), str) else _DASH,
+            "target": _pct(r.sparsity_target) if _finite(r.sparsity_target) is not None else _DASH,
+            "target_v": _sort_key(r.sparsity_target),
+            "achieved": _pct(r.sparsity_achieved, 2),
+            "achieved_v": _sort_key(r.sparsity_achieved),
+            "n_models": int(r.n_models),
+            "accuracy": _pct(r.accuracy_mean, 2),
+            "accuracy_v": _sort_key(r.accuracy_mean),
+            "std": _pct(r.accuracy_std, 2),
+            "std_v": _sort_key(r.accuracy_std),
+            "pies": int(r.pie_count),
+            "pie_fraction": _pct(r.pie_fraction, 2),
+            "pie_fraction_v": _sort_key(r.pie_fraction),
+            "harmed": int(r.harmed),
+            "helped": int(r.helped),
+            "passed": bool(r.gate_passed),
+        }
+        for r, link in zip(sweep.itertuples(index=False), links, strict=True)
+    ]
+    context = {
+        "title": f"pie-audit sweep: {len(rows)} pruned population(s) vs {baseline}",
+        "baseline": baseline,
+        "baseline_accuracy": _pct(sweep["baseline_accuracy_mean"].iloc[0], 2),
+        "created_at": created_at.isoformat(timespec="seconds"),
+        "version": __version__,
+        "all_passed": all(r["passed"] for r in rows),
+        "n_failed": sum(not r["passed"] for r in rows),
+        "fallback_x": not has_target,
+        "side_by_side": side_by_side,
+        "many_methods": methods.nunique() > 1,
+        # Markers at one x are nudged apart and may still be hard to tell apart: the table decides.
+        "shared_x": any(sweep[x].duplicated().any() for x, _ in axes),
+        "figures": figures,
+        "rows": rows,
+        "command": " ".join(command) if command else None,
+    }
+    return _environment().get_template("sweep.html").render(context)

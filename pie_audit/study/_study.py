@@ -1,0 +1,516 @@
+"""A study: one dense population and several compressed ones, declared in one TOML file.
+
+The spec (``docs/study.md``; ``studies/digits.toml`` is an example) names a dataset, an
+architecture, a number of seeded models per population, an output directory, optional training
+overrides, and the populations: exactly one with sparsity 0 (the baseline), the others with any
+pruning option of ``pie-audit train``. :func:`read_study` validates all of it before anything is
+written; each population is then trained into ``out/<name>/`` in the interchange format, by the
+same code and with the same resume and refusal rules as ``pie-audit train``
+(:mod:`pie_audit.schedule` runs the work), and audited into ``out/report/``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = [
+    "METHODS",
+    "Study",
+    "StudyPopulation",
+    "PopulationStatus",
+    "StudyOutcome",
+    "read_study",
+    "study_status",
+    "run_study",
+    "REPORT_DIR",
+]
+
+#: Compression methods a population may name (:mod:`pie_audit.methods`; kept here as a literal
+#: so that reading a spec does not import torch).
+METHODS = ("gmp", "random", "oneshot", "lottery", "structured", "int8")
+#: Methods whose models derive from the baseline's: trained after it (``from``).
+DERIVED = ("oneshot", "int8")
+#: Methods that take no sparsity: a population of theirs needs no ``sparsity`` key.
+NO_SPARSITY = ("int8",)
+#: Where ``study run`` writes the sweep report, inside the study's ``out``.
+REPORT_DIR = "report"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+NO_FILE = "{path}: no such file"
+BAD_TOML = "{path}: not valid TOML ({reason})"
+MISSING_TABLE = "{path}: missing [{table}] table"
+MISSING_KEY = "{path}: {where} is missing required key '{key}'"
+UNKNOWN_KEY = "{path}: {where} has unknown key '{key}'; known keys: {known}"
+WRONG_TYPE = "{path}: {where} {key} must be {expected}, not {value!r}"
+BAD_VALUE = "{path}: {where} {problem}"
+NO_POPULATIONS = "{path}: no [[population]]; a study needs a baseline (sparsity = 0) and at least one other"
+DUPLICATE_NAME = "{path}: two populations are named {name!r}; names must be distinct (each is a directory)"
+BASELINES = "{path}: a study needs exactly one baseline population (sparsity = 0), found {count}{names}"
+RESERVED = "{path}: {where} name {name!r} is reserved for the study's report"
+NOT_THE_BASELINE = "must name the study's baseline population ({baseline!r}), not {name!r}"
+
+_STUDY_KEYS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "dataset": (str,),
+    "arch": (str,),
+    "models": (int,),
+    "seed-start": (int,),
+    "out": (str,),
+}
+_REQUIRED_STUDY = ("name", "dataset", "arch", "models", "out")
+# [train] keys: the TrainConfig fields that `pie-audit train` exposes as flags.
+_TRAIN_KEYS: dict[str, tuple[type, ...]] = {
+    "epochs": (int,),
+    "batch-size": (int,),
+    "lr": (int, float),
+    "momentum": (int, float),
+    "weight-decay": (int, float),
+    "warmup-epochs": (int, float),
+}
+# [[population]] keys: the pruning options of `pie-audit train`, and the method.
+_POPULATION_KEYS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "method": (str,),
+    "sparsity": (int, float),
+    "scope": (str,),
+    "prune-begin": (int, float),
+    "prune-end": (int, float),
+    "prune-every": (int,),
+    "exclude": (list,),
+    "prune-final": (bool,),
+    "from": (str,),
+    "finetune-epochs": (int,),
+    "rewind": (int, float),
+    "rounds": (int,),
+    "calibration-images": (int,),
+}
+_EXPECTED = {
+    (str,): "a string",
+    (int,): "an integer",
+    (int, float): "a number",
+    (list,): "a list of strings",
+    (bool,): "true or false",
+}
+
+
+@dataclass(frozen=True)
+class StudyPopulation:
+    """One population of a study: its name, method and pruning configuration.
+
+    Attributes
+    ----------
+    name : str
+        Also its directory, ``out/<name>``.
+    method : str
+        One of :data:`METHODS`.
+    prune : PruneConfig
+    """
+
+    name: str
+    method: str
+    prune: Any  # PruneConfig; typed loosely so that reading a spec does not import torch
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.method == "gmp" and self.prune.sparsity == 0
+
+    @property
+    def is_derived(self) -> bool:
+        """Whether its models derive from the baseline's, which must be trained first."""
+        return self.method in DERIVED
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study spec.
+
+    Attributes
+    ----------
+    path : Path
+        The spec file.
+    name, dataset, arch : str
+    models : int
+        Seeds per population: model ``i`` has seed ``seed_start + i``.
+    seed_start : int
+    out : Path
+        The study directory (``out`` of the spec, relative to the spec file).
+    train : TrainConfig
+        The dataset's defaults with the spec's ``[train]`` overrides.
+    populations : tuple of StudyPopulation
+        In the spec's order; exactly one is the baseline.
+    """
+
+    path: Path
+    name: str
+    dataset: str
+    arch: str
+    models: int
+    seed_start: int
+    out: Path
+    train: Any  # TrainConfig
+    populations: tuple[StudyPopulation, ...]
+
+    @property
+    def baseline(self) -> StudyPopulation:
+        return next(p for p in self.populations if p.is_baseline)
+
+    @property
+    def pruned(self) -> tuple[StudyPopulation, ...]:
+        """Every population but the baseline, in the spec's order."""
+        return tuple(p for p in self.populations if not p.is_baseline)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed_start, self.seed_start + self.models))
+
+    def directory(self, population: StudyPopulation) -> Path:
+        """Where a population is trained: ``out/<name>``."""
+        return self.out / population.name
+
+    @property
+    def report_dir(self) -> Path:
+        return self.out / REPORT_DIR
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    if not path.is_file():
+        raise ConfigError(NO_FILE.format(path=path))
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(BAD_TOML.format(path=path, reason=e)) from e
+
+
+def _check_table(path: Path, where: str, table: Any, kinds: Mapping[str, tuple[type, ...]]) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(BAD_VALUE.format(path=path, where=where, problem="must be a table"))
+    for key, value in table.items():
+        if key not in kinds:
+            raise ConfigError(UNKNOWN_KEY.format(path=path, where=where, key=key, known=", ".join(kinds)))
+        expected = kinds[key]
+        ok = isinstance(value, expected) and (bool in expected or not isinstance(value, bool))
+        if ok and expected == (list,):
+            ok = all(isinstance(item, str) for item in value)
+        if ok and isinstance(value, float) and not math.isfinite(value):
+            ok = False
+        if not ok:
+            raise ConfigError(
+                WRONG_TYPE.format(path=path, where=where, key=key, expected=_EXPECTED[expected], value=value)
+            )
+    return dict(table)
+
+
+def _wrapped(path: Path, where: str, build):  # noqa: ANN001, ANN202 - a thunk and what it builds
+    """Call ``build``; a ConfigError it raises is reported against the spec file and table."""
+    try:
+        return build()
+    except ConfigError as e:
+        raise ConfigError(BAD_VALUE.format(path=path, where=where, problem=e)) from e
+
+
+def read_study(path: str | Path) -> Study:
+    """Read and validate a study spec; nothing is written.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TOML file.
+
+    Returns
+    -------
+    Study
+
+    Raises
+    ------
+    ConfigError
+        With the file, the table and key, and the problem: invalid TOML, a missing or unknown
+        key, a value of the wrong type or out of range, an unknown dataset, architecture or
+        method, duplicate population names, zero or two baselines, ``models < 1``.
+    """
+    from ..data import DATASETS
+    from ..training import ARCHITECTURES
+    from ..training import make_method
+    from ..training import DEFAULT_TRAIN_CONFIGS
+
+    path = Path(path)
+    document = _load_toml(path)
+    unknown = sorted(set(document) - {"study", "train", "population"})
+    if unknown:
+        raise ConfigError(
+            UNKNOWN_KEY.format(path=path, where="the spec", key=unknown[0], known="[study], [train], [[population]]")
+        )
+    if "study" not in document:
+        raise ConfigError(MISSING_TABLE.format(path=path, table="study"))
+    study = _check_table(path, "[study]", document["study"], _STUDY_KEYS)
+    for key in _REQUIRED_STUDY:
+        if key not in study:
+            raise ConfigError(MISSING_KEY.format(path=path, where="[study]", key=key))
+    if study["dataset"] not in DATASETS:
+        raise ConfigError(
+            BAD_VALUE.format(path=path, where="[study] dataset", problem=f"{study['dataset']!r} is not one of {', '.join(DATASETS)}")
+        )
+    if study["arch"] not in ARCHITECTURES:
+        raise ConfigError(
+            BAD_VALUE.format(path=path, where="[study] arch", problem=f"{study['arch']!r} is not one of {', '.join(ARCHITECTURES)}")
+        )
+    if study["models"] < 1:
+        raise ConfigError(BAD_VALUE.format(path=path, where="[study] models", problem=f"must be >= 1, not {study['models']}"))
+    seed_start = study.get("seed-start", 0)
+    if seed_start < 0:
+        raise ConfigError(BAD_VALUE.format(path=path, where="[study] seed-start", problem=f"must be >= 0, not {seed_start}"))
+    if not _NAME.match(study["name"]):
+        raise ConfigError(BAD_VALUE.format(path=path, where="[study] name", problem=f"{study['name']!r} must be letters, digits, '.', '_' or '-'"))
+
+    overrides = _check_table(path, "[train]", document.get("train", {}), _TRAIN_KEYS)
+    train = _wrapped(
+        path,
+        "[train]",
+        lambda: replace(DEFAULT_TRAIN_CONFIGS[study["dataset"]], **{k.replace("-", "_"): v for k, v in overrides.items()}),
+    )
+
+    tables = document.get("population", [])
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(NO_POPULATIONS.format(path=path))
+    out = (path.parent / study["out"]).resolve() if not Path(study["out"]).is_absolute() else Path(study["out"])
+    # The baseline's name first: a derived method's ``from`` defaults to it and must name it.
+    baseline_name = next(
+        (t.get("name") for t in tables if isinstance(t, dict) and t.get("method", "gmp") == "gmp" and t.get("sparsity") == 0),
+        None,
+    )
+    populations = []
+    for number, table in enumerate(tables, start=1):
+        where = f"[[population]] #{number}"
+        table = _check_table(path, where, table, _POPULATION_KEYS)
+        if "name" not in table:
+            raise ConfigError(MISSING_KEY.format(path=path, where=where, key="name"))
+        name = table["name"]
+        where = f"[[population]] {name!r}"
+        if not _NAME.match(name):
+            raise ConfigError(BAD_VALUE.format(path=path, where=where, problem="name must be letters, digits, '.', '_' or '-', not starting with '.'"))
+        if name == REPORT_DIR:
+            raise ConfigError(RESERVED.format(path=path, where=where, name=name))
+        method = table.get("method", "gmp")
+        if "sparsity" not in table and method not in NO_SPARSITY:
+            raise ConfigError(MISSING_KEY.format(path=path, where=where, key="sparsity"))
+        if method not in METHODS:
+            raise ConfigError(
+                BAD_VALUE.format(path=path, where=f"{where} method", problem=f"{method!r} is not one of {', '.join(METHODS)}")
+            )
+        options = {k: v for k, v in table.items() if k not in ("name", "method")}
+        if "sparsity" in options:
+            options["sparsity"] = float(options["sparsity"])
+        for key in ("prune-begin", "prune-end", "rewind"):
+            if key in options:
+                options[key] = float(options[key])
+        if method in DERIVED:
+            parent = options.get("from", baseline_name)
+            if parent is None or parent != baseline_name:
+                raise ConfigError(BAD_VALUE.format(path=path, where=f"{where} from", problem=NOT_THE_BASELINE.format(name=parent, baseline=baseline_name)))
+            options["from"] = str(out / parent)
+        prune = _wrapped(path, where, lambda m=method, o=options: make_method(m, o))
+        populations.append(StudyPopulation(name=name, method=method, prune=prune))
+
+    names = [p.name for p in populations]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(DUPLICATE_NAME.format(path=path, name=name))
+    baselines = [p.name for p in populations if p.is_baseline]
+    if len(baselines) != 1:
+        listed = f": {', '.join(map(repr, baselines))}" if baselines else ""
+        raise ConfigError(BASELINES.format(path=path, count=len(baselines), names=listed))
+    return Study(
+        path=path,
+        name=study["name"],
+        dataset=study["dataset"],
+        arch=study["arch"],
+        models=study["models"],
+        seed_start=seed_start,
+        out=out,
+        train=train,
+        populations=tuple(populations),
+    )
+
+
+@dataclass(frozen=True)
+class PopulationStatus:
+    """One population of a study on disk: its finished and missing seeds.
+
+    ``problem`` says why the directory cannot be used as it is (another configuration), else
+    ``None``.
+    """
+
+    name: str
+    finished: tuple[int, ...]
+    missing: tuple[int, ...]
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """What :func:`run_study` did: the models it trained and, unless asked not to, the audits."""
+
+    trained: int
+    skipped: int
+    results: list | None  # [(name, CompareResult)] in the spec's order, or None without report
+    report: Path | None
+
+
+def _load(study: Study, data_root: str | Path):  # noqa: ANN202 - a Dataset
+    from ..data import load_dataset
+
+    return load_dataset(study.dataset, data_root=data_root, download=False)
+
+
+def study_status(study: Study, *, data_root: str | Path = "data") -> list[PopulationStatus]:
+    """Per population, which seeds are finished and which are missing; nothing is written.
+
+    Parameters
+    ----------
+    study : Study
+    data_root : str or Path
+        Where the dataset is found (its hash tells a population of another configuration).
+    """
+    from ..errors import PieAuditError
+    from ..training import population_spec, population_status
+
+    dataset = _load(study, data_root)
+    rows = []
+    for population in study.populations:
+        spec = population_spec(dataset, arch=study.arch, train=study.train, prune=population.prune)
+        try:
+            finished, missing = population_status(study.directory(population), study.seeds, spec)
+            problem = None
+        except PieAuditError as e:
+            finished, missing, problem = [], study.seeds, str(e)
+        rows.append(PopulationStatus(population.name, tuple(finished), tuple(missing), problem))
+    return rows
+
+
+def run_study(
+    study: Study,
+    *,
+    executor: str = "local",
+    ray_address: str | None = None,
+    gpus_per_unit: float | None = None,
+    cpus_per_unit: float | None = None,
+    device: str = "auto",
+    jointly: int | None = None,
+    data_root: str | Path = "data",
+    report: bool = True,
+    progress: Any = None,
+    command: list[str] | None = None,
+) -> StudyOutcome:
+    """Train every missing model of a study, then audit each pruned population against the baseline.
+
+    Parameters
+    ----------
+    study : Study
+    executor : {"local", "ray"}
+        Where the work units run (:mod:`pie_audit.schedule`).
+    ray_address, gpus_per_unit, cpus_per_unit
+        For ``"ray"``: see :func:`pie_audit.schedule.run_ray`.
+    device : str
+    jointly : int, optional
+        Models per unit; default from the device and the model (:func:`pie_audit.population.default_jointly`).
+    data_root : str or Path
+    report : bool, default True
+        Write the sweep report to ``out/report/`` and return the audits.
+    progress : object, optional
+        ``planned(totals)`` and ``unit_done(population, seeds, seconds)`` (the CLI's progress bar).
+    command : list of str, optional
+        Recorded in each model's ``run.json`` and in the report.
+
+    Returns
+    -------
+    StudyOutcome
+
+    Raises
+    ------
+    ConfigError, OutputError
+        A bad option, or a population directory holding another configuration (naming the
+        key), or locked by another writer; found before any training.
+    KeyboardInterrupt
+        Finished models are kept; running the study again resumes.
+    """
+    import contextlib
+    import time
+
+    from ..training import check_arguments, default_jointly, open_population
+    from ..training import EXECUTORS, plan_units, run_local, run_ray
+    from ..training import resolve_device
+
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+    check_arguments(arch=study.arch, population=study.models, seed_start=study.seed_start, jointly=jointly, device=device if executor == "local" else "auto")
+    if executor == "ray":
+        from ..training import RAY_MISSING, ray_available
+
+        if not ray_available():
+            raise ConfigError(RAY_MISSING)
+    dataset = _load(study, data_root)
+    trained = skipped = 0
+    with contextlib.ExitStack() as stack:
+        # Every population is checked and locked before any training starts.
+        writers = {
+            p.name: stack.enter_context(
+                open_population(dataset, arch=study.arch, out=study.directory(p), train=study.train, prune=p.prune, command=command)
+            )
+            for p in study.populations
+        }
+        todo = {p.name: (p.prune, writers[p.name].missing(study.seeds)) for p in study.populations}
+        totals = {name: (study.models - len(seeds), study.models) for name, (_, seeds) in todo.items()}
+        skipped = sum(done for done, _ in totals.values())
+        if progress is not None:
+            progress.planned(totals)
+        largest = max((len(seeds) for _, seeds in todo.values()), default=1) or 1
+        if jointly is None:
+            jointly = default_jointly(study.arch, dataset, resolve_device(device if executor == "local" else "cpu"), largest)
+        # Derived populations last: their units load the baseline's finished models.
+        order = sorted(study.populations, key=lambda p: p.is_derived)
+        todo = {p.name: todo[p.name] for p in order}
+        units = plan_units(todo, jointly=jointly)
+        clock = {"start": time.perf_counter()}
+
+        def done(unit, results) -> None:  # noqa: ANN001 - a Unit and its TrainedModels
+            nonlocal trained
+            for result in results:
+                writers[unit.population].write(result)
+                trained += 1
+            if progress is not None:
+                progress.unit_done(unit.population, list(unit.seeds), time.perf_counter() - clock["start"])
+
+        if executor == "local":
+            run_local(units, dataset=dataset, arch=study.arch, train=study.train, device=device, done=done)
+        else:
+            # Two waves: Ray runs a wave's units at once, and derived units need the baseline.
+            derived = {p.name for p in study.populations if p.is_derived}
+            for wave in ([u for u in units if u.population not in derived], [u for u in units if u.population in derived]):
+                if wave:
+                    run_ray(
+                        wave, dataset=study.dataset, data_root=data_root, arch=study.arch, train=study.train,
+                        device=device, done=done, address=ray_address, gpus_per_unit=gpus_per_unit,
+                        cpus_per_unit=cpus_per_unit,
+                    )  # fmt: skip
+    if not report:
+        return StudyOutcome(trained=trained, skipped=skipped, results=None, report=None)
+
+    from ..report import pie_gallery, write_sweep
+    from .._compare import sweep
+
+    results = sweep(study.directory(study.baseline), [study.directory(p) for p in study.pruned])
+    galleries = [pie_gallery(result, data_root=data_root) for _, result in results]
+    write_sweep(results, study.report_dir, baseline=study.directory(study.baseline), galleries=galleries, command=command)
+    return StudyOutcome(trained=trained, skipped=skipped, results=results, report=study.report_dir / "index.html")

@@ -1,0 +1,127 @@
+"""Architectures, looked up by name in an explicit registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+__all__ = [
+    "ARCHITECTURES",
+    "build_model",
+    "forward_flops",
+    "SmallCNN",
+    "resnet18_cifar",
+    "UNKNOWN_ARCHITECTURE",
+]
+
+UNKNOWN_ARCHITECTURE = "unknown architecture {arch!r}; choose one of {choices}"
+
+
+class SmallCNN(nn.Module):
+    """Two 3x3 conv blocks and a two-layer classifier, sized for 8x8 to 32x32 inputs.
+
+    Parameters
+    ----------
+    in_channels : int
+        Image channels.
+    image_size : int
+        Height (= width) of the input; fixes the classifier's input width.
+    num_classes : int
+        Output classes.
+    width : int, default 32
+        Channels of the first conv; the second has twice as many.
+    """
+
+    def __init__(self, in_channels: int, image_size: int, num_classes: int, *, width: int = 32):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+        side = image_size // 4
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(2 * width * side * side, 128),
+            nn.ReLU(inplace=True),
+            nn.Linear(128, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def resnet18_cifar(in_channels: int, image_size: int, num_classes: int) -> nn.Module:
+    """torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, for 32x32 images."""
+    from torchvision.models import resnet18
+
+    model = resnet18(num_classes=num_classes)
+    model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+ARCHITECTURES: dict[str, Callable[[int, int, int], nn.Module]] = {
+    "small-cnn": SmallCNN,
+    "resnet18-cifar": resnet18_cifar,
+}
+
+
+def build_model(
+    arch: str, *, in_channels: int, image_size: int, num_classes: int
+) -> nn.Module:
+    """Build an architecture from the registry with its default (global-RNG) initialisation."""
+    try:
+        factory = ARCHITECTURES[arch]
+    except KeyError:
+        raise ConfigError(
+            UNKNOWN_ARCHITECTURE.format(arch=arch, choices=", ".join(ARCHITECTURES))
+        ) from None
+    if arch == "small-cnn" and image_size % 4:
+        raise ConfigError(f"small-cnn needs an image size divisible by 4, got {image_size}")
+    return factory(in_channels, image_size, num_classes)
+
+
+def forward_flops(model: nn.Module, image_shape: tuple[int, int, int]) -> float:
+    """Multiply-add FLOPs (x2) of one image's forward pass through conv and linear layers.
+
+    Parameters
+    ----------
+    model : nn.Module
+    image_shape : tuple of int
+        ``(C, H, W)`` of one input image.
+    """
+    total = 0.0
+    hooks = []
+
+    def conv_hook(m: nn.Conv2d, inp, out):
+        nonlocal total
+        kernel = m.weight[0].numel()  # in_channels/groups * kh * kw
+        total += 2.0 * out[0].numel() * kernel
+
+    def linear_hook(m: nn.Linear, inp, out):
+        nonlocal total
+        total += 2.0 * m.in_features * m.out_features
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *image_shape))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return total
