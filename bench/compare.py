@@ -33,8 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pie_audit import compare
-from pie_audit.audit._pie import modal_labels, pie_table
-from pie_audit.interchange._store import load_population
+from pie_audit.audit import modal_labels, pie_table
+from pie_audit import load_population
 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) parent across fork and
 # exec, whereas VmHWM belongs to the new process's own address space.

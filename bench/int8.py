@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from pie_audit.data._datasets import load_dataset
+from pie_audit.data import load_dataset
 from pie_audit.training._models import build_model
 from pie_audit.training._quantization import predict_probabilities, quantize_static, quantized_engine
 from pie_audit.training._loop import PruneConfig, TrainConfig, train_models

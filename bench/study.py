@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    from pie_audit.study._study import read_study
+    from pie_audit.study import read_study
 
     source = read_study(args.spec)
     result: dict = {"spec": str(args.spec), "models": source.models, "populations": len(source.populations)}

@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from pie_audit.data._datasets import Dataset, load_dataset
+from pie_audit.data import Dataset, load_dataset
 from pie_audit.training._models import forward_flops
 from pie_audit.training._population import train_population
 from pie_audit.training._loop import (

@@ -94,14 +94,14 @@ def compare(
     """Audit what pruning did: PIEs, per-class disparate impact and the CI gate.
 
     Every setting left out is taken from ``config`` when given, else from the defaults of
-    :class:`pie_audit.settings.Settings` (shown below); ``pie-audit compare`` resolves its flags
+    :class:`pie_audit.audit._settings.Settings` (shown below); ``pie-audit compare`` resolves its flags
     the same way, so the same options and ``pyproject.toml`` give the same result.
 
     Parameters
     ----------
     baseline, pruned : str, Path or Population
-        Population directories in the interchange format (see :mod:`pie_audit.store`), or
-        populations already read with :func:`pie_audit.store.load_population`.
+        Population directories in the interchange format (see :mod:`pie_audit.interchange._store`), or
+        populations already read with :func:`pie_audit.interchange._store.load_population`.
     alpha : float, default=0.05
         A class is significant when its q-value is at most ``alpha``.
     correction : {"fdr_bh", "none"}, default="fdr_bh"
@@ -126,7 +126,7 @@ def compare(
         Seed of the bootstrap.
     config : str or Path, optional
         A ``pyproject.toml`` whose ``[tool.pie-audit]`` table supplies the settings not given
-        here (:func:`pie_audit.settings.read_settings`).
+        here (:func:`pie_audit.audit._settings.read_settings`).
 
     Returns
     -------
@@ -161,17 +161,8 @@ def compare(
 def compare_populations(
     baseline: str | Path | Population, pruned: str | Path | Population, *, settings: Settings
 ) -> CompareResult:
-    """:func:`compare` with settings already resolved (:func:`pie_audit.audit.resolve_settings`).
-
-    Parameters
-    ----------
-    baseline, pruned : str, Path or Population
-    settings : Settings
-
-    Returns
-    -------
-    CompareResult
-    """
+    """:func:`compare` with settings already resolved: :func:`pie_audit.audit.audit_populations`,
+    whose parameters it takes, returning a :class:`CompareResult`."""
     return CompareResult.of(audit_populations(baseline, pruned, settings=settings))
 
 
@@ -190,7 +181,7 @@ def sweep(
         Pruned population directories, with distinct names (see :func:`sweep_names`).
     settings : Settings, optional
         Statistics options and gate rules for every audit
-        (:func:`pie_audit.settings.resolve_settings`); default :class:`Settings` ``()``.
+        (:func:`pie_audit.audit._settings.resolve_settings`); default :class:`Settings` ``()``.
 
     Returns
     -------

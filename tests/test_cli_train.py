@@ -11,7 +11,7 @@ import pytest
 
 from pie_audit.data import _datasets as data_module
 from pie_audit.cli import INTERRUPTED, main
-from pie_audit.training._population import incomplete_reason
+from pie_audit.interchange import incomplete_reason
 
 
 def run(args, capsys):

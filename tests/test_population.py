@@ -34,9 +34,9 @@ from pie_audit.training._population import (
     WRITE_FAILED,
     check_arguments,
     default_jointly,
-    incomplete_reason,
     train_population,
 )
+from pie_audit.interchange import file_record, incomplete_reason
 from pie_audit.training._loop import DIVERGED, NOTHING_TO_PRUNE, PRUNING_TOO_LATE, PruneConfig, TrainConfig
 
 from tiny import PRUNE_90, TINY_CONFIG, tiny_digits
@@ -100,7 +100,7 @@ def test_run_json(pruned_population):
     assert sorted(run["files"]) == ["model.pt", "predictions.parquet"]
     for name, record in run["files"].items():
         assert record["bytes"] == (dirs[1] / name).stat().st_size
-        assert record["sha256"] == population_module._file_record(dirs[1] / name)["sha256"]
+        assert record["sha256"] == file_record(dirs[1] / name)["sha256"]
     spec = json.loads((dirs[1].parent / POPULATION_FILE).read_text())["spec"]
     data = tiny_digits()
     assert run["dataset"]["hash"] == spec["dataset_hash"]

@@ -298,7 +298,7 @@ def test_an_interrupted_study_resumes(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err.splitlines()[-1]
     # Whatever was written before the interrupt is whole.
-    from pie_audit.training._population import incomplete_reason
+    from pie_audit.interchange import incomplete_reason
 
     kept = {name: models_of(tmp_path / "runs" / "tiny" / name) for name in ("dense", "gmp-90")
             if (tmp_path / "runs" / "tiny" / name).is_dir()}  # fmt: skip

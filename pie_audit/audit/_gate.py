@@ -158,7 +158,7 @@ def evaluate_gate(
     Parameters
     ----------
     classes : DataFrame
-        The per-class table of :func:`pie_audit.stats.class_statistics` (columns ``label``,
+        The per-class table of :func:`pie_audit.audit._stats.class_statistics` (columns ``label``,
         ``normalized_change``, ``direction``; ``recall_change`` and ``recall_q_value`` with
         ``significant`` for ``max-class-recall-drop``).
     pie_fraction : float

@@ -1,8 +1,8 @@
 """What an audit found: the result types, and every value derived from them, computed once.
 
-:func:`pie_audit.compare.compare` computes an :class:`AuditResult` (returned as its subclass
-:class:`~pie_audit.compare.CompareResult`); the report (:mod:`pie_audit.report`) and the outputs
-(:mod:`pie_audit.outputs`) read it. This module sits below all of them, so that computing,
+:func:`pie_audit.audit.audit_populations` computes an :class:`AuditResult` (returned as its subclass
+:class:`~pie_audit.CompareResult`); the report (:mod:`pie_audit.report`) and the outputs
+(:mod:`pie_audit.report._outputs`) read it. This module sits below all of them, so that computing,
 rendering and writing never import each other in a circle.
 """
 
@@ -79,17 +79,17 @@ class PopulationSummary:
 class AuditResult:
     """Everything an audit found, and every value derived from it, computed once.
 
-    :class:`pie_audit.compare.CompareResult`, what :func:`pie_audit.compare` returns, adds
+    :class:`pie_audit.CompareResult`, what :func:`pie_audit.compare` returns, adds
     saving and notebook display; reports and outputs need only this.
 
     Attributes
     ----------
     examples : DataFrame
         One row per example, sorted by ``example_id``; the columns of
-        :func:`pie_audit.pie.pie_table`.
+        :func:`pie_audit.audit._pie.pie_table`.
     classes : DataFrame
         One row per class: ``label``, ``name``, ``support``, ``n_pies`` and the columns of
-        :func:`pie_audit.stats.class_statistics`.
+        :func:`pie_audit.audit._stats.class_statistics`.
     baseline_accuracy, pruned_accuracy : Series
         Top-1 accuracy of each model, indexed by model directory name.
     baseline_runs, pruned_runs : mapping of str to (dict or None)
@@ -106,9 +106,9 @@ class AuditResult:
     test : {"welch", "paired", "mcnemar"}
         The per-class test used.
     power : PowerSummary
-        What the audit could detect (:mod:`pie_audit.power`).
+        What the audit could detect (:mod:`pie_audit.audit._power`).
     power_inputs : PowerInputs
-        What the power depends on, for :func:`pie_audit.power` to ask other questions.
+        What the power depends on, for :func:`pie_audit.audit._power` to ask other questions.
     config_source : Path or None
         The ``pyproject.toml`` the settings came from, or ``None`` (defaults and arguments).
     notes : tuple of str
@@ -235,7 +235,7 @@ class AuditResult:
         if self.gate.passed and self.power.underpowered:
             verdict += " (underpowered)"
         return (
-            f"<CompareResult: {n} examples, {len(self.classes)} classes; accuracy "
+            f"<{type(self).__name__}: {n} examples, {len(self.classes)} classes; accuracy "
             f"{self.baseline.accuracy_mean:.2%} ({self.baseline.n_models} baseline models) -> "
             f"{self.pruned.accuracy_mean:.2%} ({self.pruned.n_models} pruned); "
             f"{self.pies.count} PIEs ({self.pies.fraction:.2%}); {self.n_harmed} classes harmed, "

@@ -1,6 +1,8 @@
 """The audit's settings: statistics options and gate rules, resolved in one place.
 
-Every setting has one name, listed once in :data:`SETTINGS`. Values come from three places,
+Every setting has one name. Those that ``[tool.pie-audit]`` and the command line take are listed
+once in :data:`SETTINGS`; ``confidence`` (the level of the bootstrap interval) is set only from
+Python, as a keyword of :func:`pie_audit.compare`. Values come from three places,
 the first that has one winning: options given explicitly (command-line flags, or keyword arguments
 of :func:`pie_audit.compare`), the ``[tool.pie-audit]`` table of a ``pyproject.toml``, and the
 defaults of :class:`Settings`. :func:`resolve_settings` applies that order, so the CLI and the
@@ -34,7 +36,7 @@ CONFIG_FILE = "pyproject.toml"
 SETTINGS_TABLE = "tool.pie-audit"
 
 #: Every setting ``[tool.pie-audit]`` and the command line accept, with its type. Statistics
-#: options are fields of :class:`Settings`, gate rules fields of :class:`~pie_audit.gate.GateRules`.
+#: options are fields of :class:`Settings`, gate rules fields of :class:`~pie_audit.audit.GateRules`.
 SETTINGS: dict[str, type] = {
     "alpha": float,
     "correction": str,

@@ -171,7 +171,7 @@ def class_statistics(
         test of ``normalized_change`` (relative: did the class lose more than the models'
         average?); ``recall_ci_low``, ... ``recall_q_value``, ``recall_significant``: the same for
         ``recall_change`` (absolute: did the class lose recall?); ``mde``: the smallest normalized drop the
-        relative test detects with power 0.8 (:mod:`pie_audit.power`); ``significant`` (bool,
+        relative test detects with power 0.8 (:mod:`pie_audit.audit._power`); ``significant`` (bool,
         the design's primary test: relative for t-tests, absolute for McNemar); ``direction``.
 
     Notes
@@ -295,7 +295,7 @@ def power_inputs(
     n_classes: int,
     test: str = "welch",
 ) -> PowerInputs:
-    """What the power of each class's relative test depends on (:class:`pie_audit.power.PowerInputs`).
+    """What the power of each class's relative test depends on (:class:`pie_audit.audit._power.PowerInputs`).
 
     Parameters are those of :func:`class_statistics`. For ``"mcnemar"`` (one model a side) every
     variance is NaN: a t-test's power is undefined there.

@@ -1,8 +1,8 @@
 """A sweep: one baseline audited against several pruned populations (e.g. one per sparsity).
 
-:func:`pie_audit.compare.sweep` runs the audit once per pruned population, reading the baseline once;
+:func:`pie_audit.sweep` runs the audit once per pruned population, reading the baseline once;
 :func:`sweep_table` tabulates the results with each population's sparsity from its ``run.json``.
-:func:`pie_audit.outputs.write_sweep` writes them.
+:func:`pie_audit.report._outputs.write_sweep` writes them.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
@@ -77,7 +76,9 @@ def summarise(dirs: list[Path], out: Path, *, trained: int, skipped: int) -> Non
     """Print the population's accuracy and sparsity, read back from the run records."""
     import numpy as np
 
-    runs = [json.loads((d / "run.json").read_text()) for d in dirs if (d / "run.json").is_file()]
+    from ..interchange import RUN_FILE, read_run
+
+    runs = [read_run(d / RUN_FILE) for d in dirs if (d / RUN_FILE).is_file()]
     acc = np.array([r["accuracy"] for r in runs])
     sp = np.array([r["sparsity"]["achieved"] for r in runs])
     std = acc.std(ddof=1) if len(acc) > 1 else 0.0

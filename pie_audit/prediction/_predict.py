@@ -41,7 +41,7 @@ import numpy as np
 from .._atomic import ALREADY_EXISTS, NOT_A_DIRECTORY, atomic_directory, write_json
 from .._version import __version__
 from ..errors import ConfigError, FormatError, OutputError, PieAuditError
-from ..interchange import MODEL_FILE, PREDICTIONS_FILE, RUN_FILE, read_run, write_predictions
+from ..interchange import MODEL_FILE, PREDICTIONS_FILE, RUN_FILE, read_run, run_record, write_predictions
 
 if TYPE_CHECKING:
     import torch
@@ -188,7 +188,7 @@ class LoadedModel:
     batch_size : int or None
         The only batch size a ``torch.export`` program exported with a static batch accepts.
     int8 : bool
-        An int8 state dict (:mod:`pie_audit.quantization`): its kernels run on the CPU only,
+        An int8 state dict (:mod:`pie_audit.training._quantization`): its kernels run on the CPU only,
         with the x86 quantized engine.
     """
 
@@ -504,11 +504,11 @@ def measured_layers(model: nn.Module) -> list[str]:
     """Names of the weights whose sparsity :func:`predict` records.
 
     Every conv and linear layer's ``weight`` but the last linear layer's (the classifier, which
-    pruning leaves dense), as :func:`pie_audit.pruning.prunable_weights` chooses them, so that a
+    pruning leaves dense), as :func:`pie_audit.training._pruning.prunable_weights` chooses them, so that a
     model's measured sparsity is comparable with ``pie-audit train``'s. Found in plain modules,
     TorchScript modules (by their original class name), ``torch.export`` modules (by the
     module types their graph records) and int8 models (by their quantized weights, named as
-    the float model's, :func:`pie_audit.quantization.int8_parameters`).
+    the float model's, :func:`pie_audit.training._quantization.int8_parameters`).
 
     Parameters
     ----------
@@ -605,7 +605,7 @@ def _record(
             params = {name: p.detach() for name, p in model.named_parameters()}
             sparsity = sparsity_report(params, layers) if layers else None
         n_parameters = sum(p.numel() for p in params.values())
-    record: dict[str, Any] = {"format": "pie-audit/run/1", "source": SOURCE}
+    record = run_record({"source": SOURCE})
     record |= {key: value for key, value in extra.items() if key != "dataset"}
     record |= {
         "model_class": _model_class(model),
@@ -671,14 +671,14 @@ def predict_files(
     ----------
     files : sequence of str or Path
         Model files: state dicts of a registry architecture (``model.pt`` from
-        ``pie-audit train``; int8 ones too, from :mod:`pie_audit.quantization`), TorchScript
+        ``pie-audit train``; int8 ones too, from :mod:`pie_audit.training._quantization`), TorchScript
         archives, or ``torch.export`` programs (``.pt2``).
     dataset : str or Dataset
         A registry name (:data:`pie_audit.data.DATASETS`) or a loaded dataset.
     out : str or Path
         The population directory; created if missing. It must not hold a model of the same name.
     arch : str, optional
-        Architecture of state dicts (:data:`pie_audit.models.ARCHITECTURES`). Default: the
+        Architecture of state dicts (:data:`pie_audit.training._models.ARCHITECTURES`). Default: the
         ``arch`` of the ``run.json`` beside a ``model.pt``.
     data_root : str or Path, default "data"
         Where the dataset's files are looked up.
@@ -873,10 +873,10 @@ def load_model_file(
     it is deserialised, and what is hashed, checked and loaded are the same bytes.
 
     - **state dict** (a ``torch.save`` file): ``torch.load(weights_only=True)``, then built with
-      :func:`pie_audit.models.build_model` for ``dataset``'s image shape and classes and
+      :func:`pie_audit.training._models.build_model` for ``dataset``'s image shape and classes and
       ``load_state_dict(strict=True)``; an int8 state dict (``q.state_dict()`` of a model from
-      :func:`pie_audit.quantization.quantize_static`) is rebuilt with
-      :func:`pie_audit.quantization.load_quantized`. Anything that is not a mapping of names to
+      :func:`pie_audit.training._quantization.quantize_static`) is rebuilt with
+      :func:`pie_audit.training._quantization.load_quantized`. Anything that is not a mapping of names to
       tensors (or an int8 state dict) is refused, and so is any pickle that needs more than
       tensors and plain containers (a whole pickled model, a pickle that would run code).
     - **TorchScript archive** (``torch.jit.save``): ``torch.jit.load``, only with ``trust_code``.

@@ -74,7 +74,7 @@ def pie_gallery(
         Where the dataset named in the models' ``run.json`` is looked for (never downloaded);
         ``None`` shows no image.
     images : str or Path, optional
-        An images file of one's own data (:func:`pie_audit.thumbnails.read_images`); it wins
+        An images file of one's own data (:func:`pie_audit.report._thumbnails.read_images`); it wins
         over ``data_root``.
     size : int, default=GALLERY_SIZE
         How many PIEs: the highest-scoring, as :meth:`AuditResult.top_pies` orders them.
@@ -83,7 +83,7 @@ def pie_gallery(
     -------
     Gallery
         The rows, and images for them or the reason there are none
-        (:func:`pie_audit.thumbnails.dataset_thumbnails`).
+        (:func:`pie_audit.report._thumbnails.dataset_thumbnails`).
     """
     rows = result.top_pies(size)
     if images is not None:
@@ -183,7 +183,7 @@ def _write_report_files(result: AuditResult, directory: Path, html: str) -> None
 
 
 def write_junit(result: AuditResult, path: str | Path) -> Path:
-    """Write the gate's verdict as JUnit XML (:func:`pie_audit.gate.junit_xml`), atomically."""
+    """Write the gate's verdict as JUnit XML (:func:`pie_audit.audit._gate.junit_xml`), atomically."""
     path = Path(path)
     properties = {
         "rules-source": str(result.config_source) if result.config_source is not None else "defaults",
@@ -219,7 +219,7 @@ def write_sweep(
     Parameters
     ----------
     results : sequence of (str, AuditResult)
-        As returned by :func:`pie_audit.sweep.sweep`.
+        As returned by :func:`pie_audit.audit._sweep.sweep`.
     out : str or Path
     baseline : str or Path
         The baseline directory, as the user gave it (shown on the page).

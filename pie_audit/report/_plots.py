@@ -1,6 +1,6 @@
 """The report's figures, drawn with seaborn/matplotlib and returned as inline SVG strings.
 
-Every function takes results computed elsewhere (:class:`pie_audit.compare.CompareResult`'s
+Every function takes results computed elsewhere (:class:`pie_audit.CompareResult`'s
 frames and series, or the sweep table) and only draws them. The SVG is made for embedding in
 an HTML page that has light and dark modes:
 
@@ -379,7 +379,7 @@ def sweep_methods(sweep: pd.DataFrame) -> pd.Series:
     Parameters
     ----------
     sweep : DataFrame
-        :func:`pie_audit.sweep.sweep_table`'s rows; a table without a ``method`` column (written
+        :func:`pie_audit.audit._sweep.sweep_table`'s rows; a table without a ``method`` column (written
         before methods were recorded) is all unknown.
 
     Returns

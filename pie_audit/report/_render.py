@@ -1,9 +1,9 @@
 """The HTML report of one audit and the sweep page over several: they render, never compute.
 
-:func:`render_report` turns a :class:`~pie_audit.result.AuditResult` into one
+:func:`render_report` turns a :class:`~pie_audit.audit._result.AuditResult` into one
 self-contained HTML file (inline styles, figures, thumbnails and a small table sorter; no
 network access, see the Content-Security-Policy in the template). :func:`render_sweep` does
-the same for the table of :func:`pie_audit.sweep.sweep_table`.
+the same for the table of :func:`pie_audit.audit._sweep.sweep_table`.
 
 The functions here only select and format values for the Jinja2 templates under
 ``pie_audit/templates``; the templates only lay them out. Autoescaping is on, so every string
@@ -300,7 +300,7 @@ def render_report(
     ----------
     result : AuditResult
     gallery : Gallery, optional
-        The PIEs to show and their images (:func:`pie_audit.outputs.pie_gallery`); without
+        The PIEs to show and their images (:func:`pie_audit.report._outputs.pie_gallery`); without
         images the gallery shows ids and labels, and the thumbnails' ``note`` says why.
         Default: the top :data:`GALLERY_SIZE` PIEs, without images.
     command : sequence of str, optional
@@ -489,7 +489,7 @@ def render_sweep(
     Parameters
     ----------
     sweep : DataFrame
-        :func:`pie_audit.sweep.sweep_table`'s rows, in the order the populations were given.
+        :func:`pie_audit.audit._sweep.sweep_table`'s rows, in the order the populations were given.
     links : sequence of str
         Relative link to each row's report, in the same order.
     baseline : str

@@ -6,7 +6,7 @@ overrides, and the populations: exactly one with sparsity 0 (the baseline), the 
 pruning option of ``pie-audit train``. :func:`read_study` validates all of it before anything is
 written; each population is then trained into ``out/<name>/`` in the interchange format, by the
 same code and with the same resume and refusal rules as ``pie-audit train``
-(:mod:`pie_audit.schedule` runs the work), and audited into ``out/report/``.
+(the training wing's units of work, run here or on Ray), and audited into ``out/report/``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+# The spec is checked against the methods, datasets and architectures training has: reading a
+# spec imports the training wing, and so torch.
+from ..training import DERIVED, METHODS, NO_SPARSITY
 
 __all__ = [
-    "METHODS",
     "Study",
     "StudyPopulation",
     "PopulationStatus",
@@ -33,13 +35,6 @@ __all__ = [
     "REPORT_DIR",
 ]
 
-#: Compression methods a population may name (:mod:`pie_audit.methods`; kept here as a literal
-#: so that reading a spec does not import torch).
-METHODS = ("gmp", "random", "oneshot", "lottery", "structured", "int8")
-#: Methods whose models derive from the baseline's: trained after it (``from``).
-DERIVED = ("oneshot", "int8")
-#: Methods that take no sparsity: a population of theirs needs no ``sparsity`` key.
-NO_SPARSITY = ("int8",)
 #: Where ``study run`` writes the sweep report, inside the study's ``out``.
 REPORT_DIR = "report"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -116,7 +111,7 @@ class StudyPopulation:
 
     name: str
     method: str
-    prune: Any  # PruneConfig; typed loosely so that reading a spec does not import torch
+    prune: Any  # a method of the training wing (PruneConfig, RandomPruning, ...)
 
     @property
     def is_baseline(self) -> bool:
@@ -419,12 +414,12 @@ def run_study(
     ----------
     study : Study
     executor : {"local", "ray"}
-        Where the work units run (:mod:`pie_audit.schedule`).
+        Where the work units run (:mod:`pie_audit.training._schedule`).
     ray_address, gpus_per_unit, cpus_per_unit
-        For ``"ray"``: see :func:`pie_audit.schedule.run_ray`.
+        For ``"ray"``: see :func:`pie_audit.training._schedule.run_ray`.
     device : str
     jointly : int, optional
-        Models per unit; default from the device and the model (:func:`pie_audit.population.default_jointly`).
+        Models per unit; default from the device and the model (:func:`pie_audit.training._population.default_jointly`).
     data_root : str or Path
     report : bool, default True
         Write the sweep report to ``out/report/`` and return the audits.

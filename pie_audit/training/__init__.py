@@ -8,7 +8,7 @@ run locally or on Ray. Needs torch; never imports the audit.
 from __future__ import annotations
 
 from ._loop import DEFAULT_TRAIN_CONFIGS, PruneConfig, TrainConfig, TrainedModel, resolve_device, train_models
-from ._methods import METHODS, make_method
+from ._methods import DERIVED, METHODS, NO_SPARSITY, make_method
 from ._models import ARCHITECTURES, UNKNOWN_ARCHITECTURE, build_model
 from ._population import (
     check_arguments,
@@ -32,7 +32,9 @@ __all__ = [
     "ARCHITECTURES",
     "DEFAULT_TRAIN_CONFIGS",
     "EXECUTORS",
+    "DERIVED",
     "METHODS",
+    "NO_SPARSITY",
     "RAY_MISSING",
     "UNKNOWN_ARCHITECTURE",
     "PruneConfig",

@@ -6,7 +6,7 @@ independent one orders the data (and draws augmentations), so two models never s
 model trained twice with the same seed on CPU gives the same predictions. Each model also keeps
 its own masks and its own BatchNorm statistics, and its own gradient: the loss is the sum of the
 K models' mean losses, and SGD is element-wise, so one optimizer over the stacked tensors updates
-each model as its own optimizer would. The stack runs packed (:mod:`pie_audit.packing`); a model
+each model as its own optimizer would. The stack runs packed (:mod:`pie_audit.training._packing`); a model
 trained in a group of K therefore matches the same model trained alone (K = 1) up to
 floating-point rounding.
 
@@ -18,7 +18,7 @@ behaviour as its default, so a new method is a new small object rather than a fl
   rewound to an early step.
 - the *mask policy* (:class:`MaskPolicy`), built for the run by ``prune`` (:class:`Pruning`):
   given the step and the stacked prunable weights, the new masks or ``None``. Default
-  :class:`~pie_audit.pruning.GradualMagnitudePruning` from :class:`PruneConfig` (dense when its
+  :class:`~pie_audit.training._pruning.GradualMagnitudePruning` from :class:`PruneConfig` (dense when its
   sparsity is 0); later random masks, or masks fixed from a parent.
 - the *post-training step* (:data:`PostTraining`): receives the finished models and returns what
   the run keeps. Default none; later int8 quantization, or fine-tuning.
@@ -409,7 +409,7 @@ class Method(Pruning, Protocol):
 
     A frozen dataclass whose fields are the method's options, recorded in ``population.json``
     and ``run.json`` (``method_params``); :class:`PruneConfig` is ``gmp``, the others live in
-    :mod:`pie_audit.methods`.
+    :mod:`pie_audit.training._methods`.
     """
 
     method: ClassVar[str]
@@ -458,7 +458,7 @@ def train_models(
     ----------
     dataset : Dataset
     arch : str
-        Registry name of the architecture; it must be packable (:func:`pie_audit.packing.packable`).
+        Registry name of the architecture; it must be packable (:func:`pie_audit.training._packing.packable`).
     seeds : sequence of int
         One model per seed; K = ``len(seeds)``, 1 included.
     config : TrainConfig

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..data import Dataset
 from ..errors import ConfigError
-from ._population import incomplete_reason, model_dir_name
+from ._population import model_dir_name
 from ._pruning import (
     SCOPES,
     FixedMasks,
@@ -48,7 +48,7 @@ from ._pruning import (
     magnitude_masks,
     prunable_weights,
 )
-from ..interchange import MODEL_FILE, POPULATION_FILE, RUN_FILE
+from ..interchange import MODEL_FILE, POPULATION_FILE, RUN_FILE, incomplete_reason, read_json_object
 from ._loop import (
     NOTHING_TO_PRUNE,
     PruneConfig,
@@ -62,6 +62,7 @@ from ._loop import (
 __all__ = [
     "METHODS",
     "DERIVED",
+    "NO_SPARSITY",
     "METHOD_OPTIONS",
     "make_method",
     "RandomPruning",
@@ -94,6 +95,8 @@ __all__ = [
 METHODS = ("gmp", "random", "oneshot", "lottery", "structured", "int8")
 #: The methods that derive each model from a trained dense parent (``--from``).
 DERIVED = ("oneshot", "int8")
+#: Methods that take no sparsity: a population of theirs needs no ``sparsity`` key.
+NO_SPARSITY = ("int8",)
 #: The options each method takes, spelled as on the command line without ``--`` (and as in a
 #: study's ``[[population]]``). Any other option given is refused (:data:`OPTION_NOT_USED`).
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -351,8 +354,7 @@ def load_parent(source: str | Path, seed: int) -> tuple[dict[str, torch.Tensor],
     directory = Path(source) / model_dir_name(seed)
     if incomplete_reason(directory, seed=seed) is not None:
         raise ConfigError(PARENT_MISSING.format(path=source, seeds=seed))
-    with open(directory / RUN_FILE, encoding="utf-8") as fh:
-        run = json.load(fh)
+    run = read_json_object(directory / RUN_FILE)
     state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
     record = {"seed": seed, "path": str(directory.resolve()),
               "model_sha256": run["files"][MODEL_FILE]["sha256"]}  # fmt: skip
@@ -606,9 +608,9 @@ class Int8Quantization:
     int8 weights (per output channel, symmetric) and activations (per tensor, affine) whose
     ranges are calibrated on ``calibration_images`` training images
     (:func:`calibration_indices`), by the FX graph mode flow of the pinned torch with its x86
-    backend (:mod:`pie_audit.quantization`). Nothing is trained; the model is evaluated on the
+    backend (:mod:`pie_audit.training._quantization`). Nothing is trained; the model is evaluated on the
     CPU with int8 kernels. ``model.pt`` holds the quantized state dict, which
-    :func:`pie_audit.quantization.load_quantized` reads back with ``weights_only``. Each
+    :func:`pie_audit.training._quantization.load_quantized` reads back with ``weights_only``. Each
     ``run.json`` names its parent, so the audit pairs them (Jacob et al. 2018, "Quantization
     and training of neural networks for efficient integer-arithmetic-only inference"; the
     audit of Hooker et al. 2020, "Characterising bias in compressed models").

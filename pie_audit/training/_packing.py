@@ -161,7 +161,7 @@ def pack(models: Sequence[nn.Module]) -> nn.Module:
 
     Examples
     --------
-    >>> from pie_audit.models import build_model
+    >>> from pie_audit.training._models import build_model
     >>> models = [build_model("small-cnn", in_channels=1, image_size=8, num_classes=10)
     ...           for _ in range(3)]
     >>> packed = pack(models)

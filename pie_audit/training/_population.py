@@ -3,7 +3,7 @@
 The directory holds ``population.json`` (the configuration every model shares) and one
 ``seed-XXXX`` sub-directory per finished model, each written atomically with ``run.json`` last:
 it records the size and SHA-256 of the model's other files, so a directory whose files do not
-match it is not a finished model (:func:`incomplete_reason`). Re-running the same command skips
+match it is not a finished model (:func:`pie_audit.interchange.incomplete_reason`). Re-running the same command skips
 finished models and trains the rest, so a killed run resumes where it stopped; a directory holding
 a different configuration is refused rather than mixed. One process writes a population at a
 time: :func:`train_population` holds :func:`pie_audit._atomic.exclusive_lock` on it throughout.
@@ -16,7 +16,6 @@ halving K when a group runs out of device memory). K changes the speed, not the 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -38,7 +37,18 @@ from .._version import __version__
 from ..data import DATASETS, Dataset
 from ..errors import ConfigError, OutputError
 from ._models import ARCHITECTURES, UNKNOWN_ARCHITECTURE, forward_flops
-from ..interchange import MODEL_FILE, POPULATION_FILE, PREDICTIONS_FILE, RUN_FILE, write_predictions
+from ..interchange import (
+    MODEL_FILE,
+    POPULATION_FILE,
+    PREDICTIONS_FILE,
+    RUN_FILE,
+    file_records,
+    incomplete_reason,
+    json_kind,
+    population_record,
+    run_record,
+    write_predictions,
+)
 from ._loop import (
     Method,
     TrainConfig,
@@ -59,7 +69,6 @@ __all__ = [
     "default_jointly",
     "model_dir_name",
     "check_output_dir",
-    "incomplete_reason",
     "CPU_JOINT_MAX_MFLOPS",
     "MAX_JOINTLY",
     "INCOMPLETE_PREFIX",
@@ -209,7 +218,7 @@ def check_arguments(
     Parameters
     ----------
     arch : str
-        Must be in :data:`pie_audit.models.ARCHITECTURES`.
+        Must be in :data:`pie_audit.training._models.ARCHITECTURES`.
     population : int
         Must be >= 1.
     seed_start : int, default 0
@@ -314,76 +323,13 @@ def _read_spec(marker: Path) -> dict[str, Any]:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else f"not UTF-8 JSON: {e}"
         raise OutputError(BAD_POPULATION_FILE.format(path=marker, reason=reason)) from e
     if not isinstance(record, dict):
-        reason = f"expected a JSON object, found {_json_kind(record)}"
+        reason = f"expected a JSON object, found {json_kind(record)}"
         raise OutputError(BAD_POPULATION_FILE.format(path=marker, reason=reason))
     spec = record.get("spec", {})
     if not isinstance(spec, dict):
-        reason = f"'spec' is {_json_kind(spec)}, expected an object"
+        reason = f"'spec' is {json_kind(spec)}, expected an object"
         raise OutputError(BAD_POPULATION_FILE.format(path=marker, reason=reason))
     return spec
-
-
-def _json_kind(value: object) -> str:
-    kinds = {dict: "an object", list: "a list", str: "a string", bool: "true or false"}
-    if value is None:
-        return "null"
-    return kinds.get(type(value), "a number")
-
-
-def incomplete_reason(directory: str | Path, *, seed: int) -> str | None:
-    """Why ``directory`` is not a finished model of ``seed``; ``None`` when it is one.
-
-    A finished model directory holds ``run.json``, written last, whose ``seed`` is ``seed`` and
-    whose ``files`` give the size and SHA-256 of ``predictions.parquet`` and ``model.pt``; both
-    files must match. A directory written by :func:`train_population` is renamed into place
-    whole, so only a damaged disk, a partial copy or a hand-made directory fails this.
-
-    Parameters
-    ----------
-    directory : str or Path
-    seed : int
-        The seed the directory is named for.
-
-    Returns
-    -------
-    str or None
-        The first problem found, in words (``"no run.json"``), or ``None``.
-    """
-    directory = Path(directory)
-    if directory.is_symlink() or not directory.is_dir():
-        return "not a directory"
-    try:
-        with open(directory / RUN_FILE, encoding="utf-8") as fh:
-            run = json.load(fh)
-    except FileNotFoundError:
-        return f"no {RUN_FILE}"
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        return f"{RUN_FILE} is unreadable ({e})"
-    if not isinstance(run, dict) or run.get("seed") != seed:
-        return f"{RUN_FILE} is not the record of seed {seed}"
-    files = run.get("files")
-    if not isinstance(files, dict) or set(files) != {PREDICTIONS_FILE, MODEL_FILE}:
-        return (
-            f"{RUN_FILE} does not list the sizes and checksums of {PREDICTIONS_FILE} and "
-            f"{MODEL_FILE}"
-        )
-    for name, expected in files.items():
-        path = directory / name
-        if not path.is_file():
-            return f"no {name}"
-        if not isinstance(expected, dict) or path.stat().st_size != expected.get("bytes"):
-            return f"{name} is not the size {RUN_FILE} records"
-        if _file_record(path)["sha256"] != expected.get("sha256"):
-            return f"{name} does not match the checksum {RUN_FILE} records"
-    return None
-
-
-def _file_record(path: Path) -> dict[str, Any]:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 
 def _move_aside(directory: Path, reason: str) -> Path:
@@ -433,7 +379,7 @@ def _writing(path: Path) -> Iterator[None]:
 def _write_spec(out: Path, spec: PopulationSpec) -> None:
     """Create ``out`` and its ``population.json``, unless it already records ``spec``."""
     marker = out / POPULATION_FILE
-    record = {"format": "pie-audit/population/1", "spec": spec.to_dict()}
+    record = population_record(spec=spec.to_dict())
     with _writing(out):
         if marker.is_file() and _read_spec(marker) == json.loads(json.dumps(record["spec"])):
             return
@@ -444,8 +390,7 @@ def _write_spec(out: Path, spec: PopulationSpec) -> None:
 def _write_model(out: Path, result: TrainedModel, *, dataset: Dataset, spec: PopulationSpec,
                  command: Sequence[str] | None) -> Path:
     labels = dataset.y_test.numpy()
-    run = {
-        "format": "pie-audit/run/1",
+    run = run_record({
         "seed": result.seed,
         "arch": spec.arch,
         "dataset": {
@@ -471,7 +416,7 @@ def _write_model(out: Path, result: TrainedModel, *, dataset: Dataset, spec: Pop
         "command": list(command) if command is not None else None,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **result.record,
-    }
+    })  # fmt: skip
     final = out / model_dir_name(result.seed)
     # atomic_directory removes the temporary directory on any error: nothing half-written stays.
     with _writing(final), atomic_directory(final) as tmp:
@@ -482,7 +427,7 @@ def _write_model(out: Path, result: TrainedModel, *, dataset: Dataset, spec: Pop
         torch.save(result.state_dict, buffer)
         with open(tmp / MODEL_FILE, "wb") as fh:
             fh.write(buffer.getbuffer())
-        run["files"] = {name: _file_record(tmp / name) for name in (PREDICTIONS_FILE, MODEL_FILE)}
+        run["files"] = file_records(tmp, (PREDICTIONS_FILE, MODEL_FILE))
         # Last: its checksums are what make the directory a finished model.
         write_json(tmp / RUN_FILE, run)
     return final
@@ -517,7 +462,7 @@ def train_population(
     prune : Method
         The compression method: a :class:`~pie_audit.training.PruneConfig` (gradual magnitude
         pruning; ``sparsity == 0`` trains the dense baseline) or one of
-        :mod:`pie_audit.methods`. A method that derives from a parent population must find a
+        :mod:`pie_audit.training._methods`. A method that derives from a parent population must find a
         finished parent model for every seed (:meth:`~pie_audit.training.Method.check`).
     device : {"auto", "cpu", "cuda", "mps"}
     jointly : int, optional

@@ -221,7 +221,7 @@ def load_quantized(
     Parameters
     ----------
     arch : str
-        Registry name (:data:`pie_audit.models.ARCHITECTURES`).
+        Registry name (:data:`pie_audit.training._models.ARCHITECTURES`).
     in_channels, image_size, num_classes : int
         The shape the float model was built for.
     state_dict : mapping
@@ -420,7 +420,7 @@ def int8_weights(state_dict: Mapping[str, Any], *, names: Iterable[str] | None =
 
     A weight entry counts as zero when its integer code equals its zero point, i.e. when it
     dequantizes to exactly 0.0 (for symmetric int8, when the code is 0): the same measure as
-    :func:`pie_audit.pruning.sparsity_report` takes of float weights.
+    :func:`pie_audit.training._pruning.sparsity_report` takes of float weights.
 
     Parameters
     ----------
