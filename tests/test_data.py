@@ -81,6 +81,19 @@ def test_digits_hash_is_stable_across_loads():
     )
 
 
+def test_split_hashes_are_the_datasets_own_computed_once():
+    digits = load_dataset("digits")
+    ids, labels = digits.example_ids, digits.y_test.numpy()
+    assert digits.test_hash == dataset_hash(ids, labels, digits.x_test)
+    assert digits.test_label_hash == dataset_hash(ids, labels)
+    train_ids = np.arange(len(digits.y_train), dtype=np.int64)
+    assert digits.train_hash == dataset_hash(train_ids, digits.y_train.numpy(), digits.x_train)
+    # What run.json files already on disk record for digits: a changed hash would refuse them.
+    assert digits.test_hash == "sha256:4cff04c01c0394653f4f748a6f7009ed734567ac20258082f01ec9fc7939dddb"
+    assert digits.test_label_hash == "sha256:086eab96b878f31cbccfcd6b8d2aa7ccce79bc0b320bb7e4f9849412950a7c41"
+    assert {"test_hash", "test_label_hash", "train_hash"} <= set(vars(digits))  # cached on the instance
+
+
 def test_unknown_dataset():
     with pytest.raises(ConfigError, match="unknown dataset 'imagenet'"):
         load_dataset("imagenet")

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pie_audit.errors import PieAuditError
 from pie_audit.audit._settings import SETTINGS, read_settings, resolve_settings
-from pie_audit.interchange._store import load_population, read_predictions, read_run
+from pie_audit.interchange import load_population, read_predictions, read_run
 from pie_audit.report._thumbnails import read_images
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

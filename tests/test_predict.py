@@ -25,11 +25,20 @@ from pie_audit.cli import main
 from pie_audit.data._datasets import load_dataset
 from pie_audit.errors import ConfigError, FormatError, OutputError
 from pie_audit.training._models import ARCHITECTURES, SmallCNN
+from pie_audit.prediction._files import SAME_NAME, model_name
+from pie_audit.prediction._loading import (
+    DATASET_CONFLICT,
+    NEEDS_TRUST,
+    NO_ARCH,
+    NOT_A_STATE_DICT,
+    SPLIT_CONFLICT,
+    UNSAFE_EXPORT,
+    UNSAFE_PICKLE,
+)
 from pie_audit.prediction._predict import (
     BAD_BATCH,
     BAD_OUTPUT,
     CLASS_COUNT,
-    DATASET_CONFLICT,
     DUPLICATE_ID,
     EMPTY_LOADER,
     IDS_LENGTH,
@@ -38,24 +47,18 @@ from pie_audit.prediction._predict import (
     LENGTH_MISMATCH,
     MEASURED_KEY,
     MIXED_BATCHES,
-    NEEDS_TRUST,
-    NO_ARCH,
     NON_FINITE,
     NOT_A_MODULE,
-    NOT_A_STATE_DICT,
     NOT_A_TENSOR,
     NOT_INTEGERS,
-    UNSAFE_EXPORT,
-    UNSAFE_PICKLE,
     measured_layers,
-    model_name,
     predict,
 )
 from pie_audit.training._pruning import magnitude_masks, prunable_weights
-from pie_audit.interchange._store import load_population, read_predictions
+from pie_audit.interchange import load_population, read_predictions
 
-# The module itself: ``pie_audit.predict`` is also the name of the function the package exports.
-predict_module = importlib.import_module("pie_audit.prediction._predict")
+# The modules themselves: ``pie_audit.predict`` is also the name of the function the package exports.
+PREDICTION_MODULES = [importlib.import_module(f"pie_audit.prediction.{name}") for name in ("_predict", "_loading", "_files")]
 
 # ---- shared inputs --------------------------------------------------------------------------
 
@@ -232,8 +235,9 @@ def test_measured_layers_are_prunings_for_every_kind_of_module():
     assert measured_layers(torch.export.export(model, (torch.zeros(2, 1, 8, 8),)).module()) == expected
 
 
-def test_doctests():
-    assert doctest.testmod(predict_module).failed == 0
+@pytest.mark.parametrize("module", PREDICTION_MODULES, ids=lambda m: m.__name__)
+def test_doctests(module):
+    assert doctest.testmod(module).failed == 0
 
 
 # ---- predict(): what it refuses ---------------------------------------------------------------
@@ -521,7 +525,7 @@ def test_cli_refuses_a_model_of_another_test_split_but_reads_older_records(train
         (tmp_path / name / "run.json").write_text(json.dumps(record))
     file = tmp_path / "other" / "model.pt"
     assert run("predict", file, "--dataset", "digits", "--out", tmp_path / "y") == 2
-    assert error_line(capsys) == predict_module.SPLIT_CONFLICT.format(
+    assert error_line(capsys) == SPLIT_CONFLICT.format(
         path=file, run=file.parent / "run.json", dataset="digits", found="sha256:" + "0" * 64,
         now=json.loads((trained / "seed-0000" / "run.json").read_text())["dataset"]["hash"],
     )  # fmt: skip
@@ -544,7 +548,7 @@ def test_cli_refuses_two_files_of_one_model_name(trained, tmp_path, capsys):
     other.parent.mkdir(parents=True)
     other.write_bytes((trained / "seed-0000" / "model.pt").read_bytes())
     assert run("predict", trained / "seed-0000" / "model.pt", other, "--dataset", "digits", "--arch", "small-cnn", "--out", tmp_path / "y") == 2
-    assert error_line(capsys) == predict_module.SAME_NAME.format(path=trained / "seed-0000" / "model.pt", other=other, name="seed-0000")
+    assert error_line(capsys) == SAME_NAME.format(path=trained / "seed-0000" / "model.pt", other=other, name="seed-0000")
 
 
 def test_model_name():

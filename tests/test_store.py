@@ -9,33 +9,36 @@ import pyarrow.parquet as pq
 import pytest
 
 from pie_audit.errors import FormatError, OutputError
-from pie_audit.interchange._store import (
-    BAD_CLASSES,
-    BAD_RUN_JSON,
+from pie_audit.interchange._agreement import (
     CLASS_MISMATCH,
     CLASS_OUT_OF_RANGE,
     DIFFERENT_EXAMPLES,
-    DUPLICATE_ID,
-    EMPTY_POPULATION,
     LABEL_MISMATCH,
-    MISSING_COLUMN,
+    MAX_UNNAMED_CLASSES,
+    TOO_MANY_CLASSES,
+    check_populations,
+)
+from pie_audit.interchange._population import (
+    EMPTY_POPULATION,
     MISSING_PREDICTIONS,
-    MISSING_VALUES,
-    NEGATIVE_VALUE,
     NO_DIRECTORY,
     NO_PREDICTIONS,
-    NO_ROWS,
     NOT_A_DIRECTORY,
-    MAX_UNNAMED_CLASSES,
-    NOT_INTEGER,
-    TOO_MANY_CLASSES,
-    INDEX_HINT,
     Population,
-    check_populations,
     load_population,
+)
+from pie_audit.interchange._population import write_population as store_write_population
+from pie_audit.interchange._predictions import (
+    DUPLICATE_ID,
+    INDEX_HINT,
+    MISSING_COLUMN,
+    MISSING_VALUES,
+    NEGATIVE_VALUE,
+    NO_ROWS,
+    NOT_INTEGER,
     read_predictions,
 )
-from pie_audit.interchange._store import write_population as store_write_population
+from pie_audit.interchange._records import BAD_CLASSES, BAD_JSON
 from synthetic import write_population
 
 LABELS = np.array([0, 1, 2, 1, 0, 2])
@@ -261,7 +264,7 @@ def test_bad_run_json(tmp_path):
     run.write_text("{not json")
     with pytest.raises(FormatError) as e:
         load_population(tmp_path / "pop")
-    assert str(e.value).startswith(BAD_RUN_JSON.format(path=run, reason="")[:-1])
+    assert str(e.value).startswith(BAD_JSON.format(path=run, reason="")[:-1])
     run.write_text(json.dumps({"classes": "abc"}))
     _raises(BAD_CLASSES.format(path=run), load_population, tmp_path / "pop")
 

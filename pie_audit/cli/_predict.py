@@ -43,8 +43,8 @@ def predict(
     A file named model.pt is written as its directory's name (runs/x/seed-0003/model.pt ->
     seed-0003), any other file as its stem. Nothing is written unless every file loads and runs.
     """
-    from ..prediction import predict_files
     from ..interchange import RUN_FILE, read_run
+    from ..prediction import predict_files
 
     written = predict_files(
         model_files, dataset=dataset, out=out, arch=arch, data_root=data_root, device=device,

@@ -2,13 +2,29 @@
 
 The only code that builds and reads these files (``docs/interchange-format.md``); every other
 wing calls it. Needs numpy, pandas and pyarrow, never torch.
+
+- :mod:`._records`: ``run.json`` and ``population.json`` (format tags, file names, building,
+  reading, the finished-model check);
+- :mod:`._predictions`: ``predictions.parquet`` (columns, checks, probability columns);
+- :mod:`._population`: :class:`Population`, from arrays, read from and written to a population
+  directory;
+- :mod:`._agreement`: whether models and populations agree on their examples, labels and classes
+  (:func:`check_populations`);
+- :mod:`._provenance`: what a population's ``run.json`` files say about how it was made.
 """
 
 from __future__ import annotations
 
+from ._agreement import check_populations
+from ._population import Population, load_population, write_population
+from ._predictions import read_predictions, write_predictions
 from ._provenance import population_provenance
 from ._records import (
+    MODEL_FILE,
+    POPULATION_FILE,
     POPULATION_FORMAT,
+    PREDICTIONS_FILE,
+    RUN_FILE,
     RUN_FORMAT,
     file_record,
     file_records,
@@ -17,25 +33,25 @@ from ._records import (
     population_record,
     read_json_object,
     read_population_spec,
-    run_record,
-)
-from ._store import (
-    MODEL_FILE,
-    POPULATION_FILE,
-    PREDICTIONS_FILE,
-    RUN_FILE,
-    Population,
-    check_populations,
-    load_population,
-    read_predictions,
     read_run,
-    write_population,
-    write_predictions,
+    run_record,
 )
 
 __all__ = [
+    # populations
+    "Population",
+    "check_populations",
+    "load_population",
+    "write_population",
+    # predictions.parquet
+    "read_predictions",
+    "write_predictions",
+    # run.json and population.json
     "MODEL_FILE",
+    "POPULATION_FILE",
     "POPULATION_FORMAT",
+    "PREDICTIONS_FILE",
+    "RUN_FILE",
     "RUN_FORMAT",
     "file_record",
     "file_records",
@@ -44,16 +60,8 @@ __all__ = [
     "population_record",
     "read_json_object",
     "read_population_spec",
-    "run_record",
-    "POPULATION_FILE",
-    "PREDICTIONS_FILE",
-    "RUN_FILE",
-    "Population",
-    "check_populations",
-    "load_population",
-    "population_provenance",
-    "read_predictions",
     "read_run",
-    "write_population",
-    "write_predictions",
+    "run_record",
+    # provenance
+    "population_provenance",
 ]

@@ -3,7 +3,7 @@
 A population's models usually share everything but their seed; :func:`population_provenance`
 reduces the per-model records to the seeds plus, for each recorded field, the distinct values
 found (one value when the models agree). Pure functions over the dicts that
-:func:`pie_audit.interchange._store.load_population` read; nothing here touches the filesystem.
+:func:`pie_audit.interchange.load_population` read; nothing here touches the filesystem.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """The JSON records of the format: ``run.json`` (one model) and ``population.json`` (a population).
 
-The one place that knows their ``format`` tags, reads them (a JSON object, or a one-line error
-naming the file) and checks that a model directory is finished: ``run.json`` is written last and
-lists the size and SHA-256 of every file beside it (``docs/interchange-format.md``).
+The one place that knows their ``format`` tags and the file names of a model directory, builds
+the records (:func:`run_record`, :func:`population_record`), reads them (:func:`read_run`,
+:func:`read_population_classes`, :func:`read_population_spec`: a JSON object, or a one-line
+:class:`~pie_audit.errors.FormatError` naming the file) and checks that a model directory is
+finished (:func:`incomplete_reason`): ``run.json`` is written last and lists the size and SHA-256
+of every file beside it (``docs/interchange-format.md``).
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ __all__ = [
     "BAD_JSON",
     "NOT_AN_OBJECT",
     "BAD_SPEC",
+    "BAD_CLASSES",
     "run_record",
     "population_record",
     "read_json_object",
+    "read_run",
+    "read_population_classes",
     "read_population_spec",
     "json_kind",
     "file_record",
@@ -49,6 +55,7 @@ MODEL_FILE = "model.pt"
 BAD_JSON = "{path}: not valid JSON ({reason})"
 NOT_AN_OBJECT = "{path}: expected a JSON object"
 BAD_SPEC = "{path}: 'spec' is {kind}, expected an object"
+BAD_CLASSES = "{path}: 'classes' must be a non-empty list of strings"
 
 
 def run_record(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,6 +123,40 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise FormatError(NOT_AN_OBJECT.format(path=path))
     return record
+
+
+def read_run(path: str | Path) -> dict[str, Any]:
+    """Read and validate one ``run.json``; only ``classes`` is checked, when present.
+
+    Raises
+    ------
+    FormatError
+        As :func:`read_json_object`, or :data:`BAD_CLASSES`.
+    """
+    run = read_json_object(Path(path))
+    _check_classes(Path(path), run.get("classes"))
+    return run
+
+
+def read_population_classes(path: str | Path) -> tuple[str, ...] | None:
+    """The class names of a ``population.json``, if it lists them (``"classes"``).
+
+    Raises
+    ------
+    FormatError
+        As :func:`read_json_object`, or :data:`BAD_CLASSES`.
+    """
+    classes = read_json_object(Path(path)).get("classes")
+    _check_classes(Path(path), classes)
+    return tuple(classes) if classes is not None else None
+
+
+def _check_classes(path: Path, classes: Any) -> None:
+    """``classes``, where given, must be a non-empty list of strings."""
+    if classes is not None and not (
+        isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)
+    ):
+        raise FormatError(BAD_CLASSES.format(path=path))
 
 
 def read_population_spec(path: str | Path) -> dict[str, Any]:

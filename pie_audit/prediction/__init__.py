@@ -1,11 +1,16 @@
 """Evaluating your own models into the interchange format: a model in memory, or model files.
 
-Model files are untrusted: nothing is unpickled but through ``torch.load(weights_only=True)``,
-and programs (TorchScript, ``torch.export``) only with ``trust_code`` (``docs/predict.md``).
+- :mod:`._predict`: :func:`predict`, a model in memory over a data loader, into one model directory;
+- :mod:`._loading`: model files, which are untrusted: nothing is unpickled but through
+  ``torch.load(weights_only=True)``, and programs (TorchScript, ``torch.export``) are loaded only
+  with ``trust_code`` (``docs/predict.md``);
+- :mod:`._files`: :func:`predict_files` (``pie-audit predict``), saved models on a built-in
+  dataset's test split, into a population directory.
 """
 
 from __future__ import annotations
 
-from ._predict import predict, predict_files
+from ._files import predict_files
+from ._predict import predict
 
 __all__ = ["predict", "predict_files"]

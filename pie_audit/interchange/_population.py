@@ -1,22 +1,23 @@
-"""The on-disk interchange format: one directory per model.
+"""Populations: the predictions of many models of one kind, in memory and on disk.
 
-A *population directory* holds one sub-directory per model. A *model directory* holds:
+A *population directory* holds one sub-directory per model (or one ``<model>.parquet`` per
+model). A *model directory* holds:
 
 ``predictions.parquet`` (required)
-    One row per test example: ``example_id`` (int64, the example's index in the test split),
-    ``label`` (int64, the true class), ``prediction`` (int64, the top-1 class) and, when
-    written by pie-audit, ``prob_0`` ... ``prob_{C-1}`` (float32 softmax probabilities).
+    One row per test example (:mod:`._predictions`).
 ``run.json`` (optional)
     Provenance: seed, architecture, dataset, ``classes`` (names indexed by label),
-    target and achieved sparsity, training configuration, accuracy, versions.
+    target and achieved sparsity, training configuration, accuracy, versions (:mod:`._records`).
 ``model.pt`` (optional)
     A plain ``state_dict`` (masks folded in), loadable with ``torch.load(..., weights_only=True)``.
 
 See ``docs/interchange-format.md`` for the full specification.
 
-The reading side (:func:`load_population`, :func:`check_populations`) validates everything a
-user can get wrong and raises :class:`~pie_audit.errors.FormatError` with a message that names
-the file and the problem; see ``docs/audit.md``.
+:class:`Population` holds the (M, N) predictions, from files (:func:`load_population`) or from
+arrays (:meth:`Population.from_arrays`), validated alike; :func:`write_population` writes one.
+The readers raise :class:`~pie_audit.errors.FormatError` with a message that names the file and
+the problem; see ``docs/audit.md``. That the models agree on their examples, labels and classes
+is checked by :mod:`._agreement`, which also tells whether two populations can be compared.
 """
 
 from __future__ import annotations
@@ -29,92 +30,43 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
+from ._agreement import CLASS_MISMATCH, check_same_examples, class_difference
+from ._predictions import (
+    DUPLICATE_ID,
+    NEGATIVE_VALUE,
+    NO_ROWS,
+    read_predictions,
+    write_prediction_columns,
+    write_predictions,
+)
 from ._records import (
-    BAD_JSON,
-    MODEL_FILE,
-    NOT_AN_OBJECT,
+    BAD_CLASSES,
     POPULATION_FILE,
     PREDICTIONS_FILE,
     RUN_FILE,
     population_record,
-    read_json_object,
+    read_population_classes,
+    read_run,
 )
 
 __all__ = [
-    "PREDICTIONS_FILE",
-    "RUN_FILE",
-    "MODEL_FILE",
-    "REQUIRED_COLUMNS",
-    "probability_column",
-    "write_predictions",
-    "model_dirs",
     "Population",
-    "read_predictions",
-    "read_run",
+    "model_dirs",
     "load_population",
-    "check_populations",
     "write_population",
-    "read_population_classes",
-    "POPULATION_FILE",
+    "NO_DIRECTORY",
+    "NOT_A_DIRECTORY",
+    "EMPTY_POPULATION",
+    "MIXED_LAYOUT",
+    "NO_PREDICTIONS",
+    "MISSING_PREDICTIONS",
+    "NOT_AN_ARRAY",
+    "ARRAY_LENGTH",
+    "ARRAY_SHAPE",
+    "NO_MODELS",
+    "BAD_MODEL_NAMES",
+    "PROBABILITIES_DISAGREE",
 ]
-
-REQUIRED_COLUMNS = ("example_id", "label", "prediction")
-#: Without a class list, classes are numbered 0 .. C-1 from the largest index found; beyond this
-#: (more than ImageNet-21k's 21,841 classes several times over) an index is taken for corruption.
-MAX_UNNAMED_CLASSES = 100_000
-
-
-def probability_column(k: int) -> str:
-    """Name of the column holding the probability of class ``k``."""
-    return f"prob_{k}"
-
-
-def write_predictions(
-    path: Path,
-    example_ids: np.ndarray,
-    labels: np.ndarray,
-    probabilities: np.ndarray,
-) -> None:
-    """Write one model's predictions in the interchange format.
-
-    Parameters
-    ----------
-    path : Path
-        Destination ``predictions.parquet``.
-    example_ids : ndarray of shape (N,)
-        Index of each example in the test split.
-    labels : ndarray of shape (N,)
-        True class of each example.
-    probabilities : ndarray of shape (N, C)
-        Softmax probabilities; the prediction is their arg-max.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    probabilities = np.asarray(probabilities, dtype=np.float32)
-    columns: dict[str, Any] = {
-        "example_id": pa.array(np.asarray(example_ids, dtype=np.int64)),
-        "label": pa.array(np.asarray(labels, dtype=np.int64)),
-        "prediction": pa.array(probabilities.argmax(axis=1).astype(np.int64)),
-    }
-    for k in range(probabilities.shape[1]):
-        columns[probability_column(k)] = pa.array(probabilities[:, k])
-    pq.write_table(pa.table(columns), path)
-
-
-def model_dirs(population: Path) -> list[Path]:
-    """Model sub-directories of a population directory, sorted by name.
-
-    Hidden entries (including unfinished ``.tmp-*`` writes) and plain files are ignored.
-    """
-    return sorted(
-        p for p in Path(population).iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Reading side
-# --------------------------------------------------------------------------------------------
 
 # Messages are constants so that tests (and users' scripts) see the same wording every time.
 NO_DIRECTORY = "{path}: no such directory"
@@ -129,36 +81,12 @@ MIXED_LAYOUT = (
 )
 NO_PREDICTIONS = "{path}: no prediction files; expected <model>/{file} in each model sub-directory"
 MISSING_PREDICTIONS = "{path}: missing {file} (every model sub-directory needs one)"
-UNREADABLE_PARQUET = "{path}: not a readable Parquet file ({reason})"
-MISSING_COLUMN = "{path}: missing column '{column}'{hint}"
-INDEX_HINT = " (the file's index is named '{index}'; write the ids as a column or name the index example_id)"
-NOT_INTEGER = "{path}: column '{column}' has type {type}; expected integers"
-MISSING_VALUES = "{path}: column '{column}' has {count} missing values"
-NEGATIVE_VALUE = "{path}: column '{column}' has negative value {value}; expected class indices >= 0"
-NO_ROWS = "{path}: no rows"
-DUPLICATE_ID = "{path}: duplicate example_id {value}"
-DIFFERENT_EXAMPLES = "{path}: evaluated on different examples than {reference} ({detail})"
-LABEL_MISMATCH = (
-    "{path}: label of example_id {example_id} is {label}, but {other} in {reference}"
-)
 NOT_AN_ARRAY = "{what}: not an array of class indices ({reason})"
 ARRAY_LENGTH = "{what}: {n} values, but there are {labels} labels"
 ARRAY_SHAPE = "{what}: shape {shape}; expected (models, {n}) to match the labels"
 NO_MODELS = "{name}: no model; expected predictions of shape (models, examples)"
 BAD_MODEL_NAMES = "{name}: model_names must be {n} distinct non-empty names without '/' or a leading '.'"
 PROBABILITIES_DISAGREE = "{name}: the arg-max of the probabilities differs from the predictions"
-BAD_RUN_JSON = BAD_JSON
-RUN_NOT_OBJECT = NOT_AN_OBJECT
-BAD_CLASSES = "{path}: 'classes' must be a non-empty list of strings"
-CLASS_MISMATCH = "{path}: class list differs from {reference} ({detail})"
-TOO_MANY_CLASSES = (
-    "{path}: column '{column}' has value {value}, and no run.json lists the classes; without a "
-    "class list pie-audit accepts class indices below {limit:,}: list the classes in run.json "
-    "'classes' or check the file"
-)
-CLASS_OUT_OF_RANGE = (
-    "{path}: column '{column}' has value {value}, but {reference} lists only {n} classes"
-)
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,8 +95,8 @@ class Population:
 
     Attributes
     ----------
-    path : Path
-        The population directory.
+    path : Path or None
+        The population directory; ``None`` for one built from arrays.
     models : tuple of str
         Model sub-directory names, sorted; row ``m`` of ``predictions`` is ``models[m]``.
     example_ids : ndarray of shape (N,)
@@ -180,9 +108,16 @@ class Population:
     runs : tuple of (dict or None)
         Each model's ``run.json``, or ``None`` where a model has none.
     classes : tuple of str or None
-        Class names from the models' ``run.json`` files, when any has them.
-    classes_source : Path or None
-        The ``run.json`` the class names were read from (for error messages).
+        Class names from ``population.json`` or the models' ``run.json`` files, when any has them.
+    classes_source : Path or str or None
+        The file the class names were read from (for error messages).
+    sources : tuple of (Path or str)
+        Where each model's predictions came from, for messages; default each model's
+        ``predictions.parquet``, or ``"<name> model <m>"`` for arrays.
+    name : str
+        Shown in reports and messages; default the directory's name, or ``"population"``.
+    probabilities : ndarray of shape (M, N, C), float32, or None
+        Softmax outputs given to :meth:`from_arrays`, kept for :func:`write_population`.
     """
 
     path: Path | None
@@ -210,10 +145,12 @@ class Population:
 
     @property
     def n_models(self) -> int:
+        """M, the number of models."""
         return self.predictions.shape[0]
 
     @property
     def n_examples(self) -> int:
+        """N, the number of test examples."""
         return self.predictions.shape[1]
 
     @property
@@ -275,113 +212,14 @@ class Population:
         )  # fmt: skip
 
 
-def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read and validate one ``predictions.parquet``, sorted by example id.
+def model_dirs(population: Path) -> list[Path]:
+    """Model sub-directories of a population directory, sorted by name.
 
-    Only the three required columns are read.
-
-    Parameters
-    ----------
-    path : Path
-        A ``predictions.parquet`` file.
-
-    Returns
-    -------
-    example_ids, labels, predictions : ndarray of shape (N,), int64
-        Sorted by ``example_id``.
-
-    Raises
-    ------
-    FormatError
-        Unreadable file, missing or non-integer column, missing or negative values,
-        duplicate example ids, or no rows.
+    Hidden entries (including unfinished ``.tmp-*`` writes) and plain files are ignored.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    try:
-        schema = pq.read_schema(path)
-        names = set(schema.names)
-        # pandas keeps a DataFrame's index in its metadata: a range index named example_id
-        # holds no column at all, yet is the ids the user meant.
-        range_ids = _range_index(schema, "example_id") if "example_id" not in names else None
-        for column in REQUIRED_COLUMNS:
-            if column not in names:
-                if column == "example_id" and range_ids is not None:
-                    continue
-                hint = _index_hint(schema) if column == "example_id" else ""
-                raise FormatError(MISSING_COLUMN.format(path=path, column=column, hint=hint))
-            kind = schema.field(column).type
-            if not pa.types.is_integer(kind):
-                raise FormatError(NOT_INTEGER.format(path=path, column=column, type=kind))
-        table = pq.read_table(path, columns=[c for c in REQUIRED_COLUMNS if c in names])
-    except FormatError:
-        raise
-    except (OSError, pa.ArrowException) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise FormatError(UNREADABLE_PARQUET.format(path=path, reason=reason)) from e
-    if table.num_rows == 0:
-        raise FormatError(NO_ROWS.format(path=path))
-    if range_ids is not None:
-        start, stop, step = range_ids
-        table = table.append_column("example_id", pa.array(np.arange(start, stop, step, dtype=np.int64)))
-    arrays = []
-    for column in REQUIRED_COLUMNS:
-        chunked = table.column(column)
-        if chunked.null_count:
-            raise FormatError(
-                MISSING_VALUES.format(path=path, column=column, count=chunked.null_count)
-            )
-        arrays.append(np.asarray(chunked.to_numpy(), dtype=np.int64))
-    ids, labels, predictions = arrays
-    for column, values in (("label", labels), ("prediction", predictions)):
-        low = values.min()
-        if low < 0:
-            raise FormatError(NEGATIVE_VALUE.format(path=path, column=column, value=low))
-    steps = np.diff(ids)
-    if not (steps > 0).all():
-        order = np.argsort(ids, kind="stable")
-        ids, labels, predictions = ids[order], labels[order], predictions[order]
-        repeated = np.flatnonzero(np.diff(ids) == 0)
-        if repeated.size:
-            raise FormatError(DUPLICATE_ID.format(path=path, value=ids[repeated[0]]))
-    return ids, labels, predictions
-
-
-def _range_index(schema: Any, name: str) -> tuple[int, int, int] | None:
-    """The (start, stop, step) of a pandas range index called ``name`` kept in the metadata."""
-    for index in (schema.pandas_metadata or {}).get("index_columns", []):
-        if isinstance(index, dict) and index.get("kind") == "range" and index.get("name") == name:
-            return int(index["start"]), int(index["stop"]), int(index["step"])
-    return None
-
-
-def _index_hint(schema: Any) -> str:
-    """Why example_id may be missing: the ids were left in an index of another name."""
-    indexes = (schema.pandas_metadata or {}).get("index_columns", [])
-    for index in indexes:
-        named = index.get("name") if isinstance(index, dict) else index
-        if isinstance(named, str) and named.startswith("__index_level_"):
-            named = None  # pandas' own name for an unnamed index
-        if not (isinstance(index, dict) and index.get("kind") == "range" and named is None):
-            return INDEX_HINT.format(index=named if named is not None else "(unnamed)")
-    return ""
-
-
-def read_run(path: Path) -> dict[str, Any]:
-    """Read and validate one ``run.json``; only ``classes`` is checked, when present."""
-    run = read_json_object(Path(path))
-    _check_classes(Path(path), run.get("classes"))
-    return run
-
-
-def _check_classes(path: Path, classes: Any) -> None:
-    """``classes``, where given, must be a non-empty list of strings."""
-    if classes is not None and not (
-        isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)
-    ):
-        raise FormatError(BAD_CLASSES.format(path=path))
+    return sorted(
+        p for p in Path(population).iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
 
 
 def load_population(path: Path) -> Population:
@@ -438,7 +276,7 @@ def load_population(path: Path) -> Population:
         ids, labels, row = read_predictions(file)
         # Checked before the row is stored: a file with more or fewer rows must be reported
         # against the first one, not fail to fit the matrix.
-        _check_same_examples(file, ids, labels, files[0], ref_ids, ref_labels)
+        check_same_examples(file, ids, labels, files[0], ref_ids, ref_labels)
         predictions[m] = row
 
     runs: list[dict[str, Any] | None] = []
@@ -460,7 +298,7 @@ def load_population(path: Path) -> Population:
             elif these != classes:
                 raise FormatError(
                     CLASS_MISMATCH.format(
-                        path=run_file, reference=source, detail=_class_difference(these, classes)
+                        path=run_file, reference=source, detail=class_difference(these, classes)
                     )
                 )
     return Population(
@@ -582,153 +420,19 @@ def write_population(path: str | Path, population: Population) -> Path:
     OutputError
         ``path`` exists, or cannot be written.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from .._atomic import atomic_directory, write_json
 
     path = Path(path)
+    ids, labels = population.example_ids, population.labels
     with atomic_directory(path) as tmp:
         if population.classes is not None:
             write_json(tmp / POPULATION_FILE, population_record(classes=population.classes))
         for m, model in enumerate(population.models):
             (tmp / model).mkdir()
             if population.probabilities is not None:
-                write_predictions(
-                    tmp / model / PREDICTIONS_FILE, population.example_ids, population.labels, population.probabilities[m]
-                )
+                write_predictions(tmp / model / PREDICTIONS_FILE, ids, labels, population.probabilities[m])
             else:
-                table = pa.table(
-                    {
-                        "example_id": pa.array(population.example_ids, pa.int64()),
-                        "label": pa.array(population.labels, pa.int64()),
-                        "prediction": pa.array(population.predictions[m], pa.int64()),
-                    }
-                )
-                pq.write_table(table, tmp / model / PREDICTIONS_FILE)
+                write_prediction_columns(tmp / model / PREDICTIONS_FILE, ids, labels, population.predictions[m])
             if population.runs[m] is not None:
                 write_json(tmp / model / RUN_FILE, population.runs[m])
     return path
-
-
-def read_population_classes(path: Path) -> tuple[str, ...] | None:
-    """The class names of a ``population.json``, if it lists them (``"classes"``)."""
-    classes = read_json_object(Path(path)).get("classes")
-    _check_classes(Path(path), classes)
-    return tuple(classes) if classes is not None else None
-
-
-def _check_same_examples(
-    path: Path,
-    ids: np.ndarray,
-    labels: np.ndarray,
-    reference: Path,
-    ref_ids: np.ndarray,
-    ref_labels: np.ndarray,
-) -> None:
-    if not np.array_equal(ids, ref_ids):
-        raise FormatError(
-            DIFFERENT_EXAMPLES.format(
-                path=path, reference=reference, detail=_id_difference(ids, ref_ids)
-            )
-        )
-    if not np.array_equal(labels, ref_labels):
-        i = int(np.flatnonzero(labels != ref_labels)[0])
-        raise FormatError(
-            LABEL_MISMATCH.format(
-                path=path,
-                example_id=ids[i],
-                label=labels[i],
-                other=ref_labels[i],
-                reference=reference,
-            )
-        )
-
-
-def _id_difference(ids: np.ndarray, ref_ids: np.ndarray) -> str:
-    only_here = np.setdiff1d(ids, ref_ids, assume_unique=True)
-    only_there = np.setdiff1d(ref_ids, ids, assume_unique=True)
-    parts = [f"{ids.size} examples here, {ref_ids.size} there"]
-    if only_here.size:
-        parts.append(f"example_id {only_here[0]} only here")
-    if only_there.size:
-        parts.append(f"example_id {only_there[0]} only there")
-    return "; ".join(parts)
-
-
-def _class_difference(these: tuple[str, ...], classes: tuple[str, ...]) -> str:
-    if len(these) != len(classes):
-        return f"{len(these)} classes here, {len(classes)} there"
-    k = next(i for i, (a, b) in enumerate(zip(these, classes, strict=True)) if a != b)
-    return f"class {k} is {these[k]!r} here, {classes[k]!r} there"
-
-
-def check_populations(baseline: Population, pruned: Population) -> tuple[str, ...]:
-    """Check that two populations can be compared, and return the class names.
-
-    Parameters
-    ----------
-    baseline, pruned : Population
-        As returned by :func:`load_population`.
-
-    Returns
-    -------
-    tuple of str
-        One name per class, indexed by label. Taken from ``run.json`` ``classes`` when either
-        population has them; otherwise ``str(k)`` for ``k`` in ``0 .. C-1`` where ``C`` is one
-        more than the largest label or prediction in either population.
-
-    Raises
-    ------
-    FormatError
-        Different example ids, labels that disagree, class lists that differ, or a label or
-        prediction outside the class list.
-    """
-    _check_same_examples(
-        pruned.reference_file,
-        pruned.example_ids,
-        pruned.labels,
-        baseline.reference_file,
-        baseline.example_ids,
-        baseline.labels,
-    )
-    if baseline.classes is not None and pruned.classes is not None:
-        if baseline.classes != pruned.classes:
-            raise FormatError(
-                CLASS_MISMATCH.format(
-                    path=pruned.classes_source,
-                    reference=baseline.classes_source,
-                    detail=_class_difference(pruned.classes, baseline.classes),
-                )
-            )
-    named = baseline if baseline.classes is not None else pruned
-    largest = [found for population in (baseline, pruned) for found in _largest_indices(population)]
-    if named.classes is not None:
-        n = len(named.classes)
-        for column, high, file in largest:
-            if high >= n:
-                raise FormatError(
-                    CLASS_OUT_OF_RANGE.format(
-                        path=file, column=column, value=high, reference=named.classes_source, n=n
-                    )
-                )
-        return named.classes
-    for column, high, file in largest:
-        if high >= MAX_UNNAMED_CLASSES:
-            # Every class up to the largest index gets a row and a name: an index like 10**12 is
-            # a corrupt file, not a class count to allocate.
-            raise FormatError(
-                TOO_MANY_CLASSES.format(path=file, column=column, value=high, limit=MAX_UNNAMED_CLASSES)
-            )
-    n = 1 + max(high for _, high, _ in largest)
-    return tuple(str(k) for k in range(n))
-
-
-def _largest_indices(population: Population) -> list[tuple[str, int, Path]]:
-    """The largest label and the largest prediction of a population, with the file holding each."""
-    per_model = population.predictions.max(axis=1)
-    m = int(per_model.argmax())
-    return [
-        ("label", int(population.labels.max()), population.reference_file),
-        ("prediction", int(per_model[m]), population.sources[m]),
-    ]
