@@ -21,9 +21,8 @@ import time
 import torch
 
 from pie_audit.data import load_dataset
-from pie_audit.training._models import build_model
 from pie_audit.training._quantization import predict_probabilities, quantize_static, quantized_engine
-from pie_audit.training._loop import PruneConfig, TrainConfig, train_models
+from pie_audit.training import PruneConfig, TrainConfig, build_model, train_models
 
 
 def _images_per_second(model: torch.nn.Module, x: torch.Tensor, *, batch: int, repeat: int, int8: bool) -> float:

@@ -33,15 +33,15 @@ import torch
 
 from pie_audit.data import Dataset, load_dataset
 from pie_audit.training._models import forward_flops
-from pie_audit.training._population import train_population
-from pie_audit.training._loop import (
+from pie_audit.training import (
     DEFAULT_TRAIN_CONFIGS,
     PruneConfig,
     TrainConfig,
-    init_model,
     resolve_device,
     train_models,
+    train_population,
 )
+from pie_audit.training._loop import init_model
 
 # name -> (registry arch, input shape, CPU batch/steps, GPU batch/steps)
 CASES = {

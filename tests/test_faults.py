@@ -31,7 +31,7 @@ from pie_audit.training._models import build_model
 from pie_audit.report._outputs import OUTPUT_FILES
 from pie_audit.interchange import incomplete_reason
 from pie_audit.training._population import INCOMPLETE_PREFIX, WRITE_FAILED
-from pie_audit.interchange._store import POPULATION_FILE, load_population
+from pie_audit.interchange import POPULATION_FILE, load_population
 
 from synthetic import planted_predictions, write_population
 

@@ -6,9 +6,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pie_audit.training import _methods as methods_module
+from pie_audit.training.methods import _lottery as lottery_module
 from pie_audit.errors import ConfigError, OutputError
-from pie_audit.training._methods import (
+from pie_audit.training.methods import (
+    METHODS,
     NEEDS_FROM,
     NEEDS_SPARSITY,
     OPTION_NOT_USED,
@@ -24,9 +25,10 @@ from pie_audit.training._methods import (
     StructuredPruning,
     make_method,
 )
-from pie_audit.training._population import train_population
+from pie_audit.training._train import train_population
 from pie_audit.training._pruning import channel_report, filter_masks, magnitude_masks
-from pie_audit.training._loop import PruneConfig, init_model, train_models
+from pie_audit.training._loop import init_model, train_models
+from pie_audit.training.methods import PruneConfig
 
 from tiny import TINY_CONFIG, tiny_digits
 
@@ -60,7 +62,7 @@ def test_make_method_builds_each_method_from_its_options():
 @pytest.mark.parametrize(
     "method,options,message",
     [
-        ("magic", {}, UNKNOWN_METHOD.format(method="magic", choices=", ".join(methods_module.METHODS))),
+        ("magic", {}, UNKNOWN_METHOD.format(method="magic", choices=", ".join(METHODS))),
         ("random", {"sparsity": 0.9, "prune-begin": 0.1},
          OPTION_NOT_USED.format(option="prune-begin", method="random", options="sparsity, exclude, prune-final")),
         ("gmp", {"finetune-epochs": 2},
@@ -214,7 +216,7 @@ def test_a_population_of_another_method_is_refused_on_resume(baseline, tmp_path)
 
 def test_lottery_prunes_in_rounds_to_the_target_and_retrains_from_the_rewound_weights(monkeypatch):
     runs = []  # per call of train_models: (the rewound weights seen, the starting models)
-    real = methods_module.train_models
+    real = lottery_module.train_models
 
     def spy(dataset, *, seeds, start=init_model, on_step=None, **kw):
         record = {"starts": {}, "seen": None, "held": []}
@@ -235,7 +237,7 @@ def test_lottery_prunes_in_rounds_to_the_target_and_retrains_from_the_rewound_we
         runs.append(record)
         return real(dataset, seeds=seeds, start=watched_start, on_step=watched_step, **kw)
 
-    monkeypatch.setattr(methods_module, "train_models", spy)
+    monkeypatch.setattr(lottery_module, "train_models", spy)
     prune = LotteryTicket(sparsity=0.875, rounds=3, rewind=0.25)
     results = prune.train(tiny_digits(), arch="small-cnn", seeds=[0, 1], config=SHORT)
     assert len(runs) == 4  # the dense run and three rounds
@@ -278,7 +280,7 @@ def test_structured_removes_whole_filters_of_smallest_norm_holds_them_and_record
             seen[name] = dead
 
     results = train_models(tiny_digits(), arch="small-cnn", seeds=[0, 1], config=SHORT, prune=prune,
-                           on_step=on_step, finish=prune.record_channels)  # fmt: skip
+                           on_step=on_step, finish=prune.finish)  # fmt: skip
     for r in results:
         for name in CONVS:
             w, b = r.state_dict[name], r.state_dict[name.replace("weight", "bias")]
@@ -357,9 +359,9 @@ def test_int8_quantizes_each_parent_records_it_and_pairs_with_it(baseline, tmp_p
     import numpy as np
 
     import pie_audit
-    from pie_audit.training._methods import Int8Quantization, calibration_indices
+    from pie_audit.training.methods import Int8Quantization, calibration_indices
     from pie_audit.training._quantization import load_quantized
-    from pie_audit.interchange._store import read_predictions
+    from pie_audit.interchange import read_predictions
 
     out = tmp_path / "int8"
     dirs = train_population(tiny_digits(), arch="small-cnn", out=out, population=2, train=SHORT,
@@ -404,7 +406,7 @@ def test_lottery_rewinds_batchnorm_statistics_with_the_weights(monkeypatch):
     data = replace(tiny_digits(), x_train=tiny_digits().x_train[:64], y_train=tiny_digits().y_train[:64])
     config = replace(TINY_CONFIG, epochs=1)  # 2 steps; rewind = 0.5 keeps the state after 1
     seen, starts = [], []
-    real = methods_module.train_models
+    real = lottery_module.train_models
 
     def spy(dataset, *, seeds, start=init_model, on_step=None, **kw):
         def watched_step(step, state, masks):
@@ -420,7 +422,7 @@ def test_lottery_rewinds_batchnorm_statistics_with_the_weights(monkeypatch):
 
         return real(dataset, seeds=seeds, start=watched_start, on_step=watched_step, **kw)
 
-    monkeypatch.setattr(methods_module, "train_models", spy)
+    monkeypatch.setattr(lottery_module, "train_models", spy)
     LotteryTicket(sparsity=0.5, rounds=1, rewind=0.5).train(data, arch="resnet18-cifar", seeds=[0], config=config)
     rewound, retrained = seen[0], starts[1]
     for name in ("bn1.running_mean", "bn1.running_var", "layer1.0.bn2.running_var", "bn1.num_batches_tracked"):
@@ -428,3 +430,15 @@ def test_lottery_rewinds_batchnorm_statistics_with_the_weights(monkeypatch):
     # Not the initial statistics: one step of training moved them.
     assert not torch.equal(retrained["bn1.running_mean"], starts[0]["bn1.running_mean"])
     assert int(retrained["bn1.num_batches_tracked"]) == 1
+
+
+def test_one_table_lists_the_methods_and_the_study_reads_it():
+    from pie_audit.study import _study
+    from pie_audit.training.methods import DERIVED, NO_SPARSITY
+    from pie_audit.training.methods._registry import _CLASSES
+
+    assert METHODS == ("gmp", "random", "oneshot", "lottery", "structured", "int8")
+    assert tuple(_CLASSES) == METHODS
+    assert DERIVED == ("oneshot", "int8") and NO_SPARSITY == ("int8",)
+    assert (_study.METHODS, _study.DERIVED, _study.NO_SPARSITY) == (METHODS, DERIVED, NO_SPARSITY)
+    assert _study.METHODS is METHODS

@@ -20,24 +20,27 @@ from pie_audit._atomic import LOCKED, exclusive_lock
 from pie_audit.data._datasets import Dataset, dataset_hash
 from pie_audit.errors import ConfigError, OutputError
 from pie_audit.training._models import UNKNOWN_ARCHITECTURE, build_model
-from pie_audit.interchange._store import load_population
+from pie_audit.interchange import load_population
 from pie_audit.training._population import (
     BAD_POPULATION_FILE,
     INCOMPLETE_PREFIX,
-    JOINTLY_TOO_SMALL,
     MOVED_ASIDE,
-    NEGATIVE_SEED_START,
     OLD_DATASET_HASH,
     POPULATION_FILE,
+    WRITE_FAILED,
+)
+from pie_audit.training._driver import OUT_OF_MEMORY, default_jointly
+from pie_audit.training._train import (
+    JOINTLY_TOO_SMALL,
+    NEGATIVE_SEED_START,
     POPULATION_TOO_SMALL,
     UNKNOWN_DATASET,
-    WRITE_FAILED,
     check_arguments,
-    default_jointly,
     train_population,
 )
 from pie_audit.interchange import file_record, incomplete_reason
-from pie_audit.training._loop import DIVERGED, NOTHING_TO_PRUNE, PRUNING_TOO_LATE, PruneConfig, TrainConfig
+from pie_audit.training._loop import DIVERGED, TrainConfig
+from pie_audit.training.methods import NOTHING_TO_PRUNE, PRUNING_TOO_LATE, PruneConfig
 
 from tiny import PRUNE_90, TINY_CONFIG, tiny_digits
 
@@ -200,7 +203,7 @@ def test_killed_run_resumes(tmp_path):
     assert a.equals(b)
 
 
-def test_out_of_device_memory_halves_k_and_retries(tmp_path, monkeypatch):
+def test_out_of_device_memory_halves_k_and_retries(tmp_path, monkeypatch, caplog):
     groups = []
     real = PruneConfig.train
 
@@ -212,11 +215,13 @@ def test_out_of_device_memory_halves_k_and_retries(tmp_path, monkeypatch):
 
     # The population's method trains each group (pie_audit.training.Method.train).
     monkeypatch.setattr(PruneConfig, "train", fake)
-    dirs = train_population(
-        tiny_digits(), arch="small-cnn", out=tmp_path / "pop", population=5, jointly=8,
-        train=replace(TINY_CONFIG, epochs=1), prune=PruneConfig(), device="cpu",
-    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="pie_audit.training._driver"):
+        dirs = train_population(
+            tiny_digits(), arch="small-cnn", out=tmp_path / "pop", population=5, jointly=8,
+            train=replace(TINY_CONFIG, epochs=1), prune=PruneConfig(), device="cpu",
+        )  # fmt: skip
     assert groups == [[0, 1, 2, 3, 4], [0, 1, 2, 3], [0, 1], [2, 3], [4]]
+    assert [r.getMessage() for r in caplog.records if r.msg == OUT_OF_MEMORY] == [OUT_OF_MEMORY % 4, OUT_OF_MEMORY % 2]
     assert all((d / "predictions.parquet").is_file() for d in dirs)
     assert [json.loads((d / "run.json").read_text())["jointly"] for d in dirs] == [2, 2, 2, 2, 1]
 

@@ -34,7 +34,8 @@ from pie_audit.training._quantization import (
     quantized_engine,
     scheme,
 )
-from pie_audit.training._loop import PruneConfig, TrainConfig, init_model, train_models
+from pie_audit.training._loop import TrainConfig, init_model, train_models
+from pie_audit.training.methods import PruneConfig
 
 quantization_module = importlib.import_module("pie_audit.training._quantization")
 

@@ -11,6 +11,9 @@ from pie_audit.data._datasets import Dataset
 from pie_audit.errors import ConfigError
 from pie_audit.training import _loop as training_module
 from pie_audit.training._pruning import BAD_EXCLUDE
+from pie_audit.training._device import resolve_device
+from pie_audit.training.methods._gmp import PRUNING_TOO_LATE, PruneConfig, make_schedule
+from pie_audit.training.methods import NOTHING_TO_PRUNE
 from pie_audit.training._loop import (
     BAD_LR,
     BAD_MOMENTUM,
@@ -20,18 +23,13 @@ from pie_audit.training._loop import (
     NO_SEEDS,
     NOT_A_COUNT,
     NOT_PACKABLE,
-    NOTHING_TO_PRUNE,
-    PRUNING_TOO_LATE,
     SPARSITY_MISSED,
-    PruneConfig,
     TrainConfig,
     augment_batch,
     check_training,
     cosine_lr,
     derive_seeds,
     init_model,
-    make_schedule,
-    resolve_device,
     train_models,
     training_steps,
 )

@@ -4,7 +4,7 @@ from dataclasses import replace
 from functools import lru_cache
 
 from pie_audit.data._datasets import Dataset, load_dataset
-from pie_audit.training._loop import PruneConfig, TrainConfig
+from pie_audit.training import PruneConfig, TrainConfig
 
 TINY_CONFIG = TrainConfig(epochs=10, batch_size=32, lr=0.05)
 PRUNE_90 = PruneConfig(sparsity=0.9, begin=0.1, end=0.6)

@@ -14,15 +14,16 @@ from __future__ import annotations
 import math
 import re
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-# The spec is checked against the methods, datasets and architectures training has: reading a
-# spec imports the training wing, and so torch.
-from ..training import DERIVED, METHODS, NO_SPARSITY
+# A spec is checked against the methods, datasets and architectures training has, and its
+# populations are trained by it: importing the study imports the training wing, and so torch.
+from ..training import DERIVED, METHODS, NO_SPARSITY, Method, UnitEvents
 
 __all__ = [
     "Study",
@@ -106,12 +107,13 @@ class StudyPopulation:
         Also its directory, ``out/<name>``.
     method : str
         One of :data:`METHODS`.
-    prune : PruneConfig
+    prune : Method
+        Its compression method's configuration (:func:`pie_audit.training.make_method`).
     """
 
     name: str
     method: str
-    prune: Any  # a method of the training wing (PruneConfig, RandomPruning, ...)
+    prune: Method
 
     @property
     def is_baseline(self) -> bool:
@@ -236,9 +238,7 @@ def read_study(path: str | Path) -> Study:
         method, duplicate population names, zero or two baselines, ``models < 1``.
     """
     from ..data import DATASETS
-    from ..training import ARCHITECTURES
-    from ..training import make_method
-    from ..training import DEFAULT_TRAIN_CONFIGS
+    from ..training import ARCHITECTURES, DEFAULT_TRAIN_CONFIGS, make_method
 
     path = Path(path)
     document = _load_toml(path)
@@ -394,6 +394,22 @@ def study_status(study: Study, *, data_root: str | Path = "data") -> list[Popula
     return rows
 
 
+class _Progress(UnitEvents):
+    """The training driver's events, counted and told to :func:`run_study`'s ``progress``."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.trained = 0
+        self._start = time.perf_counter()
+
+    def model_written(self, unit: Any, result: Any) -> None:
+        self.trained += 1
+
+    def unit_written(self, unit: Any) -> None:
+        if self.progress is not None:
+            self.progress.unit_done(unit.population, list(unit.seeds), time.perf_counter() - self._start)
+
+
 def run_study(
     study: Study,
     *,
@@ -414,12 +430,14 @@ def run_study(
     ----------
     study : Study
     executor : {"local", "ray"}
-        Where the work units run (:mod:`pie_audit.training._schedule`).
+        Where the work units run (:func:`pie_audit.training.run_local`,
+        :func:`pie_audit.training.run_ray`).
     ray_address, gpus_per_unit, cpus_per_unit
-        For ``"ray"``: see :func:`pie_audit.training._schedule.run_ray`.
+        For ``"ray"``: see :func:`pie_audit.training.run_ray`.
     device : str
     jointly : int, optional
-        Models per unit; default from the device and the model (:func:`pie_audit.training._population.default_jointly`).
+        Models per unit; default from the device and the model
+        (:func:`pie_audit.training.default_jointly`).
     data_root : str or Path
     report : bool, default True
         Write the sweep report to ``out/report/`` and return the audits.
@@ -441,22 +459,20 @@ def run_study(
         Finished models are kept; running the study again resumes.
     """
     import contextlib
-    import time
 
-    from ..training import check_arguments, default_jointly, open_population
-    from ..training import EXECUTORS, plan_units, run_local, run_ray
-    from ..training import resolve_device
+    from ..training import EXECUTORS, check_arguments, default_jointly, open_population, plan_units
+    from ..training import resolve_device, run_local, run_ray
 
     if executor not in EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
     check_arguments(arch=study.arch, population=study.models, seed_start=study.seed_start, jointly=jointly, device=device if executor == "local" else "auto")
     if executor == "ray":
+        # Looked up here, on the training wing's face, so that a test can take Ray away.
         from ..training import RAY_MISSING, ray_available
 
         if not ray_available():
             raise ConfigError(RAY_MISSING)
     dataset = _load(study, data_root)
-    trained = skipped = 0
     with contextlib.ExitStack() as stack:
         # Every population is checked and locked before any training starts.
         writers = {
@@ -475,20 +491,11 @@ def run_study(
             jointly = default_jointly(study.arch, dataset, resolve_device(device if executor == "local" else "cpu"), largest)
         # Derived populations last: their units load the baseline's finished models.
         order = sorted(study.populations, key=lambda p: p.is_derived)
-        todo = {p.name: todo[p.name] for p in order}
-        units = plan_units(todo, jointly=jointly)
-        clock = {"start": time.perf_counter()}
-
-        def done(unit, results) -> None:  # noqa: ANN001 - a Unit and its TrainedModels
-            nonlocal trained
-            for result in results:
-                writers[unit.population].write(result)
-                trained += 1
-            if progress is not None:
-                progress.unit_done(unit.population, list(unit.seeds), time.perf_counter() - clock["start"])
-
+        units = plan_units({p.name: todo[p.name] for p in order}, jointly=jointly)
+        events = _Progress(progress)
         if executor == "local":
-            run_local(units, dataset=dataset, arch=study.arch, train=study.train, device=device, done=done)
+            run_local(units, dataset=dataset, arch=study.arch, train=study.train, device=device, writers=writers,
+                      jointly=jointly, events=events)  # fmt: skip
         else:
             # Two waves: Ray runs a wave's units at once, and derived units need the baseline.
             derived = {p.name for p in study.populations if p.is_derived}
@@ -496,9 +503,10 @@ def run_study(
                 if wave:
                     run_ray(
                         wave, dataset=study.dataset, data_root=data_root, arch=study.arch, train=study.train,
-                        device=device, done=done, address=ray_address, gpus_per_unit=gpus_per_unit,
-                        cpus_per_unit=cpus_per_unit,
+                        device=device, writers=writers, jointly=jointly, address=ray_address,
+                        gpus_per_unit=gpus_per_unit, cpus_per_unit=cpus_per_unit, events=events,
                     )  # fmt: skip
+    trained = events.trained
     if not report:
         return StudyOutcome(trained=trained, skipped=skipped, results=None, report=None)
 

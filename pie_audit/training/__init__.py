@@ -1,23 +1,18 @@
 """Training: populations of dense and compressed models, one loop for one model or K at once.
 
-Architectures, masks with a model axis and the Zhu & Gupta schedule, the compression methods,
-int8 quantization, population directories (lock, resume, writing) and the units of work that
-run locally or on Ray. Needs torch; never imports the audit.
+Architectures, masks with a model axis and the Zhu & Gupta schedule, the compression methods
+(:mod:`pie_audit.training.methods`, one module each), int8 quantization, population directories
+(lock, resume, writing) and the driver that trains units of work locally or on Ray and writes
+their models. Needs torch; never imports the audit.
 """
 
 from __future__ import annotations
 
-from ._loop import DEFAULT_TRAIN_CONFIGS, PruneConfig, TrainConfig, TrainedModel, resolve_device, train_models
-from ._methods import DERIVED, METHODS, NO_SPARSITY, make_method
+from ._device import resolve_device
+from ._driver import EXECUTORS, Unit, UnitEvents, default_jointly, plan_units, run_local
+from ._loop import DEFAULT_TRAIN_CONFIGS, TrainConfig, TrainedModel, train_models
 from ._models import ARCHITECTURES, UNKNOWN_ARCHITECTURE, build_model
-from ._population import (
-    check_arguments,
-    default_jointly,
-    open_population,
-    population_spec,
-    population_status,
-    train_population,
-)
+from ._population import open_population, population_spec, population_status
 from ._pruning import sparsity_report
 from ._quantization import (
     int8_parameters,
@@ -26,20 +21,25 @@ from ._quantization import (
     load_quantized,
     quantized_engine,
 )
-from ._schedule import EXECUTORS, RAY_MISSING, plan_units, ray_available, run_local, run_ray
+from ._ray import RAY_MISSING, ray_available, run_ray
+from ._train import check_arguments, train_population
+from .methods import DERIVED, METHODS, NO_SPARSITY, Method, PruneConfig, make_method
 
 __all__ = [
     "ARCHITECTURES",
     "DEFAULT_TRAIN_CONFIGS",
-    "EXECUTORS",
     "DERIVED",
+    "EXECUTORS",
     "METHODS",
     "NO_SPARSITY",
     "RAY_MISSING",
     "UNKNOWN_ARCHITECTURE",
+    "Method",
     "PruneConfig",
     "TrainConfig",
     "TrainedModel",
+    "Unit",
+    "UnitEvents",
     "build_model",
     "check_arguments",
     "default_jointly",

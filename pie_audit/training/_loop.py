@@ -6,22 +6,24 @@ independent one orders the data (and draws augmentations), so two models never s
 model trained twice with the same seed on CPU gives the same predictions. Each model also keeps
 its own masks and its own BatchNorm statistics, and its own gradient: the loss is the sum of the
 K models' mean losses, and SGD is element-wise, so one optimizer over the stacked tensors updates
-each model as its own optimizer would. The stack runs packed (:mod:`pie_audit.training._packing`); a model
+each model as its own optimizer would. The stack runs packed (:mod:`._packing`); a model
 trained in a group of K therefore matches the same model trained alone (K = 1) up to
 floating-point rounding.
 
-What a compression method changes enters the loop through three seams, each with today's
-behaviour as its default, so a new method is a new small object rather than a flag in the loop:
+What a compression method (:mod:`.methods`) changes enters the loop through three seams, each
+with a default, so a new method is a new small object rather than a flag in the loop:
 
 - the *starting point* (:data:`StartingPoint`): how each model's initial weights are obtained.
-  Default :func:`init_model`, fresh weights from the seed; later a trained parent, or weights
-  rewound to an early step.
+  Default :func:`init_model`, fresh weights from the seed; one-shot pruning starts from the
+  pruned parent, a lottery round from weights rewound to an early step.
 - the *mask policy* (:class:`MaskPolicy`), built for the run by ``prune`` (:class:`Pruning`):
-  given the step and the stacked prunable weights, the new masks or ``None``. Default
-  :class:`~pie_audit.training._pruning.GradualMagnitudePruning` from :class:`PruneConfig` (dense when its
-  sparsity is 0); later random masks, or masks fixed from a parent.
+  given the step and the stacked prunable weights, the new masks or ``None``: gradual magnitude
+  pruning's (dense when its sparsity is 0), random masks held, a parent's masks held, filters
+  removed on a schedule (:mod:`._pruning`).
 - the *post-training step* (:data:`PostTraining`): receives the finished models and returns what
-  the run keeps. Default none; later int8 quantization, or fine-tuning.
+  the run keeps. Default none; structured pruning adds each model's channel sparsity to its
+  record there. Fine-tuning is not a post-training step but a second run of this loop (one-shot
+  pruning), and int8 quantization does not run the loop at all: it quantizes a trained parent.
 
 The loop checks what it produced before returning it: a loss or predictions that are not finite
 stop the run (:data:`DIVERGED`, the seeds and the step named) instead of returning a model of
@@ -36,9 +38,9 @@ import contextlib
 import math
 import numbers
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -48,33 +50,23 @@ from ..data import Dataset
 from ..errors import ConfigError
 from ._models import build_model
 from ._packing import pack, packable
-from ._pruning import (
-    GradualMagnitudePruning,
-    PruningSchedule,
-    apply_masks_,
-    default_frequency,
-    exclude_patterns,
-    prunable_weights,
-    sparsity_report,
-)
+from ._pruning import Tensors, apply_masks_, sparsity_report
 
 __all__ = [
     "TrainConfig",
-    "PruneConfig",
     "DEFAULT_TRAIN_CONFIGS",
     "TrainedModel",
     "MaskPolicy",
     "Pruning",
-    "Method",
     "StartingPoint",
     "PostTraining",
+    "EpochCallback",
+    "StepCallback",
     "train_models",
     "check_training",
     "training_steps",
     "derive_seeds",
-    "resolve_device",
     "cosine_lr",
-    "make_schedule",
     "augment_batch",
     "autocast",
     "init_model",
@@ -85,8 +77,6 @@ __all__ = [
     "BAD_MOMENTUM",
     "BAD_WEIGHT_DECAY",
     "BAD_WARMUP",
-    "NOTHING_TO_PRUNE",
-    "PRUNING_TOO_LATE",
     "DIVERGED",
     "SPARSITY_MISSED",
 ]
@@ -101,15 +91,6 @@ BAD_LR = "learning rate must be a finite number > 0, got {value!r}"
 BAD_MOMENTUM = "momentum must be in [0, 1), got {value!r}"
 BAD_WEIGHT_DECAY = "weight decay must be a finite number >= 0, got {value!r}"
 BAD_WARMUP = "warm-up epochs must be a finite number >= 0, got {value!r}"
-NOTHING_TO_PRUNE = (
-    "sparsity {sparsity} asks for pruning, but no layer of the model is left to prune "
-    "(--exclude and --prune-final leave none)"
-)
-PRUNING_TOO_LATE = (
-    "prune-begin {begin} starts pruning at step {begin_step} of a {total_steps}-step run, when "
-    "training is over, so the models could never reach sparsity {sparsity}; choose prune-begin "
-    "<= {max_begin} or train longer"
-)
 DIVERGED = (
     "training diverged: {what} of {seeds} became non-finite at step {step} of {total_steps}; "
     "choose a lower learning rate (--lr, now {lr!r})"
@@ -169,105 +150,6 @@ DEFAULT_TRAIN_CONFIGS: dict[str, TrainConfig] = {
 }
 
 
-@dataclass(frozen=True)
-class PruneConfig:
-    """What and when to prune; steps are derived from fractions of the training run.
-
-    It builds the run's mask policy (:meth:`policy`): gradual magnitude pruning, or dense training
-    when ``sparsity`` is 0.
-
-    ``begin`` and ``end`` are fractions of all training steps (pruning ramps from 20% to 80% of
-    training by default, leaving the last fifth to recover at the final sparsity); ``frequency``
-    is in steps (default: about 50 mask updates over the ramp).
-    """
-
-    sparsity: float = 0.0
-    scope: str = "layer"
-    begin: float = 0.2
-    end: float = 0.8
-    frequency: int | None = None
-    exclude: tuple[str, ...] = ()
-    prune_final: bool = False
-    #: Its name as a compression method (:class:`Method`): gradual magnitude pruning.
-    method: ClassVar[str] = "gmp"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ConfigError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        if not 0.0 <= self.begin <= self.end <= 1.0:
-            raise ConfigError(
-                f"pruning must satisfy 0 <= begin <= end <= 1, got begin={self.begin} end={self.end}"
-            )
-        if self.scope not in ("layer", "global"):
-            raise ConfigError(f"unknown pruning scope {self.scope!r}; choose layer or global")
-        if self.frequency is not None and self.frequency < 1:
-            raise ConfigError(f"pruning frequency must be >= 1 step, got {self.frequency}")
-        # Here rather than when training starts, so that a typo fails before anything is written.
-        exclude_patterns(self.exclude)
-
-    def policy(self, model: nn.Module, total_steps: int) -> GradualMagnitudePruning:
-        """The mask policy for a run of ``total_steps`` on ``model``'s architecture.
-
-        Raises
-        ------
-        ConfigError
-            With a sparsity above 0: no layer is left to prune (:data:`NOTHING_TO_PRUNE`), or
-            pruning would begin after the last step (:data:`PRUNING_TOO_LATE`); either way the
-            models would be dense while their run record claims the target.
-        """
-        names = prunable_weights(model, exclude=self.exclude, prune_final=self.prune_final)
-        schedule = make_schedule(self, total_steps)
-        if self.sparsity > 0 and not names:
-            raise ConfigError(NOTHING_TO_PRUNE.format(sparsity=self.sparsity))
-        # Masks change before steps begin_step..end_step; the loop's last step is total_steps - 1.
-        if self.sparsity > 0 and schedule.end_step > total_steps - 1:
-            raise ConfigError(
-                PRUNING_TOO_LATE.format(
-                    begin=self.begin,
-                    begin_step=schedule.begin_step,
-                    total_steps=total_steps,
-                    sparsity=self.sparsity,
-                    # Floored, so the value printed is one that works.
-                    max_begin=math.floor((total_steps - 1) / total_steps * 1e4) / 1e4,
-                )
-            )
-        return GradualMagnitudePruning(schedule, tuple(names))
-
-    def check(self, dataset: Dataset, *, arch: str, seeds: Sequence[int] | None = None) -> None:
-        """Nothing to check beyond :meth:`policy`: the method trains from scratch."""
-
-    def train(
-        self,
-        dataset: Dataset,
-        *,
-        arch: str,
-        seeds: Sequence[int],
-        config: TrainConfig,
-        device: torch.device | str = "cpu",
-        on_epoch: EpochCallback | None = None,
-    ) -> list[TrainedModel]:
-        """Train one model per seed from scratch with this schedule (:func:`train_models`)."""
-        return train_models(
-            dataset, arch=arch, seeds=seeds, config=config, prune=self, device=device,
-            on_epoch=on_epoch,
-        )  # fmt: skip
-
-
-def make_schedule(prune: PruneConfig, total_steps: int) -> PruningSchedule:
-    """Turn a :class:`PruneConfig` into step numbers for a run of ``total_steps``.
-
-    ``end_step`` is at most the last step, ``total_steps - 1``, unless ``begin_step`` is later:
-    ``begin`` close to 1 rounds to ``total_steps``, a schedule that never runs
-    (:meth:`PruneConfig.policy` refuses it).
-    """
-    begin = int(round(prune.begin * total_steps))
-    end = max(begin, min(total_steps - 1, int(round(prune.end * total_steps))))
-    frequency = prune.frequency or default_frequency(begin, end)
-    return PruningSchedule(
-        final=prune.sparsity, begin_step=begin, end_step=end, frequency=frequency, scope=prune.scope
-    )
-
-
 def training_steps(dataset: Dataset, config: TrainConfig) -> int:
     """Optimizer steps of a run: ``epochs * ceil(N_train / batch_size)``, the last batch partial."""
     return config.epochs * math.ceil(len(dataset.x_train) / config.batch_size)
@@ -285,25 +167,6 @@ def derive_seeds(seed: int) -> tuple[int, int]:
     """Independent seeds for initialisation and for data order, derived from a model's seed."""
     init_seed, data_seed = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint64)
     return int(init_seed) & (2**63 - 1), int(data_seed) & (2**63 - 1)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU; an explicit device must be available."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise ConfigError(f"unknown device {device!r}; choose auto, cpu, cuda or mps")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device cuda requested but CUDA is not available")
-    if device == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise ConfigError("device mps requested but MPS is not available")
-    return torch.device(device)
 
 
 def init_model(arch: str, dataset: Dataset, seed: int) -> nn.Module:
@@ -385,12 +248,7 @@ class MaskPolicy(Protocol):
     def target(self) -> float:
         """The sparsity it ends at, recorded with each model."""
 
-    def __call__(
-        self,
-        step: int,
-        weights: Mapping[str, torch.Tensor],
-        masks: Mapping[str, torch.Tensor] | None,
-    ) -> dict[str, torch.Tensor] | None:
+    def __call__(self, step: int, weights: Tensors, masks: Tensors | None) -> dict[str, torch.Tensor] | None:
         """New masks, bool of shape (K, ...) like ``weights``, or ``None`` to keep ``masks``."""
 
     def to_dict(self) -> dict:
@@ -404,36 +262,11 @@ class Pruning(Protocol):
         """The policy for a run of ``total_steps`` steps of ``model``'s architecture."""
 
 
-class Method(Pruning, Protocol):
-    """A compression method: what a population is configured with (``--method``).
-
-    A frozen dataclass whose fields are the method's options, recorded in ``population.json``
-    and ``run.json`` (``method_params``); :class:`PruneConfig` is ``gmp``, the others live in
-    :mod:`pie_audit.training._methods`.
-    """
-
-    method: ClassVar[str]
-
-    def check(self, dataset: Dataset, *, arch: str, seeds: Sequence[int] | None = None) -> None:
-        """Refuse, before anything is written, what :meth:`train` would refuse (a bad parent)."""
-
-    def train(
-        self,
-        dataset: Dataset,
-        *,
-        arch: str,
-        seeds: Sequence[int],
-        config: TrainConfig,
-        device: torch.device | str = "cpu",
-        on_epoch: EpochCallback | None = None,
-    ) -> list[TrainedModel]:
-        """The finished models of ``seeds``, in seed order, through :func:`train_models`."""
-
-
 #: The second seam: ``start(arch, dataset, seed)`` returns the model a seed starts from.
 StartingPoint = Callable[[str, Dataset, int], nn.Module]
 #: The third seam: ``finish(models)`` receives the K finished models, in seed order, and returns
-#: those the run keeps (quantized, fine-tuned, ...); a step that changes weights re-evaluates them.
+#: them as the run keeps them (structured pruning adds its channel sparsity to each record); a
+#: step that changed the weights would have to evaluate them again itself.
 PostTraining = Callable[[list[TrainedModel]], list[TrainedModel]]
 EpochCallback = Callable[[int, int], None]
 StepCallback = Callable[[int, dict[str, torch.Tensor], "dict[str, torch.Tensor] | None"], None]
@@ -458,13 +291,13 @@ def train_models(
     ----------
     dataset : Dataset
     arch : str
-        Registry name of the architecture; it must be packable (:func:`pie_audit.training._packing.packable`).
+        Registry name of the architecture; it must be packable (:func:`._packing.packable`).
     seeds : sequence of int
         One model per seed; K = ``len(seeds)``, 1 included.
     config : TrainConfig
         Shared by the K models, as in a population.
     prune : Pruning
-        Builds the mask policy, e.g. a :class:`PruneConfig` (``sparsity=0`` trains dense models).
+        Builds the mask policy, e.g. a :class:`.methods.PruneConfig` (``sparsity=0`` trains dense models).
     device : torch.device or str
     start : callable(arch, dataset, seed) -> nn.Module, default :func:`init_model`
         Where each model starts.
@@ -486,7 +319,7 @@ def train_models(
     ------
     ConfigError
         No seeds, an architecture that cannot be packed, a pruning configuration the run cannot
-        carry out (:meth:`PruneConfig.policy`), or a loss or predictions that became non-finite
+        carry out (the method's ``policy``), or a loss or predictions that became non-finite
         (:data:`DIVERGED`): training stops at the end of that epoch and returns nothing.
     RuntimeError
         A model's sparsity misses its policy's target (:data:`SPARSITY_MISSED`): a bug.

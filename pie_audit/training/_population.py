@@ -1,16 +1,16 @@
-"""Training a population: N independently seeded models written to a population directory.
+"""A population directory: its checks, its lock, and the writer of its models.
 
 The directory holds ``population.json`` (the configuration every model shares) and one
 ``seed-XXXX`` sub-directory per finished model, each written atomically with ``run.json`` last:
 it records the size and SHA-256 of the model's other files, so a directory whose files do not
-match it is not a finished model (:func:`pie_audit.interchange.incomplete_reason`). Re-running the same command skips
-finished models and trains the rest, so a killed run resumes where it stopped; a directory holding
-a different configuration is refused rather than mixed. One process writes a population at a
-time: :func:`train_population` holds :func:`pie_audit._atomic.exclusive_lock` on it throughout.
+match it is not a finished model (:func:`pie_audit.interchange.incomplete_reason`). A run of the
+same configuration skips finished models and trains the rest, so a killed run resumes where it
+stopped; a directory holding a different configuration is refused rather than mixed. One process
+writes a population at a time: :func:`open_population` holds
+:func:`pie_audit._atomic.exclusive_lock` on it while its :class:`PopulationWriter` is in use.
 
-The models are trained in groups of K by the one training loop
-(:func:`pie_audit.training.train_models`); this module decides K (:func:`default_jointly`, and
-halving K when a group runs out of device memory). K changes the speed, not the models.
+The records are built and read by :mod:`pie_audit.interchange`; which models to train, and how
+many at once, is the driver's (:mod:`._driver`).
 """
 
 from __future__ import annotations
@@ -27,16 +27,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from .._atomic import atomic_directory, exclusive_lock, remove_stale_temporaries, write_json
 from .._version import __version__
-from ..data import DATASETS, Dataset
-from ..errors import ConfigError, OutputError
-from ._models import ARCHITECTURES, UNKNOWN_ARCHITECTURE, forward_flops
+from ..data import Dataset
+from ..errors import FormatError, OutputError
 from ..interchange import (
     MODEL_FILE,
     POPULATION_FILE,
@@ -46,46 +44,38 @@ from ..interchange import (
     incomplete_reason,
     json_kind,
     population_record,
+    read_population_spec,
     run_record,
     write_predictions,
 )
-from ._loop import (
-    Method,
-    TrainConfig,
-    TrainedModel,
-    check_training,
-    init_model,
-    resolve_device,
-)
+from ._loop import TrainConfig, TrainedModel, check_training
+
+if TYPE_CHECKING:  # the methods read parent populations through this module
+    from .methods import Method
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "POPULATION_FILE",
     "PopulationSpec",
-    "TrainingCallback",
-    "train_population",
-    "check_arguments",
-    "default_jointly",
+    "PopulationWriter",
+    "open_population",
+    "population_spec",
+    "population_status",
     "model_dir_name",
     "check_output_dir",
-    "CPU_JOINT_MAX_MFLOPS",
-    "MAX_JOINTLY",
     "INCOMPLETE_PREFIX",
+    "OUT_NOT_A_DIRECTORY",
+    "CANNOT_CREATE",
+    "NOT_WRITABLE",
+    "FOREIGN_DIRECTORY",
+    "DIFFERENT_CONFIGURATION",
+    "BAD_POPULATION_FILE",
+    "OLD_DATASET_HASH",
+    "WRITE_FAILED",
+    "MOVED_ASIDE",
 ]
 
-#: On a CPU, training models jointly pays off only for models whose forward pass costs less than
-#: this per image (MFLOP): bigger models are compute-bound and gain nothing from batching models
-#: (bench/train_population.py; docs/joint-training.md).
-CPU_JOINT_MAX_MFLOPS = 2.0
-#: Most models trained at once: beyond this the gains flatten and memory grows linearly.
-MAX_JOINTLY = 32
-
-POPULATION_TOO_SMALL = "population must be >= 1, got {population}"
-NEGATIVE_SEED_START = "seed-start must be >= 0, got {seed_start}"
-JOINTLY_TOO_SMALL = "jointly must be >= 1, got {jointly}"
-# The same words as pie_audit.data.load_dataset's, said before any data is read.
-UNKNOWN_DATASET = "unknown dataset {dataset!r}; choose one of {choices}"
 OUT_NOT_A_DIRECTORY = "{path}: exists and is not a directory"
 CANNOT_CREATE = "{path}: cannot be created ({parent} is not a writable directory)"
 NOT_WRITABLE = "{path}: not writable"
@@ -136,29 +126,6 @@ class PopulationSpec:
         return d
 
 
-class TrainingCallback(Protocol):
-    """Receives progress events; the CLI draws them with rich."""
-
-    def started(self, total: int) -> None: ...
-    def group_started(self, seeds: Sequence[int]) -> None: ...
-    def epoch_done(self, epoch: int, epochs: int) -> None: ...
-    def model_done(self, seed: int, result: TrainedModel | None) -> None: ...
-
-
-class _Silent:
-    def started(self, total: int) -> None:
-        pass
-
-    def group_started(self, seeds: Sequence[int]) -> None:
-        pass
-
-    def epoch_done(self, epoch: int, epochs: int) -> None:
-        pass
-
-    def model_done(self, seed: int, result: TrainedModel | None) -> None:
-        pass
-
-
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -198,79 +165,6 @@ def _describe_difference(old: dict, new: dict, prefix: str = "") -> str:
         elif a != b:
             return f"{prefix}{key} is {a!r} there, {b!r} now"
     return ""
-
-
-def check_arguments(
-    *,
-    arch: str,
-    population: int,
-    seed_start: int = 0,
-    jointly: int | None = None,
-    device: str = "auto",
-    dataset: str | None = None,
-    out: str | Path | None = None,
-) -> None:
-    """Refuse arguments a population run cannot use, cheaply, before any data is loaded.
-
-    :func:`train_population` calls it; a command line calls it first so that a typo fails
-    before a dataset is read.
-
-    Parameters
-    ----------
-    arch : str
-        Must be in :data:`pie_audit.training._models.ARCHITECTURES`.
-    population : int
-        Must be >= 1.
-    seed_start : int, default 0
-        Must be >= 0.
-    jointly : int, optional
-        Must be >= 1 when given.
-    device : str, default "auto"
-        Must be available (:func:`pie_audit.training.resolve_device`).
-    dataset : str, optional
-        A dataset name, which must be in :data:`pie_audit.data.DATASETS`; not checked when
-        ``None`` (a :class:`~pie_audit.data.Dataset` built in code may have any name).
-    out : path, optional
-        The population directory, checked as far as it can be without the data
-        (:func:`check_output_dir` with no ``spec``).
-
-    Raises
-    ------
-    ConfigError
-        On the first argument that is out of range or unknown.
-    OutputError
-        ``out`` is refused.
-    """
-    if population < 1:
-        raise ConfigError(POPULATION_TOO_SMALL.format(population=population))
-    if seed_start < 0:
-        raise ConfigError(NEGATIVE_SEED_START.format(seed_start=seed_start))
-    if jointly is not None and jointly < 1:
-        raise ConfigError(JOINTLY_TOO_SMALL.format(jointly=jointly))
-    if arch not in ARCHITECTURES:
-        raise ConfigError(UNKNOWN_ARCHITECTURE.format(arch=arch, choices=", ".join(ARCHITECTURES)))
-    if dataset is not None and dataset not in DATASETS:
-        raise ConfigError(UNKNOWN_DATASET.format(dataset=dataset, choices=", ".join(DATASETS)))
-    resolve_device(device)
-    if out is not None:
-        check_output_dir(Path(out))
-
-
-def default_jointly(arch: str, dataset: Dataset, device: torch.device, population: int) -> int:
-    """How many models to train at once when the user does not say (``jointly=None``).
-
-    The rule (docs/joint-training.md): on CUDA, up to :data:`MAX_JOINTLY` models
-    (:func:`train_population` halves K if a group runs out of memory); on CPU and MPS,
-    :data:`MAX_JOINTLY` // 2 models only when one image's forward pass costs under
-    :data:`CPU_JOINT_MAX_MFLOPS` MFLOP, else one at a time, because a compute-bound CPU gains
-    nothing from batching models.
-    """
-    if device.type == "cuda":
-        return max(1, min(population, MAX_JOINTLY))
-    mflops = forward_flops(init_model(arch, dataset, 0), dataset.image_shape) / 1e6
-    if mflops < CPU_JOINT_MAX_MFLOPS:
-        return max(1, min(population, MAX_JOINTLY // 2))
-    return 1
 
 
 def check_output_dir(out: Path, spec: PopulationSpec | None = None) -> None:
@@ -315,21 +209,32 @@ def check_output_dir(out: Path, spec: PopulationSpec | None = None) -> None:
 
 
 def _read_spec(marker: Path) -> dict[str, Any]:
-    """The ``spec`` of a ``population.json``; ``{}`` when it has none (the audit's own records)."""
+    """The ``spec`` of a ``population.json``; ``{}`` when it has none (the audit's own records).
+
+    Raises
+    ------
+    OutputError
+        :data:`BAD_POPULATION_FILE`: the file is not a record that the directory can hold.
+    """
     try:
-        with open(marker, encoding="utf-8") as fh:
-            record = json.load(fh)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else f"not UTF-8 JSON: {e}"
-        raise OutputError(BAD_POPULATION_FILE.format(path=marker, reason=reason)) from e
-    if not isinstance(record, dict):
-        reason = f"expected a JSON object, found {json_kind(record)}"
-        raise OutputError(BAD_POPULATION_FILE.format(path=marker, reason=reason))
-    spec = record.get("spec", {})
-    if not isinstance(spec, dict):
-        reason = f"'spec' is {json_kind(spec)}, expected an object"
-        raise OutputError(BAD_POPULATION_FILE.format(path=marker, reason=reason))
-    return spec
+        return read_population_spec(marker)
+    except FormatError as e:
+        raise OutputError(BAD_POPULATION_FILE.format(path=marker, reason=_bad_record(marker, e))) from e
+
+
+def _bad_record(marker: Path, error: FormatError) -> str:
+    """Why ``population.json`` is not a record, in the words :data:`BAD_POPULATION_FILE` has used."""
+    cause = error.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    if cause is not None:  # unreadable bytes, not UTF-8, not JSON, nested too deeply
+        return f"not UTF-8 JSON: {cause}"
+    # Valid JSON that is not a record. The interchange's words do not say what the file holds
+    # instead, and this message always has: the file parsed once, so it parses again.
+    value = json.loads(marker.read_text(encoding="utf-8"))
+    if not isinstance(value, dict):
+        return f"expected a JSON object, found {json_kind(value)}"
+    return f"'spec' is {json_kind(value.get('spec'))}, expected an object"
 
 
 def _move_aside(directory: Path, reason: str) -> Path:
@@ -433,80 +338,6 @@ def _write_model(out: Path, result: TrainedModel, *, dataset: Dataset, spec: Pop
     return final
 
 
-def train_population(
-    dataset: Dataset,
-    *,
-    arch: str,
-    out: str | Path,
-    population: int,
-    seed_start: int = 0,
-    train: TrainConfig,
-    prune: Method,
-    device: str = "auto",
-    jointly: int | None = None,
-    callback: TrainingCallback | None = None,
-    command: Sequence[str] | None = None,
-) -> list[Path]:
-    """Train the models of a population that ``out`` does not hold yet.
-
-    Parameters
-    ----------
-    dataset : Dataset
-    arch : str
-    out : path
-        Population directory; created if missing.
-    population : int
-        Number of models; model ``i`` uses seed ``seed_start + i``.
-    seed_start : int, default 0
-    train : TrainConfig
-    prune : Method
-        The compression method: a :class:`~pie_audit.training.PruneConfig` (gradual magnitude
-        pruning; ``sparsity == 0`` trains the dense baseline) or one of
-        :mod:`pie_audit.training._methods`. A method that derives from a parent population must find a
-        finished parent model for every seed (:meth:`~pie_audit.training.Method.check`).
-    device : {"auto", "cpu", "cuda", "mps"}
-    jointly : int, optional
-        Models trained at once (1: one at a time); the models are the same whatever K, up to
-        floating-point rounding. Default: chosen from the device and the model by
-        :func:`default_jointly`.
-    callback : TrainingCallback, optional
-        Progress events.
-    command : sequence of str, optional
-        The command line, recorded in each ``run.json``.
-
-    Returns
-    -------
-    list of Path
-        Every model directory of the population, finished before or now, in seed order.
-
-    Raises
-    ------
-    ConfigError
-        An argument or configuration the run cannot use (:func:`check_arguments`,
-        :func:`pie_audit.training.check_training`), found before anything is written; or
-        training diverged (:data:`pie_audit.training.DIVERGED`), in which case the group's
-        models are not written.
-    OutputError
-        ``out`` is refused (:func:`check_output_dir`), another process is writing it
-        (:data:`pie_audit._atomic.LOCKED`), or a write failed (:data:`WRITE_FAILED`); models
-        finished before are kept, and nothing half-written is left.
-    """
-    # Everything that can be refused is refused before anything is written.
-    check_arguments(
-        arch=arch, population=population, seed_start=seed_start, jointly=jointly, device=device
-    )
-    torch_device = resolve_device(device)
-    callback = callback or _Silent()
-    seeds = list(range(seed_start, seed_start + population))
-    prune.check(dataset, arch=arch, seeds=seeds)
-    with open_population(
-        dataset, arch=arch, out=out, train=train, prune=prune, seed=seed_start, command=command
-    ) as writer:
-        return _train_locked(
-            dataset, writer, seeds=seeds, device=torch_device, jointly=jointly, callback=callback
-        )
-
-
 def population_spec(dataset: Dataset, *, arch: str, train: TrainConfig, prune: Method) -> PopulationSpec:
     """What a population of ``arch`` trained on ``dataset`` with these configurations records."""
     return PopulationSpec(
@@ -582,7 +413,7 @@ def open_population(
     """Check a population directory for this configuration and hold it for writing.
 
     Everything that can be refused is refused before anything is written
-    (:func:`pie_audit.training.check_training`, :func:`check_output_dir`); then the directory's
+    (:func:`._loop.check_training`, :func:`check_output_dir`); then the directory's
     lock is held (one writer at a time: a second would take the first's temporary directories
     for stale ones), and the temporaries a killed writer left are removed.
 
@@ -595,7 +426,7 @@ def open_population(
     Raises
     ------
     ConfigError, OutputError
-        As :func:`train_population`.
+        As :func:`pie_audit.training.train_population`.
     """
     check_training(dataset, arch=arch, config=train, prune=prune, seed=seed)
     out = Path(out)
@@ -610,44 +441,3 @@ def open_population(
                 # now): never a finished model.
                 remove_stale_temporaries(out)
         yield PopulationWriter(out=out, spec=spec, dataset=dataset, command=command)
-
-
-def _train_locked(
-    dataset: Dataset,
-    writer: PopulationWriter,
-    *,
-    seeds: list[int],
-    device: torch.device,
-    jointly: int | None,
-    callback: TrainingCallback,
-) -> list[Path]:
-    spec = writer.spec
-    callback.started(len(seeds))
-    todo = writer.missing(seeds)
-    for seed in seeds:
-        if seed not in todo:
-            callback.model_done(seed, None)
-    if jointly is None:
-        jointly = default_jointly(spec.arch, dataset, device, len(todo) or 1)
-
-    while todo:
-        group = todo[:jointly]
-        callback.group_started(group)
-        try:
-            results = spec.prune.train(
-                dataset, arch=spec.arch, seeds=group, config=spec.train, device=device,
-                on_epoch=callback.epoch_done,
-            )  # fmt: skip
-        except torch.cuda.OutOfMemoryError:
-            if jointly == 1:
-                raise
-            # Too many models for this device's memory: halve K and retry the same seeds.
-            jointly = max(1, jointly // 2)
-            logger.warning("out of device memory; training %d models at a time", jointly)
-            torch.cuda.empty_cache()
-            continue
-        for result in results:
-            writer.write(result)
-            callback.model_done(result.seed, result)
-        todo = todo[len(group):]
-    return [writer.out / model_dir_name(seed) for seed in seeds]

@@ -1,12 +1,15 @@
-"""Gradual magnitude pruning (Zhu & Gupta, "To prune, or not to prune", arXiv 1710.01878).
+"""Masks and mask policies: which weights a model keeps, step by step.
 
 Masks are plain boolean tensors keyed by parameter name (``True`` keeps a weight). The training
-loop holds K models' parameters stacked along a leading axis and runs them through
-``torch.func.functional_call``, where ``torch.nn.utils.prune``'s forward hooks cannot work; named
-tensors can, and every function here accepts such a leading model axis (``batch_dims``).
+loop holds K models' parameters stacked along a leading model axis, ``(K, ...)``, and runs them
+packed into one module (:mod:`._packing`), where ``torch.nn.utils.prune``'s forward hooks cannot
+work; named tensors can, and every function here accepts such a leading model axis
+(``batch_dims``).
 
-:class:`GradualMagnitudePruning` is the mask policy the training loop calls at every step (see
-:class:`pie_audit.training.MaskPolicy`).
+The mask policies the loop calls before every step (:class:`._loop.MaskPolicy`):
+:class:`GradualMagnitudePruning` (Zhu & Gupta, "To prune, or not to prune", arXiv 1710.01878),
+:class:`GradualFilterPruning` (whole conv filters on the same schedule) and :class:`FixedMasks`
+(the zeros of the starting point, held).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ __all__ = [
     "apply_masks_",
     "sparsity_report",
     "SCOPES",
+    "Tensors",
     "default_frequency",
     "GradualMagnitudePruning",
     "FixedMasks",
@@ -42,6 +46,8 @@ __all__ = [
 ]
 
 SCOPES = ("layer", "global")
+#: Tensors by parameter name: one model's, or K models' stacked along a leading axis.
+Tensors = Mapping[str, torch.Tensor]
 BAD_EXCLUDE = "--exclude {pattern!r} is not a valid regular expression ({reason})"
 
 
@@ -250,9 +256,7 @@ def apply_masks_(params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.T
 
 
 @torch.no_grad()
-def sparsity_report(
-    params: Mapping[str, torch.Tensor], names: Iterable[str]
-) -> dict[str, object]:
+def sparsity_report(params: Tensors, names: Iterable[str]) -> dict[str, object]:
     """Achieved sparsity: the fraction of exactly-zero weights, per tensor and overall.
 
     Returns
@@ -260,19 +264,18 @@ def sparsity_report(
     dict
         ``{"achieved": float, "layers": {name: float}, "n_weights": int, "n_zero": int}``.
     """
+    counts = ((name, int((params[name] == 0).sum()), params[name].numel()) for name in names)
+    return _zero_report(counts, "n_weights")
+
+
+def _zero_report(counts: Iterable[tuple[str, int, int]], total_key: str) -> dict[str, object]:
+    """``(name, zeros, size)`` per tensor, summed: the fraction per tensor and overall."""
     layers, total, zeros = {}, 0, 0
-    for name in names:
-        w = params[name]
-        z = int((w == 0).sum())
-        layers[name] = z / w.numel()
-        total += w.numel()
+    for name, z, n in counts:
+        layers[name] = z / n
+        total += n
         zeros += z
-    return {
-        "achieved": zeros / total if total else 0.0,
-        "layers": layers,
-        "n_weights": total,
-        "n_zero": zeros,
-    }
+    return {"achieved": zeros / total if total else 0.0, "layers": layers, total_key: total, "n_zero": zeros}
 
 
 def default_frequency(begin_step: int, end_step: int, updates: int = 50) -> int:
@@ -280,8 +283,35 @@ def default_frequency(begin_step: int, end_step: int, updates: int = 50) -> int:
     return max(1, math.ceil((end_step - begin_step) / updates))
 
 
+class _OnSchedule:
+    """What the gradual policies share: masks change only where the schedule updates them.
+
+    A subclass has a ``schedule`` and computes the masks of one update (``masks_at``).
+    """
+
+    schedule: PruningSchedule
+
+    def __call__(self, step: int, weights: Tensors, masks: Tensors | None) -> dict[str, torch.Tensor] | None:
+        """New masks before ``step``, or ``None`` when the schedule does not update there.
+
+        Parameters
+        ----------
+        step : int
+        weights : mapping of name to Tensor of shape (K, ...)
+            The stacked weights of the policy's ``names``.
+        masks : mapping of name to bool Tensor of shape (K, ...), optional
+            The current masks (``None`` before the first update).
+        """
+        if not self.schedule.updates_at(step):
+            return None
+        return self.masks_at(weights, self.schedule.sparsity_at(step), masks)
+
+    def masks_at(self, weights: Tensors, sparsity: float, masks: Tensors | None) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class GradualMagnitudePruning:
+class GradualMagnitudePruning(_OnSchedule):
     """Mask policy of gradual magnitude pruning: the smallest weights, on Zhu & Gupta's schedule.
 
     Each model of the stack is ranked on its own weights, so every model reaches the target on
@@ -302,31 +332,9 @@ class GradualMagnitudePruning:
         """The final sparsity."""
         return self.schedule.final
 
-    def __call__(
-        self,
-        step: int,
-        weights: Mapping[str, torch.Tensor],
-        masks: Mapping[str, torch.Tensor] | None,
-    ) -> dict[str, torch.Tensor] | None:
-        """New masks before ``step``, or ``None`` when the schedule does not update there.
-
-        Parameters
-        ----------
-        step : int
-        weights : mapping of name to Tensor of shape (K, ...)
-            The stacked weights of :attr:`names`.
-        masks : mapping of name to bool Tensor of shape (K, ...), optional
-            The current masks (``None`` before the first update).
-        """
-        if not self.schedule.updates_at(step):
-            return None
-        return magnitude_masks(
-            weights,
-            self.schedule.sparsity_at(step),
-            scope=self.schedule.scope,
-            previous=masks,
-            batch_dims=1,
-        )
+    def masks_at(self, weights: Tensors, sparsity: float, masks: Tensors | None) -> dict[str, torch.Tensor]:
+        """The magnitude masks of one update: a pruned weight stays pruned."""
+        return magnitude_masks(weights, sparsity, scope=self.schedule.scope, previous=masks, batch_dims=1)
 
     def to_dict(self) -> dict:
         """The schedule, as a run record states it."""
@@ -356,12 +364,7 @@ class FixedMasks:
     target: float
     origin: str
 
-    def __call__(
-        self,
-        step: int,
-        weights: Mapping[str, torch.Tensor],
-        masks: Mapping[str, torch.Tensor] | None,
-    ) -> dict[str, torch.Tensor] | None:
+    def __call__(self, step: int, weights: Tensors, masks: Tensors | None) -> dict[str, torch.Tensor] | None:
         """Before the first step, ``weights != 0`` (bool, shape (K, ...)); afterwards ``None``."""
         if masks is not None:
             return None
@@ -472,7 +475,7 @@ def filter_masks(
 
 
 @torch.no_grad()
-def channel_report(params: Mapping[str, torch.Tensor], names: Iterable[str]) -> dict[str, object]:
+def channel_report(params: Tensors, names: Iterable[str]) -> dict[str, object]:
     """Achieved channel sparsity: the fraction of filters that are entirely zero.
 
     Parameters
@@ -487,18 +490,13 @@ def channel_report(params: Mapping[str, torch.Tensor], names: Iterable[str]) -> 
     dict
         ``{"achieved": float, "layers": {name: float}, "n_channels": int, "n_zero": int}``.
     """
-    layers, total, zeros = {}, 0, 0
-    for name in names:
-        w = params[name]
-        dead = int((w.flatten(start_dim=1) == 0).all(dim=1).sum())
-        layers[name] = dead / w.shape[0]
-        total += w.shape[0]
-        zeros += dead
-    return {"achieved": zeros / total if total else 0.0, "layers": layers, "n_channels": total, "n_zero": zeros}
+    counts = ((name, int((params[name].flatten(start_dim=1) == 0).all(dim=1).sum()), params[name].shape[0])
+              for name in names)  # fmt: skip
+    return _zero_report(counts, "n_channels")
 
 
 @dataclass(frozen=True)
-class GradualFilterPruning:
+class GradualFilterPruning(_OnSchedule):
     """Mask policy of structured pruning: whole filters of smallest L2 norm, on Zhu & Gupta's schedule.
 
     At each update every conv layer of every model loses the filters (output channels) of
@@ -533,20 +531,13 @@ class GradualFilterPruning:
         coupled = tuple(channel_coupled(model, names).items())
         return cls(schedule, tuple(names), coupled, removed / total if total else 0.0)
 
-    def __call__(
-        self,
-        step: int,
-        weights: Mapping[str, torch.Tensor],
-        masks: Mapping[str, torch.Tensor] | None,
-    ) -> dict[str, torch.Tensor] | None:
-        """New masks before ``step`` for the conv weights (K, C_out, ...) and their coupled
-        parameters (K, C_out), or ``None`` when the schedule does not update there."""
-        if not self.schedule.updates_at(step):
-            return None
+    def masks_at(self, weights: Tensors, sparsity: float, masks: Tensors | None) -> dict[str, torch.Tensor]:
+        """Masks of one update for the conv weights (K, C_out, ...) and their coupled parameters
+        (K, C_out): a removed filter stays removed."""
         previous = None
         if masks is not None:
             previous = {n: masks[n].flatten(start_dim=2).any(dim=-1) for n in self.names}
-        channels = filter_masks(weights, self.schedule.sparsity_at(step), previous=previous, batch_dims=1)
+        channels = filter_masks(weights, sparsity, previous=previous, batch_dims=1)
         out = {}
         for name, extra in self.coupled:
             keep = channels[name]  # (K, C_out)
