@@ -1,9 +1,12 @@
 """The audit as users call it: :func:`compare`, :func:`sweep` and a result that keeps itself.
 
 The audit wing (:mod:`pie_audit.audit`) computes and never writes; the report wing
-(:mod:`pie_audit.report`) renders and writes what was computed. This module is where the two
-meet, above both, so that neither imports the other's way up: :class:`CompareResult` is an
-:class:`~pie_audit.audit.AuditResult` with :meth:`~CompareResult.save` and a notebook display.
+(:mod:`pie_audit.report`) renders and writes what was computed, and imports the audit wing, never
+the other way round. This module is where the two meet, above both: :class:`CompareResult` is an
+:class:`~pie_audit.audit.AuditResult` with :meth:`~CompareResult.save` and a notebook display,
+which the audit wing could not give it without importing the report. :func:`compare` resolves
+its keyword arguments into :class:`~pie_audit.audit.Settings`; :func:`compare_populations` and
+:func:`sweep` take settings already resolved, as the command line does.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ class CompareResult(AuditResult):
         data_root: str | Path | None = "data",
         junit: str | Path | None = None,
     ) -> Path:
-        """Write what ``pie-audit compare --out`` writes, atomically (:func:`pie_audit.write_outputs`).
+        """Write what ``pie-audit compare --out`` writes, atomically (:func:`pie_audit.write_outputs`),
+        less the command line in the report's provenance.
 
         Parameters
         ----------
@@ -94,14 +98,17 @@ def compare(
     """Audit what pruning did: PIEs, per-class disparate impact and the CI gate.
 
     Every setting left out is taken from ``config`` when given, else from the defaults of
-    :class:`pie_audit.audit._settings.Settings` (shown below); ``pie-audit compare`` resolves its flags
-    the same way, so the same options and ``pyproject.toml`` give the same result.
+    :class:`pie_audit.Settings` (shown below); ``pie-audit compare`` resolves its flags the same
+    way (:func:`pie_audit.audit.resolve_settings`), so the same options and ``pyproject.toml``
+    give the same result. Unlike the command line, no ``pyproject.toml`` is looked for unless
+    ``config`` names one.
 
     Parameters
     ----------
     baseline, pruned : str, Path or Population
-        Population directories in the interchange format (see :mod:`pie_audit.interchange._store`), or
-        populations already read with :func:`pie_audit.interchange._store.load_population`.
+        Population directories in the interchange format (``docs/interchange-format.md``), or
+        populations already read with :func:`pie_audit.load_population` or built with
+        :meth:`pie_audit.Population.from_arrays`.
     alpha : float, default=0.05
         A class is significant when its q-value is at most ``alpha``.
     correction : {"fdr_bh", "none"}, default="fdr_bh"
@@ -126,7 +133,7 @@ def compare(
         Seed of the bootstrap.
     config : str or Path, optional
         A ``pyproject.toml`` whose ``[tool.pie-audit]`` table supplies the settings not given
-        here (:func:`pie_audit.audit._settings.read_settings`).
+        here (:func:`pie_audit.audit.read_settings`).
 
     Returns
     -------
@@ -178,10 +185,10 @@ def sweep(
     ----------
     baseline_dir : str or Path
     pruned_dirs : sequence of str or Path
-        Pruned population directories, with distinct names (see :func:`sweep_names`).
+        Pruned population directories, with distinct names (see :func:`pie_audit.audit.sweep_names`).
     settings : Settings, optional
         Statistics options and gate rules for every audit
-        (:func:`pie_audit.audit._settings.resolve_settings`); default :class:`Settings` ``()``.
+        (:func:`pie_audit.audit.resolve_settings`); default :class:`Settings` ``()``.
 
     Returns
     -------

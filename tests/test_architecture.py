@@ -119,7 +119,7 @@ def test_imports_run_down_the_wings_and_through_their_faces():
     "source, problem",
     [
         ("from ..report import write_outputs\n", "audit imports report"),
-        ("from ..interchange._store import load_population\n", "a private module of another wing"),
+        ("from ..interchange._population import load_population\n", "a private module of another wing"),
         ("def f():\n    from ..training import resolve_device\n", "audit imports training"),
     ],
 )

@@ -109,3 +109,22 @@ def test_ctrl_c_in_a_real_process(identical_populations, tmp_path):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == EXIT_INTERRUPTED
     assert err.strip().splitlines()[-1] == INTERRUPTED
+
+
+def test_the_audit_commands_share_one_declaration_of_their_options():
+    """compare and report take every setting as a flag, in the same order, with the same help."""
+    import typer.main
+
+    from pie_audit.audit import SETTINGS
+    from pie_audit.cli import app
+
+    group = typer.main.get_command(app)
+    shapes = {}
+    for name in ("compare", "report"):
+        command = group.commands[name]
+        shapes[name] = [(p.name, p.opts, p.secondary_opts, p.help) for p in command.params if p.name != "junit"]
+        assert set(SETTINGS) <= {p.name for p in command.params}
+    # After each command's own baseline, pruned and --out, the same options, the same words.
+    assert shapes["compare"][3:] == shapes["report"][3:] and len(shapes["report"]) > 3 + len(SETTINGS)
+    flags = [p.opts[0] for p in group.commands["report"].params]
+    assert flags.index("--min-power") < flags.index("--config") < flags.index("--seed") < flags.index("--quiet")

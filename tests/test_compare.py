@@ -9,9 +9,10 @@ import pytest
 import pie_audit
 from pie_audit import CompareResult
 from pie_audit.errors import ConfigError, FormatError
+from pie_audit.audit import Settings, audit_populations
 from pie_audit.audit._gate import GateRules
 from pie_audit.audit._stats import CLASS_COLUMNS
-from pie_audit.interchange._store import load_population
+from pie_audit.interchange import load_population
 from synthetic import planted_predictions, write_population
 
 SUMMARY_KEYS = {
@@ -203,6 +204,22 @@ def test_repr_is_a_one_line_verdict(tmp_path):
     assert text.startswith("<CompareResult: 30 examples, 3 classes; accuracy ")
     # Two models a side cannot show a 2-point class drop: the pass says so.
     assert "0 PIEs (0.00%)" in text and text.endswith("gate passed (underpowered)>")
+    # The audit wing's own result names its own class.
+    audit = audit_populations(tmp_path / "b", tmp_path / "p", settings=Settings())
+    assert repr(audit) == text.replace("<CompareResult:", "<AuditResult:", 1)
+
+
+def test_one_outcome_words_every_verdict(harmed_populations, identical_populations):
+    failed = pie_audit.compare(*harmed_populations, n_bootstrap=200)
+    assert failed.outcome == "failed"
+    assert failed.verdict == f"gate FAILED ({len(failed.gate.failures)} rule(s))"
+    assert failed.verdict_line(rules=False) == "FAILED"
+    passed = pie_audit.compare(*identical_populations, n_bootstrap=200, detect=1.0)
+    assert passed.outcome == "passed" and passed.verdict == "gate PASSED"
+    underpowered = pie_audit.compare(*identical_populations, n_bootstrap=200)
+    assert underpowered.outcome == "underpowered"
+    assert underpowered.verdict == f"gate PASSED (underpowered: {underpowered.power_sentence()})"
+    assert underpowered.verdict_line(power=False, passed="passed") == "passed (underpowered)"
 
 
 def test_swapping_baseline_and_pruned_negates_the_effects(harmed_populations):

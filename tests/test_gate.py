@@ -172,3 +172,31 @@ def test_junit_properties_record_where_the_rules_came_from():
     root = ET.fromstring(junit_xml(result, properties={"rules": "/x/pyproject.toml", "test": "welch", "none": None}))
     props = {p.get("name"): p.get("value") for p in root.findall("testsuite/properties/property")}
     assert props == {"rules": "/x/pyproject.toml", "test": "welch", "none": ""}
+
+
+def test_the_result_carries_what_every_rule_observed_on_or_off():
+    classes = _classes(
+        [-0.10, -0.015, 0.05, -0.30, -0.02],
+        ["harmed", "harmed", "helped", "none", "harmed"],
+        recall_changes=[-0.12, -0.01, 0.04, -0.30, -0.07],
+        recall_significant=[True, False, True, False, True],
+    )
+    result = evaluate_gate(classes, pie_fraction=0.25, stable_pie_fraction=0.1, accuracy_drop=0.03, power_at_detect=0.4)
+    observed = dict(result.observed)
+    assert observed == pytest.approx(
+        {"max-class-drop": 0.10, "max-class-recall-drop": 0.12, "max-pie-fraction": 0.25, "max-accuracy-drop": 0.03,
+         "max-harmed-classes": 3, "min-power": 0.4}  # fmt: skip
+    )
+    # A failure's value is what its rule observed.
+    assert {f.rule: f.value for f in result.failures} == pytest.approx(
+        {"max-class-drop": 0.10, "max-class-recall-drop": 0.12}
+    )
+    stable = evaluate_gate(classes, pie_fraction=0.25, stable_pie_fraction=0.1, accuracy_drop=0.0,
+                           rules=GateRules(stable_pies_only=True))  # fmt: skip
+    assert stable.observed["max-pie-fraction"] == 0.1
+
+
+def test_nothing_harmed_or_fallen_is_observed_as_none():
+    result = evaluate_gate(_classes([0.0, 0.1], ["none", "helped"]), pie_fraction=0.0, accuracy_drop=0.0)
+    assert result.observed["max-class-drop"] is None and result.observed["max-class-recall-drop"] is None
+    assert result.observed["max-harmed-classes"] == 0 and result.observed["min-power"] is None

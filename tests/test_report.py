@@ -14,7 +14,7 @@ from synthetic import planted_predictions, write_population
 import pie_audit
 from pie_audit.report._plots import MAX_PLOTTED_CLASSES
 from pie_audit.report._render import GALLERY_SIZE, Gallery, render_report, render_sweep
-from pie_audit.interchange._store import Population
+from pie_audit.interchange import Population
 from pie_audit.report._thumbnails import NO_DATASET, Thumbnails, png_data_uri
 
 MAX_BYTES = 5 * 1024 * 1024

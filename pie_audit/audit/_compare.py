@@ -1,11 +1,13 @@
-"""The audit of two populations: PIEs, per-class statistics, power and the gate, from arrays.
+"""The audit of two populations: PIEs, per-class statistics, power and the gate.
 
-:func:`audit_populations` reads both populations (:mod:`pie_audit.interchange`), finds the PIEs
-(:mod:`._pie`), tests every class (:mod:`._stats`), applies the CI gate (:mod:`._gate`) and
-returns an :class:`~._result.AuditResult`, which derives every value from them once. Nothing
-here writes or renders, and nothing here imports torch: :func:`pie_audit.compare` wraps the
-result so that it can save and display itself. ``docs/audit.md`` documents the statistics and
-the ``summary.json`` schema.
+:func:`audit_populations` reads both populations (:mod:`pie_audit.interchange`) unless they are
+already in memory, picks the per-class test (McNemar, paired or Welch), finds the PIEs and their
+stability (:mod:`._pie`), tests every class (:mod:`._stats`), summarises the power
+(:mod:`._power`), applies the CI gate (:mod:`._gate`) and returns an :class:`~._result.AuditResult`,
+which derives every further value from them once. :func:`power` asks a finished audit how many
+models another would need. Nothing here writes or renders, and nothing here imports torch:
+:func:`pie_audit.compare` wraps the result so that it can save and display itself.
+``docs/audit.md`` documents the statistics and the ``summary.json`` schema.
 """
 
 from __future__ import annotations
@@ -42,11 +44,20 @@ def audit_populations(
     Parameters
     ----------
     baseline, pruned : str, Path or Population
+        Population directories (read with :func:`pie_audit.load_population`), or populations
+        in memory (:meth:`pie_audit.Population.from_arrays`).
     settings : Settings
 
     Returns
     -------
     AuditResult
+
+    Raises
+    ------
+    FormatError
+        A population is missing or malformed, or the two differ in examples, labels or classes.
+    ConfigError
+        ``settings.test`` is ``"paired"`` and the pruned models do not name distinct parents.
     """
     baseline = baseline if isinstance(baseline, Population) else load_population(Path(baseline))
     pruned = pruned if isinstance(pruned, Population) else load_population(Path(pruned))

@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any
 from xml.etree import ElementTree as ET
 
 import pandas as pd
 
 from ..errors import ConfigError
+from ._stats import harmed_classes, recall_fell
 
 __all__ = [
     "GateRules",
@@ -115,10 +117,24 @@ class GateFailure:
 
 @dataclass(frozen=True)
 class GateResult:
-    """Outcome of :func:`evaluate_gate`."""
+    """Outcome of :func:`evaluate_gate`.
+
+    Attributes
+    ----------
+    rules : GateRules
+    failures : tuple of GateFailure
+        The rules that failed, in the order of :meth:`GateRules.limits`.
+    observed : mapping of str to (float, int or None)
+        What each rule measured, by its user-facing name, on or off: ``max-class-drop`` and
+        ``max-class-recall-drop`` the largest such drop as a positive fraction (``None`` when
+        no class is harmed, or lost recall significantly); ``max-pie-fraction`` the (stable)
+        PIE fraction; ``max-accuracy-drop``; ``max-harmed-classes`` a count; ``min-power``
+        the power at the drop of interest (``None`` when undefined).
+    """
 
     rules: GateRules
     failures: tuple[GateFailure, ...]
+    observed: Mapping[str, float | int | None] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def passed(self) -> bool:
@@ -158,9 +174,9 @@ def evaluate_gate(
     Parameters
     ----------
     classes : DataFrame
-        The per-class table of :func:`pie_audit.audit._stats.class_statistics` (columns ``label``,
-        ``normalized_change``, ``direction``; ``recall_change`` and ``recall_q_value`` with
-        ``significant`` for ``max-class-recall-drop``).
+        The per-class table of :func:`pie_audit.audit.class_statistics` (columns ``label``,
+        ``normalized_change``, ``direction``; ``recall_change`` and ``recall_significant``
+        for ``max-class-recall-drop``).
     pie_fraction : float
         Fraction of examples that are PIEs.
     accuracy_drop : float
@@ -180,54 +196,47 @@ def evaluate_gate(
     Returns
     -------
     GateResult
+        With every rule's observed value, whether the rule is on or not.
     """
-    harmed = classes[classes["direction"] == "harmed"]
+    harmed = harmed_classes(classes)
+    fell = recall_fell(classes)
+    stable = rules.stable_pies_only
+    observed = {
+        # Positive drops: the largest among the harmed classes, and among those that lost recall.
+        "max-class-drop": -float(harmed["normalized_change"].iloc[0]) if len(harmed) else None,
+        "max-class-recall-drop": -float(fell["recall_change"].iloc[0]) if len(fell) else None,
+        "max-pie-fraction": stable_pie_fraction if stable else pie_fraction,
+        "max-accuracy-drop": accuracy_drop,
+        "max-harmed-classes": len(harmed),
+        "min-power": power_at_detect,
+    }
 
     def named(frame: pd.DataFrame) -> tuple[str, ...]:
         return tuple(str(class_names[int(k)]) if class_names is not None else str(int(k)) for k in frame["label"])
 
-    def listed(frame: pd.DataFrame, column: str) -> str:
-        return ", ".join(f"{n} ({_points(v, signed=True)})" for n, v in zip(named(frame), frame[column], strict=True))
+    def class_failure(rule: str, frame: pd.DataFrame, column: str, what: str) -> GateFailure | None:
+        """The failure of a per-class rule by the rows beyond its limit (worst first), if any."""
+        limit = getattr(rules, rule.replace("-", "_"))
+        beyond = frame[frame[column] < -(limit + _SLACK)]
+        if not len(beyond):
+            return None
+        listed = ", ".join(f"{n} ({_points(v, signed=True)})" for n, v in zip(named(beyond), beyond[column], strict=True))
+        return GateFailure(
+            rule=rule,
+            limit=limit,
+            value=observed[rule],
+            message=f"{len(beyond)} class(es) {what.format(limit=_points(limit))}: {listed}",
+            classes=named(beyond),
+        )
 
-    failures: list[GateFailure] = []
+    failures: list[GateFailure | None] = []
     if rules.max_class_drop is not None:
-        dropped = harmed[harmed["normalized_change"] < -(rules.max_class_drop + _SLACK)]
-        dropped = dropped.sort_values(["normalized_change", "label"])
-        if len(dropped):
-            failures.append(
-                GateFailure(
-                    rule="max-class-drop",
-                    limit=rules.max_class_drop,
-                    value=-float(dropped["normalized_change"].iloc[0]),
-                    message=(
-                        f"{len(dropped)} class(es) significantly harmed, losing more than "
-                        f"{_points(rules.max_class_drop)} of recall beyond the models' average: "
-                        + listed(dropped, "normalized_change")
-                    ),
-                    classes=named(dropped),
-                )
-            )
+        what = "significantly harmed, losing more than {limit} of recall beyond the models' average"
+        failures.append(class_failure("max-class-drop", harmed, "normalized_change", what))
     if rules.max_class_recall_drop is not None:
-        fell = classes[
-            _recall_fell_significantly(classes)
-            & (classes["recall_change"] < -(rules.max_class_recall_drop + _SLACK))
-        ].sort_values(["recall_change", "label"])
-        if len(fell):
-            failures.append(
-                GateFailure(
-                    rule="max-class-recall-drop",
-                    limit=rules.max_class_recall_drop,
-                    value=-float(fell["recall_change"].iloc[0]),
-                    message=(
-                        f"{len(fell)} class(es) significantly lost more than "
-                        f"{_points(rules.max_class_recall_drop)} of recall: " + listed(fell, "recall_change")
-                    ),
-                    classes=named(fell),
-                )
-            )
+        failures.append(class_failure("max-class-recall-drop", fell, "recall_change", "significantly lost more than {limit} of recall"))
     if rules.max_pie_fraction is not None:
-        stable = rules.stable_pies_only
-        value = stable_pie_fraction if stable else pie_fraction
+        value = observed["max-pie-fraction"]
         if value is None:
             raise ConfigError("stable-pies-only needs the fraction of stable PIEs")
         if value > rules.max_pie_fraction + _SLACK:
@@ -266,22 +275,18 @@ def evaluate_gate(
         )
     if rules.min_power is not None and (power_at_detect is None or power_at_detect < rules.min_power - _SLACK):
         size = f" a class drop of {_points(detect)}" if detect is not None else " a class drop"
-        observed = "undefined (too few models, or no variation between them)" if power_at_detect is None else f"{power_at_detect:.2f}"
+        shown = "undefined (too few models, or no variation between them)" if power_at_detect is None else f"{power_at_detect:.2f}"
         failures.append(
             GateFailure(
                 rule="min-power",
                 limit=rules.min_power,
                 value=float("nan") if power_at_detect is None else power_at_detect,
-                message=f"the audit's power to detect{size} is {observed}, below the limit {rules.min_power:.2f}",
+                message=f"the audit's power to detect{size} is {shown}, below the limit {rules.min_power:.2f}",
             )
         )
-    return GateResult(rules=rules, failures=tuple(failures))
-
-
-def _recall_fell_significantly(classes: pd.DataFrame) -> pd.Series:
-    if "recall_significant" not in classes:
-        return pd.Series(False, index=classes.index)
-    return classes["recall_significant"] & (classes["recall_change"] < 0)
+    return GateResult(
+        rules=rules, failures=tuple(f for f in failures if f is not None), observed=MappingProxyType(observed)
+    )
 
 
 def _points(fraction: float, *, signed: bool = False) -> str:

@@ -1,9 +1,10 @@
 """What an audit found: the result types, and every value derived from them, computed once.
 
-:func:`pie_audit.audit.audit_populations` computes an :class:`AuditResult` (returned as its subclass
-:class:`~pie_audit.CompareResult`); the report (:mod:`pie_audit.report`) and the outputs
-(:mod:`pie_audit.report._outputs`) read it. This module sits below all of them, so that computing,
-rendering and writing never import each other in a circle.
+:func:`pie_audit.audit.audit_populations` computes an :class:`AuditResult`, and
+:func:`pie_audit.compare` returns it as its subclass :class:`pie_audit.CompareResult`; the report
+and the output directories (:mod:`pie_audit.report`) and the command line read it. This module
+sits below all of them, so that computing, rendering and writing never import each other in a
+circle.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ import pandas as pd
 from .._version import __version__
 from ._gate import GateResult
 from ._power import PowerInputs, PowerSummary
+from ._stats import harmed_classes, helped_classes, recall_fell, recall_rose
 
-__all__ = ["SCHEMA_VERSION", "PieSummary", "PopulationSummary", "AuditResult"]
+__all__ = ["SCHEMA_VERSION", "OUTCOMES", "PieSummary", "PopulationSummary", "AuditResult"]
 
 SCHEMA_VERSION = 2
+#: The gate's outcome (:attr:`AuditResult.outcome`): a pass that could not have seen the drop of
+#: interest is "underpowered", not "passed".
+OUTCOMES = ("passed", "underpowered", "failed")
 
 
 @dataclass(frozen=True)
@@ -85,11 +90,12 @@ class AuditResult:
     Attributes
     ----------
     examples : DataFrame
-        One row per example, sorted by ``example_id``; the columns of
-        :func:`pie_audit.audit._pie.pie_table`.
+        One row per example, sorted by ``example_id``: the columns of
+        :func:`pie_audit.audit.pie_table`, ``stability`` (:func:`pie_audit.audit.pie_stability`)
+        and ``label_name``, ``baseline_modal_name``, ``pruned_modal_name``.
     classes : DataFrame
         One row per class: ``label``, ``name``, ``support``, ``n_pies`` and the columns of
-        :func:`pie_audit.audit._stats.class_statistics`.
+        :func:`pie_audit.audit.class_statistics`.
     baseline_accuracy, pruned_accuracy : Series
         Top-1 accuracy of each model, indexed by model directory name.
     baseline_runs, pruned_runs : mapping of str to (dict or None)
@@ -106,9 +112,9 @@ class AuditResult:
     test : {"welch", "paired", "mcnemar"}
         The per-class test used.
     power : PowerSummary
-        What the audit could detect (:mod:`pie_audit.audit._power`).
+        What the audit could detect (``docs/audit.md``, "Power").
     power_inputs : PowerInputs
-        What the power depends on, for :func:`pie_audit.audit._power` to ask other questions.
+        What the power depends on, for :func:`pie_audit.power` to ask other questions.
     config_source : Path or None
         The ``pyproject.toml`` the settings came from, or ``None`` (defaults and arguments).
     notes : tuple of str
@@ -152,21 +158,48 @@ class AuditResult:
     @cached_property
     def n_harmed(self) -> int:
         """How many classes are significantly harmed."""
-        return int((self.classes["direction"] == "harmed").sum())
+        return len(self.harmed)
 
     @cached_property
     def n_helped(self) -> int:
         """How many classes are significantly helped."""
-        return int((self.classes["direction"] == "helped").sum())
+        return len(self.helped)
+
+    @cached_property
+    def outcome(self) -> str:
+        """The gate's outcome, one of :data:`OUTCOMES`: ``"underpowered"`` is a pass that could not
+        have seen the drop of interest (:attr:`PowerSummary.underpowered`)."""
+        if not self.gate.passed:
+            return "failed"
+        return "underpowered" if self.power.underpowered else "passed"
+
+    def verdict_line(self, *, rules: bool = True, power: bool = True, passed: str = "PASSED") -> str:
+        """The gate's verdict, as every place that shows it words it.
+
+        Parameters
+        ----------
+        rules : bool, default=True
+            Say how many rules failed: ``FAILED (2 rule(s))``.
+        power : bool, default=True
+            Say what an underpowered pass could detect: ``PASSED (underpowered: this audit can
+            detect ...)``; else only ``PASSED (underpowered)``.
+        passed : str, default="PASSED"
+            The word for a pass (a failure is always shouted).
+
+        Returns
+        -------
+        str
+        """
+        if self.outcome == "failed":
+            return f"FAILED ({len(self.gate.failures)} rule(s))" if rules else "FAILED"
+        if self.outcome == "underpowered":
+            return f"{passed} (underpowered: {self.power_sentence()})" if power else f"{passed} (underpowered)"
+        return passed
 
     @property
     def verdict(self) -> str:
         """The gate's verdict in one line; a pass that could not have seen the drop of interest says so."""
-        if not self.gate.passed:
-            return f"gate FAILED ({len(self.gate.failures)} rule(s))"
-        if self.power.underpowered:
-            return f"gate PASSED (underpowered: {self.power_sentence()})"
-        return "gate PASSED"
+        return f"gate {self.verdict_line()}"
 
     def power_sentence(self) -> str:
         """What the audit could detect, in words: the median class's detectable drop."""
@@ -185,15 +218,13 @@ class AuditResult:
 
     @property
     def harmed(self) -> pd.DataFrame:
-        """Classes significantly harmed, worst first."""
-        rows = self.classes[self.classes["direction"] == "harmed"]
-        return rows.sort_values(["normalized_change", "label"])
+        """Classes significantly harmed, worst first (by ``normalized_change``, then ``label``)."""
+        return harmed_classes(self.classes)
 
     @property
     def helped(self) -> pd.DataFrame:
         """Classes significantly helped, most helped first."""
-        rows = self.classes[self.classes["direction"] == "helped"]
-        return rows.sort_values(["normalized_change", "label"], ascending=[False, True])
+        return helped_classes(self.classes)
 
     def top_pies(self, limit: int | None = 10) -> pd.DataFrame:
         """The ``limit`` PIEs whose populations' votes differ most (``score``), ties by example id.
@@ -231,9 +262,7 @@ class AuditResult:
     def __repr__(self) -> str:
         # A notebook cell evaluating a result should show the verdict, not a DataFrame dump.
         n = len(self.examples)
-        verdict = "passed" if self.gate.passed else f"FAILED ({len(self.gate.failures)} rule(s))"
-        if self.gate.passed and self.power.underpowered:
-            verdict += " (underpowered)"
+        verdict = self.verdict_line(power=False, passed="passed")
         return (
             f"<{type(self).__name__}: {n} examples, {len(self.classes)} classes; accuracy "
             f"{self.baseline.accuracy_mean:.2%} ({self.baseline.n_models} baseline models) -> "
@@ -272,8 +301,8 @@ class AuditResult:
             "impacted": {
                 "harmed": self.n_harmed,
                 "helped": self.n_helped,
-                "recall_fell": int((self.classes["recall_significant"] & (self.classes["recall_change"] < 0)).sum()),
-                "recall_rose": int((self.classes["recall_significant"] & (self.classes["recall_change"] > 0)).sum()),
+                "recall_fell": len(recall_fell(self.classes)),
+                "recall_rose": len(recall_rose(self.classes)),
             },
             "power": {key: _json_value(value) for key, value in self.power.to_dict().items()},
             "classes": [

@@ -1,8 +1,10 @@
 """The audit's settings: statistics options and gate rules, resolved in one place.
 
-Every setting has one name. Those that ``[tool.pie-audit]`` and the command line take are listed
-once in :data:`SETTINGS`; ``confidence`` (the level of the bootstrap interval) is set only from
-Python, as a keyword of :func:`pie_audit.compare`. Values come from three places,
+Every setting has one name, a field of :class:`Settings` or of :class:`~pie_audit.audit.GateRules`.
+Those that ``[tool.pie-audit]`` and the command line take are listed once in :data:`SETTINGS`
+(each is a key of the table and a flag of ``pie-audit compare`` and ``pie-audit report``);
+``confidence`` (the level of the bootstrap interval), the one in :data:`PYTHON_SETTINGS`, is set
+only from Python, as a keyword of :func:`pie_audit.compare`. Values come from three places,
 the first that has one winning: options given explicitly (command-line flags, or keyword arguments
 of :func:`pie_audit.compare`), the ``[tool.pie-audit]`` table of a ``pyproject.toml``, and the
 defaults of :class:`Settings`. :func:`resolve_settings` applies that order, so the CLI and the
@@ -25,6 +27,7 @@ from ._stats import BAD_ALPHA, BAD_CONFIDENCE, BAD_CORRECTION, BAD_N_BOOTSTRAP, 
 
 __all__ = [
     "SETTINGS",
+    "PYTHON_SETTINGS",
     "CONFIG_FILE",
     "Settings",
     "find_config",
@@ -35,8 +38,9 @@ __all__ = [
 CONFIG_FILE = "pyproject.toml"
 SETTINGS_TABLE = "tool.pie-audit"
 
-#: Every setting ``[tool.pie-audit]`` and the command line accept, with its type. Statistics
-#: options are fields of :class:`Settings`, gate rules fields of :class:`~pie_audit.audit.GateRules`.
+#: Every setting ``[tool.pie-audit]`` and the command line accept, with its type: the keys of the
+#: table, and the flags of the audit commands. Statistics options are fields of :class:`Settings`,
+#: gate rules fields of :class:`~pie_audit.audit.GateRules`.
 SETTINGS: dict[str, type] = {
     "alpha": float,
     "correction": str,
@@ -53,6 +57,9 @@ SETTINGS: dict[str, type] = {
     "min_power": float,
     "stable_pies_only": bool,
 }
+#: Settings only Python takes (:func:`resolve_settings` options, :func:`pie_audit.compare`
+#: keywords): neither a ``[tool.pie-audit]`` key nor a flag.
+PYTHON_SETTINGS = ("confidence",)
 _RULES = frozenset(f.name for f in fields(GateRules))
 
 NO_CONFIG = "{path}: no such file"
@@ -143,7 +150,7 @@ class Settings:
         return float(limit) if limit else DEFAULT_DETECT
 
     def statistics(self) -> dict[str, Any]:
-        """The statistics options by their Python names (``CompareResult.settings``)."""
+        """The statistics options by their Python names (:attr:`AuditResult.settings`)."""
         return {
             "alpha": self.alpha,
             "correction": self.correction,
@@ -263,7 +270,7 @@ def resolve_settings(
     Parameters
     ----------
     options : mapping, optional
-        Settings given explicitly, by their names in :data:`SETTINGS` (plus ``confidence``);
+        Settings given explicitly, by their names in :data:`SETTINGS` and :data:`PYTHON_SETTINGS`;
         ``None`` values are ignored, so unset command-line flags can be passed as they are.
     config : str or Path, optional
         A ``pyproject.toml`` whose ``[tool.pie-audit]`` table is read; it must exist. Without
@@ -285,8 +292,8 @@ def resolve_settings(
     base = base if base is not None else Settings()
     given = {k: v for k, v in (options or {}).items() if v is not None}
     for name in given:
-        if name not in SETTINGS and name != "confidence":
-            raise ConfigError(UNKNOWN_SETTING.format(name=name, known=", ".join([*SETTINGS, "confidence"])))
+        if name not in SETTINGS and name not in PYTHON_SETTINGS:
+            raise ConfigError(UNKNOWN_SETTING.format(name=name, known=", ".join([*SETTINGS, *PYTHON_SETTINGS])))
     from_file = read_settings(config) if config is not None else {}
     source = Path(config) if config is not None else base.source
     if from_file:

@@ -31,16 +31,20 @@ __all__ = [
     "per_model_recall",
     "class_statistics",
     "power_inputs",
+    "harmed_classes",
+    "helped_classes",
+    "recall_fell",
+    "recall_rose",
 ]
 
 CORRECTIONS = ("fdr_bh", "none")
+BAD_CORRECTION = "correction must be one of {choices}, not {value!r}"
 #: Per-class test designs: independent populations, pruned models paired with their parents,
 #: or a single model on each side.
 TESTS = ("welch", "paired", "mcnemar")
 BAD_TEST = "test must be one of {choices}, not {value!r}"
 BAD_PAIRS = "a paired test needs as many pruned models as baseline models, not {pruned} and {baseline}"
 BAD_MCNEMAR = "McNemar's test compares one model with one model, not {baseline} with {pruned}"
-BAD_CORRECTION = "correction must be one of {choices}, not {value!r}"
 BAD_ALPHA = "alpha must lie strictly between 0 and 1, not {value!r}"
 BAD_CONFIDENCE = "confidence must lie strictly between 0 and 1, not {value!r}"
 #: More resamples than this only cost memory (B x models x classes): intervals do not improve.
@@ -171,7 +175,7 @@ def class_statistics(
         test of ``normalized_change`` (relative: did the class lose more than the models'
         average?); ``recall_ci_low``, ... ``recall_q_value``, ``recall_significant``: the same for
         ``recall_change`` (absolute: did the class lose recall?); ``mde``: the smallest normalized drop the
-        relative test detects with power 0.8 (:mod:`pie_audit.audit._power`); ``significant`` (bool,
+        relative test detects with power 0.8 (:mod:`._power`); ``significant`` (bool,
         the design's primary test: relative for t-tests, absolute for McNemar); ``direction``.
 
     Notes
@@ -287,6 +291,57 @@ def class_statistics(
     )
 
 
+def harmed_classes(classes: pd.DataFrame) -> pd.DataFrame:
+    """The classes significantly harmed (``direction``), worst first.
+
+    Parameters
+    ----------
+    classes : DataFrame
+        A table of :func:`class_statistics` (``label``, ``normalized_change``, ``direction``).
+
+    Returns
+    -------
+    DataFrame
+        Its harmed rows, sorted by ``normalized_change``, then ``label``.
+    """
+    return classes[classes["direction"] == "harmed"].sort_values(["normalized_change", "label"])
+
+
+def helped_classes(classes: pd.DataFrame) -> pd.DataFrame:
+    """The classes significantly helped, most helped first (by ``normalized_change``, then ``label``)."""
+    rows = classes[classes["direction"] == "helped"]
+    return rows.sort_values(["normalized_change", "label"], ascending=[False, True])
+
+
+def recall_fell(classes: pd.DataFrame) -> pd.DataFrame:
+    """The classes whose recall fell significantly (the absolute test), largest fall first.
+
+    Parameters
+    ----------
+    classes : DataFrame
+        A table of :func:`class_statistics`; one without ``recall_significant`` (no absolute
+        test) has no such class.
+
+    Returns
+    -------
+    DataFrame
+        Its rows with ``recall_significant`` and ``recall_change < 0``, sorted by
+        ``recall_change``, then ``label``.
+    """
+    return _recall_moved(classes, -1).sort_values(["recall_change", "label"])
+
+
+def recall_rose(classes: pd.DataFrame) -> pd.DataFrame:
+    """The classes whose recall rose significantly (the absolute test), in label order."""
+    return _recall_moved(classes, 1)
+
+
+def _recall_moved(classes: pd.DataFrame, sign: int) -> pd.DataFrame:
+    if "recall_significant" not in classes:
+        return classes.iloc[:0]
+    return classes[classes["recall_significant"] & (np.sign(classes["recall_change"]) == sign)]
+
+
 def power_inputs(
     baseline_predictions: np.ndarray,
     pruned_predictions: np.ndarray,
@@ -295,7 +350,7 @@ def power_inputs(
     n_classes: int,
     test: str = "welch",
 ) -> PowerInputs:
-    """What the power of each class's relative test depends on (:class:`pie_audit.audit._power.PowerInputs`).
+    """What the power of each class's relative test depends on (:class:`._power.PowerInputs`).
 
     Parameters are those of :func:`class_statistics`. For ``"mcnemar"`` (one model a side) every
     variance is NaN: a t-test's power is undefined there.

@@ -2,7 +2,7 @@
 
 :func:`pie_audit.sweep` runs the audit once per pruned population, reading the baseline once;
 :func:`sweep_table` tabulates the results with each population's sparsity from its ``run.json``.
-:func:`pie_audit.report._outputs.write_sweep` writes them.
+:func:`pie_audit.report.write_sweep` writes them.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def sweep_table(results: Sequence[tuple[str, AuditResult]]) -> pd.DataFrame:
     Parameters
     ----------
     results : sequence of (str, AuditResult)
-        As returned by :func:`sweep`.
+        As returned by :func:`pie_audit.sweep`.
 
     Returns
     -------

@@ -6,79 +6,38 @@ Exit codes: 0 when the gate passes, 1 when it fails, 2 on bad input or usage.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from ._app import EXIT_GATE_FAILED, app
-from ._options import (
-    Alpha,
-    Config,
-    Correction,
-    DataRoot,
-    Detect,
-    Images,
-    MaxAccuracyDrop,
-    MaxClassDrop,
-    MaxClassRecallDrop,
-    MaxHarmedClasses,
-    MaxPieFraction,
-    MinPower,
-    NBootstrap,
-    NoImages,
-    Quiet,
-    Seed,
-    StablePiesOnly,
-    Test,
-    TieBreak,
-    command_line,
-    rules_source,
-    settings_from,
-)
+from ._options import OUTCOME_COLOURS, audit_options, command_line, gallery_of, rules_source, settings_from
 
 
 @app.command()
+@audit_options
 def compare(
-    ctx: typer.Context,
     baseline: Annotated[Path, typer.Argument(help="Baseline population directory.", show_default=False)],
     pruned: Annotated[Path, typer.Argument(help="Pruned population directory.", show_default=False)],
     out: Annotated[
         Optional[Path], typer.Option(help="Report directory. Default: reports/<PRUNED's name>.")
     ] = None,
-    alpha: Alpha = None,
-    correction: Correction = None,
-    tie_break: TieBreak = None,
-    test: Test = None,
-    detect: Detect = None,
-    max_class_drop: MaxClassDrop = None,
-    max_class_recall_drop: MaxClassRecallDrop = None,
-    max_pie_fraction: MaxPieFraction = None,
-    stable_pies_only: StablePiesOnly = None,
-    max_accuracy_drop: MaxAccuracyDrop = None,
-    max_harmed_classes: MaxHarmedClasses = None,
-    min_power: MinPower = None,
-    config: Config = None,
+    *,
     junit: Annotated[Optional[Path], typer.Option(help="Also write the gate as JUnit XML here.")] = None,
-    seed: Seed = None,
-    n_bootstrap: NBootstrap = None,
-    data_root: DataRoot = Path("data"),
-    images: Images = None,
-    no_images: NoImages = False,
-    quiet: Quiet = False,
+    **options: Any,
 ) -> None:
     """Compare a pruned population with its baseline: PIEs, per-class impact, CI gate.
 
     Exit 0 when the gate passes, 1 when it fails, 2 on bad input.
     """
     from .._compare import compare_populations
-    from ..report import pie_gallery, write_outputs
+    from ..report import write_outputs
 
-    settings = settings_from(ctx.params)
+    settings = settings_from(options)
     result = compare_populations(baseline, pruned, settings=settings)
     out = out if out is not None else Path("reports") / Path(pruned).resolve().name
-    gallery = pie_gallery(result, data_root=None if no_images else data_root, images=None if no_images else images)
-    write_outputs(result, out, gallery=gallery, junit=junit, command=command_line())
-    if not quiet:
+    write_outputs(result, out, gallery=gallery_of(result, options), junit=junit, command=command_line())
+    if not options["quiet"]:
         _print_verdict(result, out, rules_source(settings))
     if not result.gate.passed:
         raise typer.Exit(EXIT_GATE_FAILED)
@@ -90,8 +49,7 @@ def _print_verdict(result, out: Path, source: str) -> None:  # noqa: ANN001 - Co
     console = Console(highlight=False, soft_wrap=True)
     gate = result.gate
     pies = result.pies
-    colour = "green" if gate.passed and not result.power.underpowered else "yellow" if gate.passed else "red"
-    console.print(f"[bold {colour}]{result.verdict}[/]")
+    console.print(f"[bold {OUTCOME_COLOURS[result.outcome]}]{result.verdict}[/]")
     for failure in gate.failures:
         console.print(f"  - {failure.message}", markup=False)
     console.print(

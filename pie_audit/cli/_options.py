@@ -1,13 +1,17 @@
-"""Options shared by ``pie-audit compare`` and ``pie-audit report``, declared once.
+"""Options that several commands share, each declared once, and the audit commands' shared steps.
 
-Each setting option defaults to ``None`` ("not given"), so that :func:`settings_from` can let
-``[tool.pie-audit]`` and then the library's defaults fill what the command line leaves out.
+``pie-audit compare`` and ``pie-audit report`` take the same settings, gallery and quiet options:
+:func:`audit_options` gives them to both, so that a flag, its help and its place in ``--help``
+cannot drift apart. Each setting option defaults to ``None`` ("not given"), so that
+:func:`settings_from` can let ``[tool.pie-audit]`` and then the library's defaults fill what the
+command line leaves out.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -15,73 +19,118 @@ import typer
 
 from ..audit import SETTINGS, Settings, find_config, resolve_settings
 
-Alpha = Annotated[Optional[float], typer.Option(help="Significance level for q-values. \\[default: 0.05]")]
-Correction = Annotated[
-    Optional[str], typer.Option(help="fdr_bh (Benjamini-Hochberg) or none (raw p). \\[default: fdr_bh]")
-]
-TieBreak = Annotated[
-    Optional[str], typer.Option(help="Tied modal labels: lowest or highest class index. \\[default: lowest]")
-]
-MaxClassDrop = Annotated[
-    Optional[float],
-    typer.Option(help="Fail when a class is significantly harmed by more than this (normalized recall, fraction). \\[default: 0.02]"),
-]
-MaxClassRecallDrop = Annotated[
-    Optional[float],
-    typer.Option(help="Fail when a class's recall falls significantly by more than this (absolute, fraction). \\[default: 0.05]"),
-]
-MaxPieFraction = Annotated[Optional[float], typer.Option(help="Fail when the PIE fraction exceeds this.")]
-StablePiesOnly = Annotated[
-    Optional[bool],
-    typer.Option(
-        "--stable-pies-only/--all-pies",
-        help="Count only PIEs stable under model resampling (>= 90%) for --max-pie-fraction. \\[default: all]",
-        show_default=False,
-    ),
-]
-MinPower = Annotated[
-    Optional[float],
-    typer.Option(help="Fail when the audit's power to detect a class drop of --detect is below this."),
-]
-Test = Annotated[
-    Optional[str],
-    typer.Option(help="Per-class test: auto, welch, paired or mcnemar. \\[default: auto]"),
-]
-Detect = Annotated[
-    Optional[float],
-    typer.Option(help="Class drop the power analysis asks about (fraction). \\[default: --max-class-drop]"),
-]
-MaxAccuracyDrop = Annotated[
-    Optional[float], typer.Option(help="Fail when mean accuracy drops by more than this (fraction).")
-]
-MaxHarmedClasses = Annotated[
-    Optional[int], typer.Option(help="Fail when more classes than this are significantly harmed.")
-]
-Config = Annotated[
-    Optional[Path],
-    typer.Option(help="pyproject.toml with \\[tool.pie-audit] settings. Default: the nearest one with that table, from here up."),
-]
-Seed = Annotated[Optional[int], typer.Option(help="Bootstrap seed. \\[default: 0]")]
-NBootstrap = Annotated[Optional[int], typer.Option(help="Bootstrap resamples. \\[default: 1000]")]
-DataRoot = Annotated[
-    Path, typer.Option(help="Where to find the dataset named in run.json, for the report's PIE images.")
-]
-Images = Annotated[
-    Optional[Path],
-    typer.Option(help="Images of your own test set for the PIE gallery: an .npz of example_id and images (docs/interchange-format.md)."),
-]
-NoImages = Annotated[bool, typer.Option("--no-images", help="Show PIEs as ids and labels, without images.")]
+#: Help of each setting's flag (``--max-class-drop``), by its name in ``SETTINGS``, in the order
+#: ``--help`` lists them; the type comes from ``SETTINGS``. ``seed`` and ``n_bootstrap`` are listed
+#: after a command's own options (:func:`audit_options`).
+_SETTING_HELP = {
+    "alpha": "Significance level for q-values. \\[default: 0.05]",
+    "correction": "fdr_bh (Benjamini-Hochberg) or none (raw p). \\[default: fdr_bh]",
+    "tie_break": "Tied modal labels: lowest or highest class index. \\[default: lowest]",
+    "test": "Per-class test: auto, welch, paired or mcnemar. \\[default: auto]",
+    "detect": "Class drop the power analysis asks about (fraction). \\[default: --max-class-drop]",
+    "max_class_drop": "Fail when a class is significantly harmed by more than this (normalized recall, fraction). \\[default: 0.02]",
+    "max_class_recall_drop": "Fail when a class's recall falls significantly by more than this (absolute, fraction). \\[default: 0.05]",
+    "max_pie_fraction": "Fail when the PIE fraction exceeds this.",
+    "stable_pies_only": "Count only PIEs stable under model resampling (>= 90%) for --max-pie-fraction. \\[default: all]",
+    "max_accuracy_drop": "Fail when mean accuracy drops by more than this (fraction).",
+    "max_harmed_classes": "Fail when more classes than this are significantly harmed.",
+    "min_power": "Fail when the audit's power to detect a class drop of --detect is below this.",
+    "seed": "Bootstrap seed. \\[default: 0]",
+    "n_bootstrap": "Bootstrap resamples. \\[default: 1000]",
+}
+# A switch names both its sides; typer would otherwise offer --stable-pies-only/--no-stable-pies-only.
+_SETTING_FLAGS = {"stable_pies_only": ("--stable-pies-only/--all-pies",)}
+
+
+def _setting(name: str) -> Any:
+    flags = _SETTING_FLAGS.get(name, ())
+    extra = {"show_default": False} if flags else {}
+    return Annotated[Optional[SETTINGS[name]], typer.Option(*flags, help=_SETTING_HELP[name], **extra)]
+
+
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+#: ``--device`` of the commands that run models.
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+#: ``--data-root`` of the commands that read datasets.
+DataRoot = Annotated[Path, typer.Option(help="Where dataset files are looked up.")]
+
+# (annotation, default) of each shared option of the audit commands, in --help order: the
+# settings and --config follow the command's own options, the rest come last.
+_SETTINGS_OPTIONS = {
+    **{name: (_setting(name), None) for name in _SETTING_HELP if name not in ("seed", "n_bootstrap")},
+    "config": (
+        Annotated[
+            Optional[Path],
+            typer.Option(help="pyproject.toml with \\[tool.pie-audit] settings. Default: the nearest one with that table, from here up."),
+        ],
+        None,
+    ),
+}
+_LAST_OPTIONS = {
+    "seed": (_setting("seed"), None),
+    "n_bootstrap": (_setting("n_bootstrap"), None),
+    "data_root": (
+        Annotated[Path, typer.Option(help="Where to find the dataset named in run.json, for the report's PIE images.")],
+        Path("data"),
+    ),
+    "images": (
+        Annotated[
+            Optional[Path],
+            typer.Option(help="Images of your own test set for the PIE gallery: an .npz of example_id and images (docs/interchange-format.md)."),
+        ],
+        None,
+    ),
+    "no_images": (Annotated[bool, typer.Option("--no-images", help="Show PIEs as ids and labels, without images.")], False),
+    "quiet": (Quiet, False),
+}
+
+#: The colour of each gate outcome (``AuditResult.outcome``) on the console.
+OUTCOME_COLOURS = {"passed": "green", "underpowered": "yellow", "failed": "red"}
 
 
-def settings_from(params: Mapping[str, Any]) -> Settings:
-    """The settings of a command's parsed parameters: flags, then its config file, then defaults.
+def audit_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give an audit command the options it shares with the others, declared once here.
+
+    ``command`` declares its own parameters and takes the shared ones as ``**options``. ``--help``
+    lists its positional-or-keyword parameters first, then the settings and ``--config``, then
+    its keyword-only parameters, then the seed, bootstrap, gallery and ``--quiet`` options.
+    """
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+
+    def shared(options: Mapping[str, tuple[Any, Any]]) -> list[inspect.Parameter]:
+        return [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, (a, d) in options.items()]
+
+    parameters = [
+        *(p for p in own if p.kind != p.KEYWORD_ONLY),
+        *shared(_SETTINGS_OPTIONS),
+        *(p for p in own if p.kind == p.KEYWORD_ONLY),
+        *shared(_LAST_OPTIONS),
+    ]
+    # typer reads a command's options from its signature: this one lists the shared options too.
+    command.__signature__ = inspect.Signature(
+        [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in parameters], return_annotation=None
+    )
+    return command
+
+
+def settings_from(options: Mapping[str, Any]) -> Settings:
+    """The settings of an audit command's options: flags, then its config file, then defaults.
 
     The config file is ``--config``, else the nearest ``pyproject.toml`` with a
     ``[tool.pie-audit]`` table, from the working directory up.
     """
-    config = params["config"] if params["config"] is not None else find_config()
-    return resolve_settings({name: params[name] for name in SETTINGS}, config=config)
+    config = options["config"] if options["config"] is not None else find_config()
+    return resolve_settings({name: options[name] for name in SETTINGS}, config=config)
+
+
+def gallery_of(result: Any, options: Mapping[str, Any]) -> Any:
+    """The report's PIE gallery of ``result`` (a ``CompareResult``), as ``--data-root``, ``--images``
+    and ``--no-images`` ask (:func:`pie_audit.pie_gallery`)."""
+    from ..report import pie_gallery
+
+    if options["no_images"]:
+        return pie_gallery(result, data_root=None, images=None)
+    return pie_gallery(result, data_root=options["data_root"], images=options["images"])
 
 
 def rules_source(settings: Settings) -> str:

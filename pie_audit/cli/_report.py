@@ -8,80 +8,36 @@ Writes ``OUT/<pruned name>/`` (the files of ``pie-audit compare``) per pruned po
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ._app import EXIT_GATE_FAILED, app
-from ._options import (
-    Alpha,
-    Config,
-    Correction,
-    DataRoot,
-    Detect,
-    Images,
-    MaxAccuracyDrop,
-    MaxClassDrop,
-    MaxClassRecallDrop,
-    MaxHarmedClasses,
-    MaxPieFraction,
-    MinPower,
-    NBootstrap,
-    NoImages,
-    Quiet,
-    Seed,
-    StablePiesOnly,
-    Test,
-    TieBreak,
-    command_line,
-    rules_source,
-    settings_from,
-)
+from ._options import OUTCOME_COLOURS, audit_options, command_line, gallery_of, rules_source, settings_from
 
 
 @app.command()
+@audit_options
 def report(
-    ctx: typer.Context,
     baseline: Annotated[Path, typer.Argument(help="Baseline population directory.", show_default=False)],
     pruned: Annotated[
         list[Path], typer.Argument(help="Pruned population directories, e.g. one per sparsity.", show_default=False)
     ],
     out: Annotated[Path, typer.Option(help="Sweep directory: OUT/index.html and OUT/<PRUNED name>/.")],
-    alpha: Alpha = None,
-    correction: Correction = None,
-    tie_break: TieBreak = None,
-    test: Test = None,
-    detect: Detect = None,
-    max_class_drop: MaxClassDrop = None,
-    max_class_recall_drop: MaxClassRecallDrop = None,
-    max_pie_fraction: MaxPieFraction = None,
-    stable_pies_only: StablePiesOnly = None,
-    max_accuracy_drop: MaxAccuracyDrop = None,
-    max_harmed_classes: MaxHarmedClasses = None,
-    min_power: MinPower = None,
-    config: Config = None,
-    seed: Seed = None,
-    n_bootstrap: NBootstrap = None,
-    data_root: DataRoot = Path("data"),
-    images: Images = None,
-    no_images: NoImages = False,
-    quiet: Quiet = False,
+    **options: Any,
 ) -> None:
     """Compare each pruned population with the baseline and write a sweep page linking the reports.
 
     Exit 0 when every gate passes, 1 when any fails, 2 on bad input.
     """
-    from ..report import pie_gallery, write_sweep
+    from ..report import write_sweep
     from .._compare import sweep
 
-    settings = settings_from(ctx.params)
+    settings = settings_from(options)
     results = sweep(baseline, pruned, settings=settings)
-    galleries = [
-        pie_gallery(result, data_root=None if no_images else data_root, images=None if no_images else images)
-        for _, result in results
-    ]
+    galleries = [gallery_of(result, options) for _, result in results]
     write_sweep(results, out, baseline=baseline, galleries=galleries, command=command_line())
-    if not quiet:
+    if not options["quiet"]:
         _print_summary(results, out, rules_source(settings))
     if not all(result.gate.passed for _, result in results):
         raise typer.Exit(EXIT_GATE_FAILED)
@@ -94,10 +50,8 @@ def _print_summary(results, out: Path, source: str) -> None:  # noqa: ANN001 - C
 
     console = Console(highlight=False, soft_wrap=True)
     for name, result in results:
-        status = "[green]PASSED[/]" if result.gate.passed else "[red]FAILED[/]"
-        if result.gate.passed and result.power.underpowered:
-            status = "[yellow]PASSED (underpowered)[/]"
-        console.print(f"{status} ", end="")
+        colour = OUTCOME_COLOURS[result.outcome]
+        console.print(f"[{colour}]{result.verdict_line(rules=False, power=False)}[/] ", end="")
         console.print(
             f"{name}: accuracy {result.pruned.accuracy_mean:.2%}, PIEs {result.pies.fraction:.2%}, "
             f"classes harmed {result.n_harmed}",

@@ -7,16 +7,15 @@ the same command again resumes).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ._app import EXIT_GATE_FAILED, app
-from ._options import command_line
+from ._options import DataRoot, Device, command_line
+from ._progress import StudyProgress
 
 study_app = typer.Typer(
     help="Run a whole pruning study (a dense and several pruned populations) from a TOML spec.",
@@ -25,59 +24,6 @@ study_app = typer.Typer(
 app.add_typer(study_app, name="study")
 
 Spec = Annotated[Path, typer.Argument(help="The study's TOML file (docs/study.md).", show_default=False)]
-console = Console(stderr=True)
-
-
-class StudyProgress:
-    """One progress bar for the whole study, a line per population; plain lines when not a terminal.
-
-    Implements the ``progress`` protocol of :func:`pie_audit.study.run_study`.
-    """
-
-    def __init__(self, *, quiet: bool):
-        self.quiet = quiet
-        self._live = not quiet and console.is_terminal
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        )
-        self._tasks: dict[str, int] = {}
-        self._start = time.perf_counter()
-
-    def __enter__(self) -> StudyProgress:
-        if self._live:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._live:
-            self._bar.stop()
-
-    def planned(self, totals: dict[str, tuple[int, int]]) -> None:
-        """``totals``: per population, (models already finished, models in all)."""
-        done = sum(d for d, _ in totals.values())
-        total = sum(t for _, t in totals.values())
-        if self._live:
-            self._tasks["study"] = self._bar.add_task("study", total=total, completed=done)
-            for name, (d, t) in totals.items():
-                self._tasks[name] = self._bar.add_task(f"  {name}", total=t, completed=d)
-        elif not self.quiet:
-            console.print(f"study: {done} of {total} models finished; training {total - done}", highlight=False)
-
-    def unit_done(self, population: str, seeds: list[int], seconds: float) -> None:
-        if self._live:
-            self._bar.advance(self._tasks["study"], len(seeds))
-            self._bar.advance(self._tasks[population], len(seeds))
-        elif not self.quiet:
-            span = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
-            console.print(
-                f"{population}: {span} written ({time.perf_counter() - self._start:.0f} s elapsed)", highlight=False
-            )
 
 
 @study_app.command("run")
@@ -89,11 +35,11 @@ def run(
     ] = None,
     gpus_per_unit: Annotated[Optional[float], typer.Option(help="GPUs each unit asks Ray for (fractions allowed).")] = None,
     cpus_per_unit: Annotated[Optional[float], typer.Option(help="CPUs each unit asks Ray for.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    device: Device = "auto",
     jointly: Annotated[
         Optional[int], typer.Option(help="Models per unit (trained at once). Default: chosen from the device and model.")
     ] = None,
-    data_root: Annotated[Path, typer.Option(help="Where dataset files are looked up.")] = Path("data"),
+    data_root: DataRoot = Path("data"),
     no_report: Annotated[bool, typer.Option("--no-report", help="Train only; do not write the sweep report.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Plain lines instead of a progress bar; no summary.")] = False,
 ) -> None:
@@ -103,18 +49,10 @@ def run(
     study = read_study(spec)
     with StudyProgress(quiet=quiet) as progress:
         outcome = run_study(
-            study,
-            executor=executor,
-            ray_address=ray_address,
-            gpus_per_unit=gpus_per_unit,
-            cpus_per_unit=cpus_per_unit,
-            device=device,
-            jointly=jointly,
-            data_root=data_root,
-            report=not no_report,
-            progress=progress,
-            command=command_line(),
-        )
+            study, executor=executor, ray_address=ray_address, gpus_per_unit=gpus_per_unit,
+            cpus_per_unit=cpus_per_unit, device=device, jointly=jointly, data_root=data_root,
+            report=not no_report, progress=progress, command=command_line(),
+        )  # fmt: skip
     if outcome.results is None:
         return
     out = Console(highlight=False, soft_wrap=True)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ._app import app
+from ._options import DataRoot, Device, command_line
 
 _DATASET_HELP = "digits (embedded, offline), fashion-mnist or cifar10."
 
@@ -38,9 +38,9 @@ def train(
     rewind: Annotated[Optional[float], typer.Option(help="lottery: rewind to the weights after this fraction of the first run. \\[default: 0.05]")] = None,
     rounds: Annotated[Optional[int], typer.Option(help="lottery: prune-and-retrain rounds to reach the target. \\[default: 3]")] = None,
     calibration_images: Annotated[Optional[int], typer.Option(help="int8: training images that calibrate the activation ranges. \\[default: 512]")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    device: Device = "auto",
     jointly: Annotated[Optional[int], typer.Option(help="Models trained at once on the device (1: one at a time). Default: chosen from the device and model.")] = None,
-    data_root: Annotated[Path, typer.Option(help="Where dataset files are looked up.")] = Path("data"),
+    data_root: DataRoot = Path("data"),
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
@@ -86,17 +86,8 @@ def train(
     data = load_dataset(dataset, data_root=data_root, download=download)
     with TrainingProgress(enabled=not quiet) as progress:
         dirs = train_population(
-            data,
-            arch=arch,
-            out=out,
-            population=population,
-            seed_start=seed_start,
-            train=config,
-            prune=prune,
-            device=device,
-            jointly=jointly,
-            callback=progress,
-            command=["pie-audit", *sys.argv[1:]],
-        )
+            data, arch=arch, out=out, population=population, seed_start=seed_start, train=config,
+            prune=prune, device=device, jointly=jointly, callback=progress, command=command_line(),
+        )  # fmt: skip
     if not quiet:
         summarise(dirs, out, trained=progress.trained, skipped=progress.skipped)

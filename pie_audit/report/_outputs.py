@@ -6,8 +6,9 @@ report directory per pruned population and the sweep page, :data:`SWEEP_PAGE`. B
 into a temporary directory that then replaces the old one (:mod:`pie_audit._atomic`), and an
 output location holding anything else is refused before anything is written.
 
-This is the only module that loads dataset images for the report's PIE gallery: the gallery's
-rows are chosen once (:func:`pie_gallery`) and handed to both the images and the page.
+This is the only module that asks for images for the report's PIE gallery (:mod:`._thumbnails`
+finds them): the gallery's rows are chosen once (:func:`pie_gallery`) and handed to both the
+images and the page.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .._atomic import atomic_file, check_file_target, exclusive_lock, replace_directory
-from ..audit import AuditResult
+from ..audit import SWEEP_PAGE, AuditResult, junit_xml, sweep_table
 from ..errors import OutputError
-from ..audit import junit_xml
 from ._render import GALLERY_SIZE, NO_IMAGES, Gallery, render_report, render_sweep
-from ..audit import SWEEP_PAGE, sweep_table
 from ._thumbnails import Thumbnails, dataset_thumbnails, file_thumbnails
 
 __all__ = [
@@ -74,7 +73,7 @@ def pie_gallery(
         Where the dataset named in the models' ``run.json`` is looked for (never downloaded);
         ``None`` shows no image.
     images : str or Path, optional
-        An images file of one's own data (:func:`pie_audit.report._thumbnails.read_images`); it wins
+        An images file of one's own data (:func:`pie_audit.report.read_images`); it wins
         over ``data_root``.
     size : int, default=GALLERY_SIZE
         How many PIEs: the highest-scoring, as :meth:`AuditResult.top_pies` orders them.
@@ -83,7 +82,7 @@ def pie_gallery(
     -------
     Gallery
         The rows, and images for them or the reason there are none
-        (:func:`pie_audit.report._thumbnails.dataset_thumbnails`).
+        (:func:`._thumbnails.dataset_thumbnails`).
     """
     rows = result.top_pies(size)
     if images is not None:
@@ -156,7 +155,8 @@ def write_outputs(
     Raises
     ------
     OutputError
-        ``out`` holds files that are not a report, or cannot be written.
+        ``out`` holds files that are not a report, lies inside or around an audited population,
+        or cannot be written; or ``junit`` cannot be written.
     """
     out = Path(out)
     _check_apart_from_inputs(out, [result])
@@ -183,7 +183,7 @@ def _write_report_files(result: AuditResult, directory: Path, html: str) -> None
 
 
 def write_junit(result: AuditResult, path: str | Path) -> Path:
-    """Write the gate's verdict as JUnit XML (:func:`pie_audit.audit._gate.junit_xml`), atomically."""
+    """Write the gate's verdict as JUnit XML (:func:`pie_audit.audit.junit_xml`), atomically."""
     path = Path(path)
     properties = {
         "rules-source": str(result.config_source) if result.config_source is not None else "defaults",
@@ -219,7 +219,7 @@ def write_sweep(
     Parameters
     ----------
     results : sequence of (str, AuditResult)
-        As returned by :func:`pie_audit.audit._sweep.sweep`.
+        As returned by :func:`pie_audit.sweep`.
     out : str or Path
     baseline : str or Path
         The baseline directory, as the user gave it (shown on the page).
@@ -231,12 +231,13 @@ def write_sweep(
     Returns
     -------
     Path
-        ``out``.
+        ``out``, holding ``index.html`` and one report directory per result.
 
     Raises
     ------
     OutputError
-        ``out`` holds something that is not a sweep, or cannot be written.
+        ``out`` holds something that is not a sweep, lies inside or around an audited
+        population, or cannot be written.
     """
     out = Path(out)
     _check_apart_from_inputs(out, [result for _, result in results])

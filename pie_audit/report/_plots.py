@@ -1,6 +1,6 @@
 """The report's figures, drawn with seaborn/matplotlib and returned as inline SVG strings.
 
-Every function takes results computed elsewhere (:class:`pie_audit.CompareResult`'s
+Every function takes results computed elsewhere (:class:`pie_audit.audit.AuditResult`'s
 frames and series, or the sweep table) and only draws them. The SVG is made for embedding in
 an HTML page that has light and dark modes:
 
@@ -84,7 +84,7 @@ def most_affected(classes: pd.DataFrame, *, limit: int = MAX_PLOTTED_CLASSES) ->
     Parameters
     ----------
     classes : DataFrame
-        :attr:`CompareResult.classes`: needs ``label``, ``normalized_change`` and
+        :attr:`AuditResult.classes`: needs ``label``, ``normalized_change`` and
         ``significant``.
     limit : int
         At most this many rows.
@@ -153,7 +153,8 @@ def class_change_svg(
     Parameters
     ----------
     classes : DataFrame
-        :attr:`CompareResult.classes`.
+        :attr:`AuditResult.classes`: needs ``label``, ``normalized_change``, ``ci_low``,
+        ``ci_high``, ``significant`` and ``direction``.
     class_labels : sequence of str
         The text to show for each class, indexed by label (names may repeat; the label tells
         them apart).
@@ -220,7 +221,7 @@ def pies_per_class_svg(
     Parameters
     ----------
     classes : DataFrame
-        :attr:`CompareResult.classes`: needs ``label`` and ``n_pies``.
+        :attr:`AuditResult.classes`: needs ``label`` and ``n_pies``.
     class_labels : sequence of str
         Text for each class, indexed by label.
     limit : int
@@ -263,7 +264,7 @@ def pie_flows_svg(flows: pd.DataFrame, *, class_labels: Sequence[str], limit: in
     Parameters
     ----------
     flows : DataFrame
-        :attr:`CompareResult.pie_flows`: ``baseline_modal``, ``pruned_modal``, ``count``.
+        :attr:`AuditResult.pie_flows`: ``baseline_modal``, ``pruned_modal``, ``count``.
     class_labels : sequence of str
         Text for each class, indexed by label.
     limit : int
@@ -311,7 +312,7 @@ def accuracy_svg(baseline: pd.Series, pruned: pd.Series) -> str:
     Parameters
     ----------
     baseline, pruned : Series
-        Accuracy of each model (fraction), as in :attr:`CompareResult.baseline_accuracy`.
+        Accuracy of each model (fraction), as in :attr:`AuditResult.baseline_accuracy`.
 
     Returns
     -------
@@ -379,7 +380,7 @@ def sweep_methods(sweep: pd.DataFrame) -> pd.Series:
     Parameters
     ----------
     sweep : DataFrame
-        :func:`pie_audit.audit._sweep.sweep_table`'s rows; a table without a ``method`` column (written
+        :func:`pie_audit.audit.sweep_table`'s rows; a table without a ``method`` column (written
         before methods were recorded) is all unknown.
 
     Returns

@@ -1,12 +1,12 @@
 """The HTML report of one audit and the sweep page over several: they render, never compute.
 
-:func:`render_report` turns a :class:`~pie_audit.audit._result.AuditResult` into one
+:func:`render_report` turns a :class:`pie_audit.audit.AuditResult` into one
 self-contained HTML file (inline styles, figures, thumbnails and a small table sorter; no
 network access, see the Content-Security-Policy in the template). :func:`render_sweep` does
-the same for the table of :func:`pie_audit.audit._sweep.sweep_table`.
+the same for the table of :func:`pie_audit.audit.sweep_table`.
 
 The functions here only select and format values for the Jinja2 templates under
-``pie_audit/templates``; the templates only lay them out. Autoescaping is on, so every string
+``pie_audit/report/templates``; the templates only lay them out. Autoescaping is on, so every string
 from the inputs (class names, paths, configs, commands) reaches the page as text. The figures
 are the only markup passed through unescaped: matplotlib writes them and escapes their text.
 """
@@ -22,8 +22,7 @@ from typing import Any
 import pandas as pd
 
 from .._version import __version__
-from ..audit import STABLE
-from ..audit import AuditResult, PopulationSummary
+from ..audit import STABLE, AuditResult, PopulationSummary
 from ._thumbnails import Thumbnails
 
 __all__ = ["GALLERY_SIZE", "Gallery", "render_report", "render_summary_html", "render_sweep", "class_labels"]
@@ -206,53 +205,40 @@ def _drop(value: float) -> str:
 
 
 def _gate_rows(result: AuditResult) -> list[dict[str, str]]:
-    rules = result.gate.rules
-    limits = rules.limits()
-    failed = {f.rule for f in result.gate.failures}
-    harmed = result.harmed
-    classes = result.classes
-    fell = classes[classes["recall_significant"] & (classes["recall_change"] < 0)]
-    stable = rules.stable_pies_only
-    power = result.power
-    observed = {
-        "max-class-drop": (
-            _drop(harmed["normalized_change"].min()) if len(harmed) else "no class significantly harmed"
-        ),
-        "max-class-recall-drop": _drop(fell["recall_change"].min()) if len(fell) else "no class's recall fell significantly",
-        "max-pie-fraction": (
-            f"{_pct(result.pies.n_stable / len(result.examples), 2)} (stable PIEs only)"
-            if stable
-            else _pct(result.pies.fraction, 2)
-        ),
-        "max-accuracy-drop": (
-            _drop(result.accuracy_drop) if result.accuracy_drop >= 0 else f"none (accuracy rose {_drop(result.accuracy_drop)})"
-        ),
-        "max-harmed-classes": str(result.n_harmed),
-        "min-power": (
-            "undefined" if power.power_at_detect is None else f"{power.power_at_detect:.2f} at {_drop(power.detect)}"
-        ),
-    }
+    """One row per rule: what it measures, its limit and what the gate observed, as the messages write them."""
+    gate = result.gate
+    limits = gate.rules.limits()
+    failed = {f.rule for f in gate.failures}
+    observed = gate.observed
+    harmed, fell = observed["max-class-drop"], observed["max-class-recall-drop"]
+    lost, power = observed["max-accuracy-drop"], observed["min-power"]
     shown = {
-        "max-class-drop": lambda v: f"{100 * v:.1f} points",
-        "max-class-recall-drop": lambda v: f"{100 * v:.1f} points",
+        "max-class-drop": "no class significantly harmed" if harmed is None else _drop(harmed),
+        "max-class-recall-drop": "no class's recall fell significantly" if fell is None else _drop(fell),
+        "max-pie-fraction": _pct(observed["max-pie-fraction"], 2)
+        + (" (stable PIEs only)" if gate.rules.stable_pies_only else ""),
+        "max-accuracy-drop": _drop(lost) if lost >= 0 else f"none (accuracy rose {_drop(lost)})",
+        "max-harmed-classes": str(observed["max-harmed-classes"]),
+        "min-power": "undefined" if power is None else f"{power:.2f} at {_drop(result.power.detect)}",
+    }
+    limit_texts = {
+        "max-class-drop": _drop,
+        "max-class-recall-drop": _drop,
         "max-pie-fraction": lambda v: _pct(v, 2),
-        "max-accuracy-drop": lambda v: f"{100 * v:.1f} points",
+        "max-accuracy-drop": _drop,
         "max-harmed-classes": str,
         "min-power": lambda v: f"{v:.2f}",
     }
-    rows = []
-    for rule, text in RULE_TEXT.items():
-        limit = limits[rule]
-        rows.append(
-            {
-                "rule": rule,
-                "what": text,
-                "limit": "off" if limit is None else shown[rule](limit),
-                "observed": observed[rule],
-                "status": "off" if limit is None else "failed" if rule in failed else "passed",
-            }
-        )
-    return rows
+    return [
+        {
+            "rule": rule,
+            "what": text,
+            "limit": "off" if limits[rule] is None else limit_texts[rule](limits[rule]),
+            "observed": shown[rule],
+            "status": "off" if limits[rule] is None else "failed" if rule in failed else "passed",
+        }
+        for rule, text in RULE_TEXT.items()
+    ]
 
 
 def _gallery(gallery: Gallery, names: Sequence[str]) -> list[dict[str, Any]]:
@@ -300,7 +286,7 @@ def render_report(
     ----------
     result : AuditResult
     gallery : Gallery, optional
-        The PIEs to show and their images (:func:`pie_audit.report._outputs.pie_gallery`); without
+        The PIEs to show and their images (:func:`pie_audit.report.pie_gallery`); without
         images the gallery shows ids and labels, and the thumbnails' ``note`` says why.
         Default: the top :data:`GALLERY_SIZE` PIEs, without images.
     command : sequence of str, optional
@@ -339,7 +325,8 @@ def render_report(
         "version": __version__,
         "sweep_link": sweep_link,
         "passed": result.gate.passed,
-        "underpowered": result.gate.passed and result.power.underpowered,
+        "underpowered": result.outcome == "underpowered",
+        "badge": result.verdict_line(rules=False, power=False),
         "power_sentence": result.power_sentence(),
         "power_target": f"{result.power.target:g}",
         "test_words": TEST_WORDS[result.test],
@@ -489,7 +476,7 @@ def render_sweep(
     Parameters
     ----------
     sweep : DataFrame
-        :func:`pie_audit.audit._sweep.sweep_table`'s rows, in the order the populations were given.
+        :func:`pie_audit.audit.sweep_table`'s rows, in the order the populations were given.
     links : sequence of str
         Relative link to each row's report, in the same order.
     baseline : str

@@ -108,7 +108,7 @@ def dataset_thumbnails(
     Parameters
     ----------
     runs : iterable of (dict or None)
-        ``run.json`` contents (e.g. ``CompareResult.baseline_runs.values()``); the first one
+        ``run.json`` contents (e.g. ``AuditResult.baseline_runs.values()``); the first one
         with a ``dataset`` record names the dataset and its hash.
     example_ids : ndarray of shape (K,)
         The examples to draw: indices into the dataset's test split.
