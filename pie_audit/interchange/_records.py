@@ -28,6 +28,7 @@ __all__ = [
     "BAD_JSON",
     "NOT_AN_OBJECT",
     "BAD_SPEC",
+    "RecordError",
     "BAD_CLASSES",
     "run_record",
     "population_record",
@@ -95,6 +96,18 @@ def population_record(*, spec: Mapping[str, Any] | None = None, classes: Iterabl
     return record
 
 
+class RecordError(FormatError):
+    """A record that cannot be read, with the problem in words of its own (``reason``, no path).
+
+    The message is the format's (:data:`BAD_JSON`, :data:`NOT_AN_OBJECT`, :data:`BAD_SPEC`);
+    ``reason`` lets a caller that owns the file say the same in its own message.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def read_json_object(path: str | Path) -> dict[str, Any]:
     """A JSON file holding an object (``run.json``, ``population.json``).
 
@@ -108,7 +121,7 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
 
     Raises
     ------
-    FormatError
+    RecordError
         :data:`BAD_JSON` (unreadable, not UTF-8, not JSON, nested too deep) or :data:`NOT_AN_OBJECT`.
     """
     path = Path(path)
@@ -116,12 +129,14 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
         with open(path, encoding="utf-8") as fh:
             record = json.load(fh)
     except OSError as e:
-        raise FormatError(BAD_JSON.format(path=path, reason=e.strerror or e)) from e
+        reason = e.strerror or str(e)
+        raise RecordError(BAD_JSON.format(path=path, reason=reason), reason=reason) from e
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        reason = "nested too deeply" if isinstance(e, RecursionError) else e
-        raise FormatError(BAD_JSON.format(path=path, reason=reason)) from e
+        shown = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise RecordError(BAD_JSON.format(path=path, reason=shown), reason=f"not UTF-8 JSON: {e}") from e
     if not isinstance(record, dict):
-        raise FormatError(NOT_AN_OBJECT.format(path=path))
+        reason = f"expected a JSON object, found {json_kind(record)}"
+        raise RecordError(NOT_AN_OBJECT.format(path=path), reason=reason)
     return record
 
 
@@ -164,13 +179,14 @@ def read_population_spec(path: str | Path) -> dict[str, Any]:
 
     Raises
     ------
-    FormatError
+    RecordError
         As :func:`read_json_object`, or :data:`BAD_SPEC`.
     """
     record = read_json_object(path)
     spec = record.get("spec", {})
     if not isinstance(spec, dict):
-        raise FormatError(BAD_SPEC.format(path=path, kind=json_kind(spec)))
+        kind = json_kind(spec)
+        raise RecordError(BAD_SPEC.format(path=path, kind=kind), reason=f"'spec' is {kind}, expected an object")
     return spec
 
 

@@ -34,15 +34,15 @@ import torch
 from .._atomic import atomic_directory, exclusive_lock, remove_stale_temporaries, write_json
 from .._version import __version__
 from ..data import Dataset
-from ..errors import FormatError, OutputError
+from ..errors import OutputError
 from ..interchange import (
     MODEL_FILE,
     POPULATION_FILE,
     PREDICTIONS_FILE,
     RUN_FILE,
+    RecordError,
     file_records,
     incomplete_reason,
-    json_kind,
     population_record,
     read_population_spec,
     run_record,
@@ -218,23 +218,8 @@ def _read_spec(marker: Path) -> dict[str, Any]:
     """
     try:
         return read_population_spec(marker)
-    except FormatError as e:
-        raise OutputError(BAD_POPULATION_FILE.format(path=marker, reason=_bad_record(marker, e))) from e
-
-
-def _bad_record(marker: Path, error: FormatError) -> str:
-    """Why ``population.json`` is not a record, in the words :data:`BAD_POPULATION_FILE` has used."""
-    cause = error.__cause__
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror
-    if cause is not None:  # unreadable bytes, not UTF-8, not JSON, nested too deeply
-        return f"not UTF-8 JSON: {cause}"
-    # Valid JSON that is not a record. The interchange's words do not say what the file holds
-    # instead, and this message always has: the file parsed once, so it parses again.
-    value = json.loads(marker.read_text(encoding="utf-8"))
-    if not isinstance(value, dict):
-        return f"expected a JSON object, found {json_kind(value)}"
-    return f"'spec' is {json_kind(value.get('spec'))}, expected an object"
+    except RecordError as e:
+        raise OutputError(BAD_POPULATION_FILE.format(path=marker, reason=e.reason)) from e
 
 
 def _move_aside(directory: Path, reason: str) -> Path:
