@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from .audit import (
     AuditResult,
     GateRules,
@@ -93,6 +95,9 @@ def compare(
     n_bootstrap: int | None = None,
     confidence: float | None = None,
     seed: int | None = None,
+    min_group_support: int | None = None,
+    groups: str | Path | pd.DataFrame | None = None,
+    group_by: Sequence[str] | None = None,
     config: str | Path | None = None,
 ) -> CompareResult:
     """Audit what pruning did: PIEs, per-class disparate impact and the CI gate.
@@ -131,6 +136,15 @@ def compare(
         Level of that interval.
     seed : int, default=0
         Seed of the bootstrap.
+    min_group_support : int, default=30
+        Groups with fewer examples are described but not tested.
+    groups : str, Path or DataFrame, optional
+        A groups table for the subgroup audit (``docs/groups.md``): ``example_id`` and one
+        column per attribute, as a DataFrame or a ``.parquet``/``.csv`` file. Default: the
+        baseline population's own ``groups.parquet`` when it has one.
+    group_by : sequence of str, optional
+        The attributes to form groups from (with two or three, their intersections too);
+        default every attribute column.
     config : str or Path, optional
         A ``pyproject.toml`` whose ``[tool.pie-audit]`` table supplies the settings not given
         here (:func:`pie_audit.audit.read_settings`).
@@ -155,6 +169,7 @@ def compare(
         "n_bootstrap": n_bootstrap,
         "confidence": confidence,
         "seed": seed,
+        "min_group_support": min_group_support,
     }
     if rules is not None and not isinstance(rules, GateRules):
         options |= dict(rules)
@@ -162,15 +177,20 @@ def compare(
     settings = resolve_settings(options, config=config)
     if isinstance(rules, GateRules):
         settings = replace(settings, rules=rules)
-    return compare_populations(baseline, pruned, settings=settings)
+    return compare_populations(baseline, pruned, settings=settings, groups=groups, group_by=group_by)
 
 
 def compare_populations(
-    baseline: str | Path | Population, pruned: str | Path | Population, *, settings: Settings
+    baseline: str | Path | Population,
+    pruned: str | Path | Population,
+    *,
+    settings: Settings,
+    groups: str | Path | pd.DataFrame | None = None,
+    group_by: Sequence[str] | None = None,
 ) -> CompareResult:
     """:func:`compare` with settings already resolved: :func:`pie_audit.audit.audit_populations`,
     whose parameters it takes, returning a :class:`CompareResult`."""
-    return CompareResult.of(audit_populations(baseline, pruned, settings=settings))
+    return CompareResult.of(audit_populations(baseline, pruned, settings=settings, groups=groups, group_by=group_by))
 
 
 def sweep(
@@ -178,6 +198,8 @@ def sweep(
     pruned_dirs: Sequence[str | Path],
     *,
     settings: Settings | None = None,
+    groups: str | Path | pd.DataFrame | None = None,
+    group_by: Sequence[str] | None = None,
 ) -> list[tuple[str, CompareResult]]:
     """Audit every pruned population against one baseline.
 
@@ -189,6 +211,8 @@ def sweep(
     settings : Settings, optional
         Statistics options and gate rules for every audit
         (:func:`pie_audit.audit.resolve_settings`); default :class:`Settings` ``()``.
+    groups, group_by : optional
+        The subgroup audit of every pair, as in :func:`compare`.
 
     Returns
     -------
@@ -199,6 +223,6 @@ def sweep(
     names = sweep_names(pruned_dirs)
     baseline = load_population(Path(baseline_dir))
     return [
-        (name, compare_populations(baseline, Path(path), settings=settings))
+        (name, compare_populations(baseline, Path(path), settings=settings, groups=groups, group_by=group_by))
         for name, path in zip(names, pruned_dirs, strict=True)
     ]

@@ -95,11 +95,14 @@ def test_options_reach_the_library(harmed_populations, tmp_path):
         "n-bootstrap": 50,
         "confidence": 0.95,
         "seed": 3,
+        "min-group-support": 30,
     }
     # One spelling of every rule, the flags' and the config's, in summary.json too.
     assert summary["gate"]["rules"] == summary["config"]["rules"] == {
         "max-class-drop": 0.5,
         "max-class-recall-drop": 0.9,
+        "max-group-drop": 0.02,
+        "max-group-accuracy-drop": 0.05,
         "max-pie-fraction": 0.9,
         "max-accuracy-drop": 0.9,
         "max-harmed-classes": 4,

@@ -19,6 +19,7 @@ SUMMARY_KEYS = {
     "schema_version",
     "tool",
     "settings",
+    "groups",
     "n_examples",
     "n_classes",
     "baseline",
@@ -377,7 +378,7 @@ def test_config_source_is_recorded(tmp_path, harmed_populations):
     assert summary["config"]["source"] == str(config)
     assert summary["config"]["rules"]["max-class-drop"] == 0.5
     assert summary["schema_version"] == 2
-    assert set(summary["settings"]) == {"alpha", "correction", "tie-break", "test", "detect", "n-bootstrap", "confidence", "seed"}
+    assert set(summary["settings"]) == {"alpha", "correction", "tie-break", "test", "detect", "n-bootstrap", "confidence", "seed", "min-group-support"}
     assert pie_audit.compare(*harmed_populations, n_bootstrap=50).to_summary()["config"]["source"] is None
 
 

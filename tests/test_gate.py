@@ -113,6 +113,8 @@ def test_to_dict():
     assert d["rules"] == {
         "max-class-drop": 0.02,
         "max-class-recall-drop": 0.05,
+        "max-group-drop": 0.02,
+        "max-group-accuracy-drop": 0.05,
         "max-pie-fraction": None,
         "max-accuracy-drop": None,
         "max-harmed-classes": None,
@@ -120,7 +122,9 @@ def test_to_dict():
         "stable-pies-only": False,
     }
     assert d["failures"][0]["rule"] == "max-class-drop"
-    assert d["failures"][0]["classes"] == ["0"]
+    assert d["failures"][0]["classes"] == ["0"] and d["failures"][0]["groups"] == []
+    # Without groups the group rules are neither passed nor failed.
+    assert d["not_applicable"] == ["max-group-drop", "max-group-accuracy-drop"]
 
 
 # --- JUnit ----------------------------------------------------------------------------------
@@ -131,11 +135,15 @@ def test_junit_xml():
     result = evaluate_gate(CLASSES, pie_fraction=0.1, accuracy_drop=0, rules=rules)
     root = ET.fromstring(junit_xml(result))
     suite = root.find("testsuite")
-    assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("4", "1", "2")
     cases = suite.findall("testcase")
-    assert [c.get("name") for c in cases] == ["max-class-drop <= 0.02", "max-pie-fraction <= 0.5"]
+    assert [c.get("name") for c in cases] == [
+        "max-class-drop <= 0.02", "max-group-drop <= 0.02", "max-group-accuracy-drop <= 0.05", "max-pie-fraction <= 0.5",
+    ]  # fmt: skip
     assert cases[0].find("failure").get("message") == result.failures[0].message
-    assert cases[1].find("failure") is None
+    # The group rules of an audit without groups are skipped, not passed.
+    assert [c.find("skipped") is not None for c in cases] == [False, True, True, False]
+    assert cases[3].find("failure") is None
 
 
 def test_junit_xml_escapes_class_names():
@@ -185,7 +193,7 @@ def test_the_result_carries_what_every_rule_observed_on_or_off():
     observed = dict(result.observed)
     assert observed == pytest.approx(
         {"max-class-drop": 0.10, "max-class-recall-drop": 0.12, "max-pie-fraction": 0.25, "max-accuracy-drop": 0.03,
-         "max-harmed-classes": 3, "min-power": 0.4}  # fmt: skip
+         "max-harmed-classes": 3, "min-power": 0.4, "max-group-drop": None, "max-group-accuracy-drop": None}  # fmt: skip
     )
     # A failure's value is what its rule observed.
     assert {f.rule: f.value for f in result.failures} == pytest.approx(

@@ -92,7 +92,7 @@ def test_defaults():
     assert settings.rules == GateRules() and settings.source is None
     assert settings.statistics() == {
         "alpha": 0.05, "correction": "fdr_bh", "tie_break": "lowest", "test": "auto", "detect": 0.02,
-        "n_bootstrap": 1000, "confidence": 0.95, "seed": 0,
+        "n_bootstrap": 1000, "confidence": 0.95, "seed": 0, "min_group_support": 30,
     }  # fmt: skip
     assert resolve_settings({"max_class_drop": None}).detect_drop == 0.02
     assert Settings(rules=GateRules(max_class_drop=0.05)).detect_drop == 0.05

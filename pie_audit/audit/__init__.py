@@ -1,4 +1,4 @@
-"""The audit: PIEs, per-class statistics, power and the CI gate, as pure functions over arrays.
+"""The audit: PIEs, per-class and per-group statistics, power and the CI gate, as pure functions over arrays.
 
 Imports no torch (a test holds it to that) and writes nothing: :func:`audit_populations` returns
 an :class:`AuditResult`; :func:`pie_audit.compare` is the same audit with a result that can save
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._compare import audit_populations, power
 from ._gate import GateResult, GateRules, evaluate_gate, junit_xml
+from ._groups import CELL_COLUMNS, GROUP_COLUMNS, GroupSet, cell_statistics, group_members, group_statistics, pie_concentration
 from ._pie import STABLE, modal_labels, pie_stability, pie_table
 from ._power import PowerSummary, minimum_detectable_effect
 from ._result import AuditResult, PieSummary, PopulationSummary
@@ -17,6 +18,13 @@ from ._stats import class_statistics
 from ._sweep import SWEEP_PAGE, sweep_names, sweep_table
 
 __all__ = [
+    "CELL_COLUMNS",
+    "GROUP_COLUMNS",
+    "GroupSet",
+    "cell_statistics",
+    "group_members",
+    "group_statistics",
+    "pie_concentration",
     "SETTINGS",
     "STABLE",
     "SWEEP_PAGE",

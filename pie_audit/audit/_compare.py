@@ -12,15 +12,18 @@ models another would need. Nothing here writes or renders, and nothing here impo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError
-from ..interchange import Population, check_populations, load_population
+from ..errors import ConfigError, FormatError
+from ..interchange import GROUPS_FILE, GroupTable, Population, check_populations, load_population, read_groups
 from ._gate import evaluate_gate
+from ._groups import audit_groups
 from ._pie import STABLE, accuracy_on, pie_stability, pie_table
 from ._power import DEFAULT_POWER, PowerSummary, minimum_detectable_effect, summarise_power
 from ._result import AuditResult, PieSummary
@@ -37,7 +40,12 @@ NO_PAIRS = (
 
 
 def audit_populations(
-    baseline: str | Path | Population, pruned: str | Path | Population, *, settings: Settings
+    baseline: str | Path | Population,
+    pruned: str | Path | Population,
+    *,
+    settings: Settings,
+    groups: str | Path | pd.DataFrame | None = None,
+    group_by: Sequence[str] | None = None,
 ) -> AuditResult:
     """The audit of ``pruned`` against ``baseline``, settings resolved (:func:`pie_audit.audit.resolve_settings`).
 
@@ -47,6 +55,12 @@ def audit_populations(
         Population directories (read with :func:`pie_audit.load_population`), or populations
         in memory (:meth:`pie_audit.Population.from_arrays`).
     settings : Settings
+    groups : str, Path or DataFrame, optional
+        A groups table (``example_id`` and attribute columns, ``docs/groups.md``) for the
+        subgroup audit. Default: the baseline population's own ``groups.parquet``, else the
+        pruned one's, else no subgroup audit.
+    group_by : sequence of str, optional
+        The attributes to form groups from; default every attribute column of the table.
 
     Returns
     -------
@@ -56,14 +70,18 @@ def audit_populations(
     ------
     FormatError
         A population is missing or malformed, or the two differ in examples, labels or classes.
+        A groups table is missing, malformed or lacks an example (its file and column named).
     ConfigError
-        ``settings.test`` is ``"paired"`` and the pruned models do not name distinct parents.
+        ``settings.test`` is ``"paired"`` and the pruned models do not name distinct parents;
+        ``group_by`` names an unknown column, or is given without any groups table.
     """
     baseline = baseline if isinstance(baseline, Population) else load_population(Path(baseline))
     pruned = pruned if isinstance(pruned, Population) else load_population(Path(pruned))
     names = check_populations(baseline, pruned)
     labels = baseline.labels
     test, parents = _design(baseline, pruned, settings.test)
+    # Read before any statistic, so that a bad groups table fails fast.
+    table, picked = _groups_table(baseline, pruned, groups, group_by)
     examples = pie_table(
         baseline.predictions,
         pruned.predictions,
@@ -90,6 +108,27 @@ def audit_populations(
     )
     is_pie = examples["pie"].to_numpy()
     _name_columns(examples, names)
+    found = None
+    if table is not None:
+        _check_attribute_names(table, examples)
+        for column in table.names:
+            examples[column] = table.attributes[column].to_numpy()
+        found = audit_groups(
+            tested_baseline,
+            pruned.predictions,
+            labels,
+            table.attributes,
+            pies=is_pie,
+            n_classes=len(names),
+            class_names=names,
+            test=test,
+            alpha=settings.alpha,
+            correction=settings.correction,
+            n_bootstrap=settings.n_bootstrap,
+            confidence=settings.confidence,
+            seed=settings.seed,
+            min_support=settings.min_group_support,
+        )
     stats.insert(1, "name", list(names))
     stats.insert(3, "n_pies", np.bincount(labels[is_pie], minlength=len(names)).astype(np.int64))
 
@@ -99,6 +138,15 @@ def audit_populations(
     n_stable = int((is_pie & (examples["stability"].to_numpy() >= STABLE)).sum())
     inputs = power_inputs(tested_baseline, pruned.predictions, labels, n_classes=len(names), test=test)
     power = summarise_power(inputs, stats["mde"].to_numpy(), detect=settings.detect_drop, alpha=settings.alpha)
+    group_power = None
+    if found is not None:
+        tested = found.groups["tested"].to_numpy()
+        group_power = summarise_power(
+            found.power_inputs.subset(tested),
+            found.groups["mde"].to_numpy()[tested],
+            detect=settings.detect_drop,
+            alpha=settings.alpha,
+        )
     pies = PieSummary(
         count=count,
         fraction=count / len(examples),
@@ -120,6 +168,8 @@ def audit_populations(
         detect=power.detect,
         rules=settings.rules,
         class_names=names,
+        groups=None if found is None else found.groups,
+        group_power_at_detect=None if group_power is None else group_power.power_at_detect,
     )
     return AuditResult(
         examples=examples,
@@ -139,8 +189,69 @@ def audit_populations(
         power=power,
         power_inputs=inputs,
         config_source=settings.source,
-        notes=_notes(baseline, pruned, stats, test),
+        notes=_notes(baseline, pruned, stats, test) + _group_notes(table, picked, found, settings.min_group_support),
+        groups=None if found is None else found.groups,
+        group_cells=None if found is None else found.cells,
+        group_attributes=() if table is None else table.names,
+        group_source=None if table is None else table.source,
+        group_ignored_rows=0 if table is None else table.ignored_rows,
+        group_power=group_power,
+        group_power_inputs=None if found is None else found.power_inputs,
     )
+
+
+def _groups_table(
+    baseline: Population,
+    pruned: Population,
+    groups: str | Path | pd.DataFrame | None,
+    group_by: Sequence[str] | None,
+) -> tuple[GroupTable | None, bool]:
+    """The checked groups table of an audit, and whether it is a population's own ``groups.parquet``."""
+    picked = False
+    if groups is None:
+        for population in (baseline, pruned):
+            own = population.path / GROUPS_FILE if population.path is not None else None
+            if own is not None and own.is_file():
+                groups, picked = own, True
+                break
+    if groups is None:
+        if group_by is not None:
+            raise ConfigError(NO_GROUPS)
+        return None, False
+    return read_groups(groups, baseline.example_ids, group_by=group_by), picked
+
+
+def _check_attribute_names(table: GroupTable, examples: pd.DataFrame) -> None:
+    name = table.source if table.source is not None else "groups table"
+    for column in table.names:
+        if column in examples.columns:
+            raise FormatError(ATTRIBUTE_CLASH.format(name=name, column=column))
+
+
+def _group_notes(table: GroupTable | None, picked: bool, found: Any, min_support: int) -> tuple[str, ...]:
+    if table is None:
+        return ()
+    notes = []
+    if picked:
+        notes.append(f"groups: the population's own {table.source} (pass --groups to use another table)")
+    if table.ignored_rows:
+        notes.append(f"groups: {table.ignored_rows} row(s) of the groups table are for examples not in the test split and were ignored")
+    small = found.groups.loc[~found.groups["tested"], "group"].tolist()
+    if small:
+        shown = ", ".join(small[:10]) + (", ..." if len(small) > 10 else "")
+        notes.append(
+            f"{len(small)} group(s) have fewer than {min_support} examples and were listed but not tested: {shown}"
+        )
+    return tuple(notes)
+
+
+NO_GROUPS = (
+    "group-by needs a groups table: pass --groups FILE (groups= in Python), or audit a population "
+    "that holds its own groups.parquet"
+)
+ATTRIBUTE_CLASH = (
+    "{name}: attribute column {column!r} has the name of a column of examples.parquet; rename it"
+)
 
 
 def _name_columns(examples: pd.DataFrame, names: tuple[str, ...]) -> None:

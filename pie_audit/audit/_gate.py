@@ -11,6 +11,12 @@ it is the :class:`GateRules` field with underscores. Limits are fractions in [0,
     Fail when a class's recall fell significantly (the absolute test) by more than this: on by
     default so that a pass never hides a large drop that every class shared, which the relative
     test cannot see.
+``max-group-drop`` (default 0.02)
+    Fail when a group (``docs/groups.md``) is significantly harmed and lost more than this many
+    points of accuracy beyond the models' average (``normalized_change < -limit``).
+``max-group-accuracy-drop`` (default 0.05)
+    Fail when a group's accuracy fell significantly (the absolute test) by more than this.
+    Without groups both group rules are *not applicable*: neither passed nor failed.
 ``max-pie-fraction`` (off by default)
     Fail when the fraction of examples that are PIEs exceeds it; with ``stable-pies-only``,
     count only PIEs that survive 90% of model resamples.
@@ -19,7 +25,8 @@ it is the :class:`GateRules` field with underscores. Limits are fractions in [0,
 ``max-harmed-classes`` (off by default)
     Fail when more classes than this are significantly harmed (any amount).
 ``min-power`` (off by default)
-    Fail when the audit's power to detect a class drop of the size of interest is below it.
+    Fail when the audit's power to detect a class drop of the size of interest is below it, or,
+    with groups, its power to detect a group drop of that size.
 """
 
 from __future__ import annotations
@@ -34,9 +41,11 @@ from xml.etree import ElementTree as ET
 import pandas as pd
 
 from ..errors import ConfigError
+from ._groups import accuracy_fell, harmed_groups
 from ._stats import harmed_classes, recall_fell
 
 __all__ = [
+    "GROUP_RULES",
     "GateRules",
     "GateFailure",
     "GateResult",
@@ -50,7 +59,17 @@ __all__ = [
 _SLACK = 1e-9
 
 BAD_RULE = "{rule} must be {expected}, not {value!r}"
-_FRACTIONS = ("max_class_drop", "max_class_recall_drop", "max_pie_fraction", "max_accuracy_drop", "min_power")
+_FRACTIONS = (
+    "max_class_drop",
+    "max_class_recall_drop",
+    "max_group_drop",
+    "max_group_accuracy_drop",
+    "max_pie_fraction",
+    "max_accuracy_drop",
+    "min_power",
+)
+#: Rules about groups: not applicable to an audit without groups.
+GROUP_RULES = ("max-group-drop", "max-group-accuracy-drop")
 
 
 def rule_name(field: str) -> str:
@@ -64,6 +83,8 @@ class GateRules:
 
     max_class_drop: float | None = 0.02
     max_class_recall_drop: float | None = 0.05
+    max_group_drop: float | None = 0.02
+    max_group_accuracy_drop: float | None = 0.05
     max_pie_fraction: float | None = None
     max_accuracy_drop: float | None = None
     max_harmed_classes: int | None = None
@@ -106,13 +127,14 @@ class GateRules:
 
 @dataclass(frozen=True)
 class GateFailure:
-    """One rule that failed: its name, limit, the offending value and the classes involved."""
+    """One rule that failed: its name, limit, the offending value and the classes or groups involved."""
 
     rule: str
     limit: float
     value: float
     message: str
     classes: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,12 +151,18 @@ class GateResult:
         ``max-class-recall-drop`` the largest such drop as a positive fraction (``None`` when
         no class is harmed, or lost recall significantly); ``max-pie-fraction`` the (stable)
         PIE fraction; ``max-accuracy-drop``; ``max-harmed-classes`` a count; ``min-power``
-        the power at the drop of interest (``None`` when undefined).
+        the power at the drop of interest (``None`` when undefined; with groups, the lower of the
+        classes' and the groups'); ``max-group-drop`` and ``max-group-accuracy-drop`` as the class
+        rules, for groups (``None`` without groups too).
+    not_applicable : tuple of str
+        Enabled rules that could not be checked: the group rules of an audit without groups.
+        They neither pass nor fail.
     """
 
     rules: GateRules
     failures: tuple[GateFailure, ...]
     observed: Mapping[str, float | int | None] = field(default_factory=lambda: MappingProxyType({}))
+    not_applicable: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -145,6 +173,7 @@ class GateResult:
         return {
             "passed": self.passed,
             "rules": self.rules.limits(),
+            "not_applicable": list(self.not_applicable),
             "failures": [
                 {
                     "rule": f.rule,
@@ -152,6 +181,7 @@ class GateResult:
                     "value": f.value,
                     "message": f.message,
                     "classes": list(f.classes),
+                    "groups": list(f.groups),
                 }
                 for f in self.failures
             ],
@@ -168,6 +198,8 @@ def evaluate_gate(
     detect: float | None = None,
     rules: GateRules = GateRules(),
     class_names: Sequence[str] | None = None,
+    groups: pd.DataFrame | None = None,
+    group_power_at_detect: float | None = None,
 ) -> GateResult:
     """Check an audit's results against the gate's rules.
 
@@ -192,6 +224,12 @@ def evaluate_gate(
         The limits.
     class_names : sequence of str, optional
         Names in failures, indexed by label; default ``str(label)``.
+    groups : DataFrame, optional
+        The subgroup audit's table (:func:`pie_audit.audit.group_statistics`); without it the
+        group rules are not applicable.
+    group_power_at_detect : float, optional
+        The median tested group's power against a drop of ``detect``; with ``groups``,
+        ``min-power`` needs it too.
 
     Returns
     -------
@@ -200,11 +238,21 @@ def evaluate_gate(
     """
     harmed = harmed_classes(classes)
     fell = recall_fell(classes)
+    harmed_g = harmed_groups(groups)
+    fell_g = accuracy_fell(groups)
     stable = rules.stable_pies_only
+    # With groups, min-power asks of whichever the audit sees worse: classes or groups.
+    power_kind = "class"
+    if groups is not None and (
+        group_power_at_detect is None or (power_at_detect is not None and group_power_at_detect < power_at_detect)
+    ):
+        power_at_detect, power_kind = group_power_at_detect, "group"
     observed = {
         # Positive drops: the largest among the harmed classes, and among those that lost recall.
         "max-class-drop": -float(harmed["normalized_change"].iloc[0]) if len(harmed) else None,
         "max-class-recall-drop": -float(fell["recall_change"].iloc[0]) if len(fell) else None,
+        "max-group-drop": -float(harmed_g["normalized_change"].iloc[0]) if len(harmed_g) else None,
+        "max-group-accuracy-drop": -float(fell_g["accuracy_change"].iloc[0]) if len(fell_g) else None,
         "max-pie-fraction": stable_pie_fraction if stable else pie_fraction,
         "max-accuracy-drop": accuracy_drop,
         "max-harmed-classes": len(harmed),
@@ -229,12 +277,34 @@ def evaluate_gate(
             classes=named(beyond),
         )
 
+    def group_failure(rule: str, frame: pd.DataFrame, column: str, what: str) -> GateFailure | None:
+        """The failure of a per-group rule by the rows beyond its limit (worst first), if any."""
+        limit = getattr(rules, rule.replace("-", "_"))
+        beyond = frame[frame[column] < -(limit + _SLACK)]
+        if not len(beyond):
+            return None
+        names = tuple(str(g) for g in beyond["group"])
+        listed = ", ".join(f"{n} ({_points(v, signed=True)})" for n, v in zip(names, beyond[column], strict=True))
+        return GateFailure(
+            rule=rule,
+            limit=limit,
+            value=observed[rule],
+            message=f"{len(beyond)} group(s) {what.format(limit=_points(limit))}: {listed}",
+            groups=names,
+        )
+
     failures: list[GateFailure | None] = []
     if rules.max_class_drop is not None:
         what = "significantly harmed, losing more than {limit} of recall beyond the models' average"
         failures.append(class_failure("max-class-drop", harmed, "normalized_change", what))
     if rules.max_class_recall_drop is not None:
         failures.append(class_failure("max-class-recall-drop", fell, "recall_change", "significantly lost more than {limit} of recall"))
+    if groups is not None and rules.max_group_drop is not None:
+        what = "significantly harmed, losing more than {limit} of accuracy beyond the models' average"
+        failures.append(group_failure("max-group-drop", harmed_g, "normalized_change", what))
+    if groups is not None and rules.max_group_accuracy_drop is not None:
+        what = "significantly lost more than {limit} of accuracy"
+        failures.append(group_failure("max-group-accuracy-drop", fell_g, "accuracy_change", what))
     if rules.max_pie_fraction is not None:
         value = observed["max-pie-fraction"]
         if value is None:
@@ -274,7 +344,7 @@ def evaluate_gate(
             )
         )
     if rules.min_power is not None and (power_at_detect is None or power_at_detect < rules.min_power - _SLACK):
-        size = f" a class drop of {_points(detect)}" if detect is not None else " a class drop"
+        size = f" a {power_kind} drop of {_points(detect)}" if detect is not None else f" a {power_kind} drop"
         shown = "undefined (too few models, or no variation between them)" if power_at_detect is None else f"{power_at_detect:.2f}"
         failures.append(
             GateFailure(
@@ -284,8 +354,12 @@ def evaluate_gate(
                 message=f"the audit's power to detect{size} is {shown}, below the limit {rules.min_power:.2f}",
             )
         )
+    enabled = rules.enabled()
     return GateResult(
-        rules=rules, failures=tuple(f for f in failures if f is not None), observed=MappingProxyType(observed)
+        rules=rules,
+        failures=tuple(f for f in failures if f is not None),
+        observed=MappingProxyType(observed),
+        not_applicable=tuple(r for r in GROUP_RULES if r in enabled) if groups is None else (),
     )
 
 
@@ -297,7 +371,8 @@ def _points(fraction: float, *, signed: bool = False) -> str:
 def junit_xml(
     result: GateResult, *, name: str = "pie-audit gate", properties: Mapping[str, Any] | None = None
 ) -> str:
-    """The gate as JUnit XML: one test case per enabled rule, failed ones with their message.
+    """The gate as JUnit XML: one test case per enabled rule, failed ones with their message and
+    rules that do not apply (the group rules without groups) skipped.
 
     Parameters
     ----------
@@ -322,7 +397,7 @@ def junit_xml(
         tests=str(len(enabled)),
         failures=str(len(failed)),
         errors="0",
-        skipped="0",
+        skipped=str(len(result.not_applicable)),
     )
     if properties:
         props = ET.SubElement(suite, "properties")
@@ -334,6 +409,8 @@ def junit_xml(
         if rule in failed:
             failure = ET.SubElement(case, "failure", message=failed[rule].message, type=rule)
             failure.text = failed[rule].message
+        elif rule in result.not_applicable:
+            ET.SubElement(case, "skipped", message="not applicable: the audit has no groups")
     suites = ET.Element("testsuites", name=name, tests=suite.get("tests"), failures=suite.get("failures"))
     suites.append(suite)
     ET.indent(suites)

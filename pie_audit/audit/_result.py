@@ -22,6 +22,7 @@ import pandas as pd
 from .._version import __version__
 from ._gate import GateResult
 from ._power import PowerInputs, PowerSummary
+from ._groups import accuracy_fell, harmed_groups
 from ._stats import harmed_classes, helped_classes, recall_fell, recall_rose
 
 __all__ = ["SCHEMA_VERSION", "OUTCOMES", "PieSummary", "PopulationSummary", "AuditResult"]
@@ -119,6 +120,22 @@ class AuditResult:
         The ``pyproject.toml`` the settings came from, or ``None`` (defaults and arguments).
     notes : tuple of str
         Degenerate situations worth telling the user about (one model, empty classes, ...).
+    groups : DataFrame or None
+        The subgroup audit, one row per group (:func:`pie_audit.audit.group_statistics`);
+        ``None`` when the audit had no groups table.
+    group_cells : DataFrame or None
+        The recall of each class within each group (:func:`pie_audit.audit.cell_statistics`).
+    group_attributes : tuple of str
+        The attributes the groups were formed from (also columns of ``examples``); empty
+        without groups.
+    group_source : Path or None
+        The groups table's file; ``None`` for one given in memory, or without groups.
+    group_ignored_rows : int
+        Rows of the groups table for examples the populations do not have.
+    group_power : PowerSummary or None
+        What the audit could detect over its tested groups.
+    group_power_inputs : PowerInputs or None
+        What the groups' power depends on, one entry per group.
     """
 
     examples: pd.DataFrame
@@ -139,6 +156,13 @@ class AuditResult:
     power_inputs: PowerInputs
     config_source: Path | None = None
     notes: tuple[str, ...] = ()
+    groups: pd.DataFrame | None = None
+    group_cells: pd.DataFrame | None = None
+    group_attributes: tuple[str, ...] = ()
+    group_source: Path | None = None
+    group_ignored_rows: int = 0
+    group_power: PowerSummary | None = None
+    group_power_inputs: PowerInputs | None = None
 
     @cached_property
     def baseline(self) -> PopulationSummary:
@@ -171,7 +195,8 @@ class AuditResult:
         have seen the drop of interest (:attr:`PowerSummary.underpowered`)."""
         if not self.gate.passed:
             return "failed"
-        return "underpowered" if self.power.underpowered else "passed"
+        underpowered = self.power.underpowered or (self.group_power is not None and self.group_power.underpowered)
+        return "underpowered" if underpowered else "passed"
 
     def verdict_line(self, *, rules: bool = True, power: bool = True, passed: str = "PASSED") -> str:
         """The gate's verdict, as every place that shows it words it.
@@ -202,7 +227,28 @@ class AuditResult:
         return f"gate {self.verdict_line()}"
 
     def power_sentence(self) -> str:
-        """What the audit could detect, in words: the median class's detectable drop."""
+        """What the audit could detect, in words: the median class's detectable drop (and group's)."""
+        text = self._class_power_sentence()
+        if self.group_power is not None:
+            text += "; " + self._group_power_sentence()
+        return text
+
+    def _group_power_sentence(self) -> str:
+        power = self.group_power
+        if power.median_mde is None:
+            tested = int(self.groups["tested"].sum())
+            why = "no group has enough examples to test" if not tested else "too few models, or no group's accuracy varies between them"
+            return f"no group power could be computed ({why})"
+        text = (
+            f"it can detect group drops of {100 * power.median_mde:.1f} points or more beyond the models' average "
+            f"(median tested group)"
+        )
+        if power.median_mde > power.detect:
+            needed = f"about {power.models_needed} models per population" if power.models_needed else "more models"
+            text += f"; for groups, a drop of {100 * power.detect:.1f} points needs {needed}"
+        return text
+
+    def _class_power_sentence(self) -> str:
         power = self.power
         if power.median_mde is None:
             why = "one model on a side" if self.test == "mcnemar" or min(self.baseline.n_models, self.pruned.n_models) < 2 else "no class's recall varies between models"
@@ -310,7 +356,34 @@ class AuditResult:
                 for row in self.classes.to_dict(orient="records")
             ],
             "gate": self.gate.to_dict(),
+            "groups": self._groups_summary(),
             "notes": list(self.notes),
+        }
+
+    @cached_property
+    def harmed_groups(self) -> pd.DataFrame:
+        """Groups significantly harmed beyond the models' average, worst first (empty without groups)."""
+        return harmed_groups(self.groups)
+
+    def _groups_summary(self) -> dict[str, Any] | None:
+        if self.groups is None:
+            return None
+
+        def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+            return [{key: _json_value(value) for key, value in row.items()} for row in frame.to_dict(orient="records")]
+
+        return {
+            "attributes": list(self.group_attributes),
+            "min_support": self.settings.get("min_group_support"),
+            "ignored_rows": self.group_ignored_rows,
+            "source": str(self.group_source) if self.group_source is not None else None,
+            "harmed": len(self.harmed_groups),
+            "accuracy_fell": len(accuracy_fell(self.groups)),
+            "power": None
+            if self.group_power is None
+            else {key: _json_value(value) for key, value in self.group_power.to_dict().items()},
+            "rows": records(self.groups),
+            "cells": records(self.group_cells),
         }
 
 
@@ -332,6 +405,8 @@ def _json_value(value: Any) -> Any:
     """NaN and ±inf have no strict-JSON form: they become ``None`` (documented in docs/audit.md)."""
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

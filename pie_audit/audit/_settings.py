@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ._gate import GateRules
+from ._groups import BAD_MIN_SUPPORT, DEFAULT_MIN_SUPPORT
 from ._pie import BAD_TIE_BREAK, TIE_BREAKS
 from ._power import DEFAULT_DETECT
 from ._stats import BAD_ALPHA, BAD_CONFIDENCE, BAD_CORRECTION, BAD_N_BOOTSTRAP, CORRECTIONS, MAX_BOOTSTRAP
@@ -49,8 +50,11 @@ SETTINGS: dict[str, type] = {
     "detect": float,
     "n_bootstrap": int,
     "seed": int,
+    "min_group_support": int,
     "max_class_drop": float,
     "max_class_recall_drop": float,
+    "max_group_drop": float,
+    "max_group_accuracy_drop": float,
     "max_pie_fraction": float,
     "max_accuracy_drop": float,
     "max_harmed_classes": int,
@@ -104,6 +108,8 @@ class Settings:
         Level of that interval.
     seed : int
         Seed of the bootstrap.
+    min_group_support : int
+        Groups (and cells) of the subgroup audit with fewer examples are described, not tested.
     rules : GateRules
         The CI gate's limits.
     source : Path or None
@@ -118,6 +124,7 @@ class Settings:
     n_bootstrap: int = 1000
     confidence: float = 0.95
     seed: int = 0
+    min_group_support: int = DEFAULT_MIN_SUPPORT
     rules: GateRules = field(default_factory=GateRules)
     source: Path | None = None
 
@@ -138,6 +145,8 @@ class Settings:
             raise ConfigError(BAD_N_BOOTSTRAP.format(value=self.n_bootstrap))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(BAD_SEED.format(value=self.seed))
+        if isinstance(self.min_group_support, bool) or not isinstance(self.min_group_support, int) or self.min_group_support < 1:
+            raise ConfigError(BAD_MIN_SUPPORT.format(value=self.min_group_support))
         if not isinstance(self.rules, GateRules):
             raise ConfigError(f"rules must be a GateRules, not {type(self.rules).__name__}")
 
@@ -160,6 +169,7 @@ class Settings:
             "n_bootstrap": self.n_bootstrap,
             "confidence": self.confidence,
             "seed": self.seed,
+            "min_group_support": self.min_group_support,
         }
 
 

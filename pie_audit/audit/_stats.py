@@ -16,6 +16,7 @@ Nothing here touches the filesystem.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,10 @@ __all__ = [
     "helped_classes",
     "recall_fell",
     "recall_rose",
+    "RateTests",
+    "rate_tests",
+    "check_test_options",
+    "mcnemar_p_values",
 ]
 
 CORRECTIONS = ("fdr_bh", "none")
@@ -203,6 +208,79 @@ def class_statistics(
     base, pruned, labels, n_classes = _check_inputs(
         baseline_predictions, pruned_predictions, labels, n_classes
     )
+    check_test_options(
+        test=test, alpha=alpha, correction=correction, n_bootstrap=n_bootstrap, confidence=confidence,
+        n_baseline=base.shape[0], n_pruned=pruned.shape[0],
+    )
+    support = np.bincount(labels, minlength=n_classes)
+    present = support > 0
+    base_r = per_model_recall(base, labels, n_classes=n_classes)
+    pruned_r = per_model_recall(pruned, labels, n_classes=n_classes)
+    base_a = per_model_accuracy(base, labels)
+    pruned_a = per_model_accuracy(pruned, labels)
+    mcnemar = _mcnemar(base[0], pruned[0], labels, n_classes) if test == "mcnemar" else None
+    # As in the paper's code: centre each population's recalls on its mean accuracy, so the
+    # relative null hypothesis is "this class moved by as much as overall accuracy did".
+    out = rate_tests(
+        base_r,
+        pruned_r,
+        base_a,
+        pruned_a,
+        present,
+        centre="population",
+        test=test,
+        alpha=alpha,
+        correction=correction,
+        n_bootstrap=n_bootstrap,
+        confidence=confidence,
+        seed=seed,
+        mcnemar_p=mcnemar,
+    )
+    return pd.DataFrame(
+        {
+            "label": np.arange(n_classes, dtype=np.int64),
+            "support": support.astype(np.int64),
+            "baseline_recall_mean": out.baseline_mean,
+            "pruned_recall_mean": out.pruned_mean,
+            "recall_change": out.change,
+            "normalized_change": out.normalized,
+            "ci_low": out.ci[0],
+            "ci_high": out.ci[1],
+            "t_statistic": out.t[0],
+            "p_value": out.p[0],
+            "q_value": out.q[0],
+            "recall_ci_low": out.ci[2],
+            "recall_ci_high": out.ci[3],
+            "recall_t_statistic": out.t[1],
+            "recall_p_value": out.p[1],
+            "recall_q_value": out.q[1],
+            "recall_significant": out.absolute_significant,
+            "mde": out.mde,
+            "significant": out.significant,
+            "direction": out.direction.astype(object),
+        },
+        columns=list(CLASS_COLUMNS),
+    )
+
+
+def check_test_options(
+    *,
+    test: str,
+    alpha: float,
+    correction: str,
+    n_bootstrap: int,
+    confidence: float,
+    n_baseline: int,
+    n_pruned: int,
+) -> None:
+    """Refuse test options that :func:`class_statistics` (or the group statistics) cannot honour.
+
+    Raises
+    ------
+    ConfigError
+        An unknown test or correction, a level outside (0, 1), a bootstrap count outside
+        1 .. 100,000, or population sizes the design cannot pair.
+    """
     if test not in TESTS:
         raise ConfigError(BAD_TEST.format(choices=", ".join(TESTS), value=test))
     if correction not in CORRECTIONS:
@@ -213,81 +291,137 @@ def class_statistics(
         raise ConfigError(BAD_CONFIDENCE.format(value=confidence))
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or not 1 <= n_bootstrap <= MAX_BOOTSTRAP:
         raise ConfigError(BAD_N_BOOTSTRAP.format(value=n_bootstrap))
-    if test == "paired" and base.shape[0] != pruned.shape[0]:
-        raise ConfigError(BAD_PAIRS.format(baseline=base.shape[0], pruned=pruned.shape[0]))
-    if test == "mcnemar" and (base.shape[0] != 1 or pruned.shape[0] != 1):
-        raise ConfigError(BAD_MCNEMAR.format(baseline=base.shape[0], pruned=pruned.shape[0]))
+    if test == "paired" and n_baseline != n_pruned:
+        raise ConfigError(BAD_PAIRS.format(baseline=n_baseline, pruned=n_pruned))
+    if test == "mcnemar" and (n_baseline != 1 or n_pruned != 1):
+        raise ConfigError(BAD_MCNEMAR.format(baseline=n_baseline, pruned=n_pruned))
 
-    support = np.bincount(labels, minlength=n_classes)
-    present = support > 0
-    base_r = per_model_recall(base, labels, n_classes=n_classes)
-    pruned_r = per_model_recall(pruned, labels, n_classes=n_classes)
-    base_a = per_model_accuracy(base, labels)
-    pruned_a = per_model_accuracy(pruned, labels)
-    base_recall = _column_means(base_r, present)
-    pruned_recall = _column_means(pruned_r, present)
-    recall_change = pruned_recall - base_recall
-    normalized = (pruned_recall - pruned_a.mean()) - (base_recall - base_a.mean())
 
-    # Relative (normalized) and absolute (recall) tests, side by side: [relative, absolute].
-    t = np.full((2, n_classes), np.nan)
-    p = np.full((2, n_classes), np.nan)
-    ci = np.full((4, n_classes), np.nan)
-    mde = np.full(n_classes, np.nan)
-    inputs = _power_inputs(test, base_r, pruned_r, base_a, pruned_a, present)
+@dataclass(frozen=True, eq=False)
+class RateTests:
+    """The relative and absolute tests of K per-model rates (recalls, group accuracies), side by side.
+
+    Arrays of shape (K,) unless said; row 0 of ``t``, ``p``, ``q`` is the relative test, row 1
+    the absolute one; ``ci`` holds (relative low, relative high, absolute low, absolute high).
+    """
+
+    baseline_mean: np.ndarray
+    pruned_mean: np.ndarray
+    change: np.ndarray
+    normalized: np.ndarray
+    ci: np.ndarray
+    t: np.ndarray
+    p: np.ndarray
+    q: np.ndarray
+    mde: np.ndarray
+    significant: np.ndarray
+    absolute_significant: np.ndarray
+    direction: np.ndarray
+    power_inputs: PowerInputs
+
+
+def rate_tests(
+    base_rates: np.ndarray,
+    pruned_rates: np.ndarray,
+    base_accuracy: np.ndarray,
+    pruned_accuracy: np.ndarray,
+    tested: np.ndarray,
+    *,
+    centre: str,
+    test: str,
+    alpha: float,
+    correction: str,
+    n_bootstrap: int | None,
+    confidence: float,
+    seed: int,
+    mcnemar_p: np.ndarray | None = None,
+) -> RateTests:
+    """The per-class design applied to any per-model rate: the engine of classes, groups and cells.
+
+    Parameters
+    ----------
+    base_rates : ndarray of shape (M_b, K)
+        Each baseline model's rate in each column (recall of a class, accuracy of a group); for
+        ``"paired"``, row m is the parent of pruned row m.
+    pruned_rates : ndarray of shape (M_p, K)
+    base_accuracy, pruned_accuracy : ndarray of shape (M_b,) and (M_p,)
+        Each model's overall accuracy.
+    tested : ndarray of shape (K,), bool
+        The columns to test; the others get NaN tests and take no part in the correction (their
+        means are still computed where defined).
+    centre : {"population", "model"}
+        What the relative test subtracts: each population's mean accuracy (the paper's choice
+        for classes), or each model's own accuracy (groups: the per-model excess gap).
+    test, alpha, correction, confidence, seed
+        As in :func:`class_statistics`.
+    n_bootstrap : int or None
+        Resamples for the intervals; ``None`` computes none (NaN).
+    mcnemar_p : ndarray of shape (K,), optional
+        With ``test="mcnemar"``: the exact test's p-value of each column (the absolute test).
+    """
+    present = np.asarray(tested, dtype=bool)
+    k = present.shape[0]
+    base_mean = _column_means(base_rates, present | ~np.isnan(base_rates).any(axis=0))
+    pruned_mean = _column_means(pruned_rates, present | ~np.isnan(pruned_rates).any(axis=0))
+    change = pruned_mean - base_mean
+    normalized = (pruned_mean - pruned_accuracy.mean()) - (base_mean - base_accuracy.mean())
+
+    t = np.full((2, k), np.nan)
+    p = np.full((2, k), np.nan)
+    ci = np.full((4, k), np.nan)
+    mde = np.full(k, np.nan)
+    if centre == "population":
+        base_rel = base_rates[:, present] - base_accuracy.mean()
+        pruned_rel = pruned_rates[:, present] - pruned_accuracy.mean()
+        # Centring on a constant leaves the spread alone: the power reads the rates themselves.
+        spread = (base_rates, pruned_rates)
+    else:
+        base_rel = base_rates[:, present] - base_accuracy[:, None]
+        pruned_rel = pruned_rates[:, present] - pruned_accuracy[:, None]
+        spread = (base_rates - base_accuracy[:, None], pruned_rates - pruned_accuracy[:, None])
+    inputs = _power_inputs(test, *spread, present)
     if test == "mcnemar":
-        p[1, present] = _mcnemar(base[0], pruned[0], labels, n_classes)[present]
-    elif base.shape[0] >= 2 and pruned.shape[0] >= 2:
-        # As in the paper's code: centre each population's recalls on its mean accuracy, so the
-        # relative null hypothesis is "this class moved by as much as overall accuracy did".
-        relative = (base_r[:, present] - base_a.mean(), pruned_r[:, present] - pruned_a.mean())
-        absolute = (base_r[:, present], pruned_r[:, present])
-        moved = base_r[0, present] != pruned_r[0, present]
-        for k, (b, q) in enumerate((relative, absolute)):
-            t[k, present], p[k, present] = _t_test(b, q, paired=test == "paired", recall_moved=moved)
-        # Resampling models moves a population's mean accuracy too, so the bootstrap works on
-        # each model's recall minus its own accuracy; the means are the same point estimate.
-        ci[:, present] = _bootstrap_interval(
-            np.hstack([base_r[:, present] - base_a[:, None], base_r[:, present]]),
-            np.hstack([pruned_r[:, present] - pruned_a[:, None], pruned_r[:, present]]),
-            paired=test == "paired",
-            n_bootstrap=n_bootstrap,
-            confidence=confidence,
-            seed=seed,
-        ).reshape(2, 2, -1).transpose(1, 0, 2).reshape(4, -1)
+        if mcnemar_p is not None:
+            p[1, present] = np.asarray(mcnemar_p)[present]
+    elif base_rates.shape[0] >= 2 and pruned_rates.shape[0] >= 2 and present.any():
+        absolute = (base_rates[:, present], pruned_rates[:, present])
+        moved = base_rates[0, present] != pruned_rates[0, present]
+        for row, (b, q) in enumerate(((base_rel, pruned_rel), absolute)):
+            t[row, present], p[row, present] = _t_test(b, q, paired=test == "paired", recall_moved=moved)
+        if n_bootstrap is not None:
+            # Resampling models moves a population's mean accuracy too, so the bootstrap works on
+            # each model's rate minus its own accuracy; the means are the same point estimate.
+            ci[:, present] = _bootstrap_interval(
+                np.hstack([base_rates[:, present] - base_accuracy[:, None], base_rates[:, present]]),
+                np.hstack([pruned_rates[:, present] - pruned_accuracy[:, None], pruned_rates[:, present]]),
+                paired=test == "paired",
+                n_bootstrap=n_bootstrap,
+                confidence=confidence,
+                seed=seed,
+            ).reshape(2, 2, -1).transpose(1, 0, 2).reshape(4, -1)
         se, df = inputs.se_df()
         mde = minimum_detectable_effect(se, df, alpha=alpha)
     q = np.vstack([_adjust(p[0], correction), _adjust(p[1], correction)])
     primary = 1 if test == "mcnemar" else 0
     significant = np.nan_to_num(q[primary], nan=np.inf) <= alpha
     # The relative change must agree too where the relative test decided.
-    fell = (recall_change < 0) & ((normalized < 0) | (primary == 1))
-    rose = (recall_change > 0) & ((normalized > 0) | (primary == 1))
+    fell = (change < 0) & ((normalized < 0) | (primary == 1))
+    rose = (change > 0) & ((normalized > 0) | (primary == 1))
     direction = np.where(significant & fell, "harmed", np.where(significant & rose, "helped", "none"))
-    return pd.DataFrame(
-        {
-            "label": np.arange(n_classes, dtype=np.int64),
-            "support": support.astype(np.int64),
-            "baseline_recall_mean": base_recall,
-            "pruned_recall_mean": pruned_recall,
-            "recall_change": recall_change,
-            "normalized_change": normalized,
-            "ci_low": ci[0],
-            "ci_high": ci[1],
-            "t_statistic": t[0],
-            "p_value": p[0],
-            "q_value": q[0],
-            "recall_ci_low": ci[2],
-            "recall_ci_high": ci[3],
-            "recall_t_statistic": t[1],
-            "recall_p_value": p[1],
-            "recall_q_value": q[1],
-            "recall_significant": np.nan_to_num(q[1], nan=np.inf) <= alpha,
-            "mde": mde,
-            "significant": significant,
-            "direction": direction.astype(object),
-        },
-        columns=list(CLASS_COLUMNS),
+    return RateTests(
+        baseline_mean=base_mean,
+        pruned_mean=pruned_mean,
+        change=change,
+        normalized=normalized,
+        ci=ci,
+        t=t,
+        p=p,
+        q=q,
+        mde=mde,
+        significant=significant,
+        absolute_significant=np.nan_to_num(q[1], nan=np.inf) <= alpha,
+        direction=direction,
+        power_inputs=inputs,
     )
 
 
@@ -359,19 +493,10 @@ def power_inputs(
     base_r = per_model_recall(base, labels, n_classes=n_classes)
     pruned_r = per_model_recall(pruned, labels, n_classes=n_classes)
     present = np.bincount(labels, minlength=n_classes) > 0
-    return _power_inputs(
-        test, base_r, pruned_r, per_model_accuracy(base, labels), per_model_accuracy(pruned, labels), present
-    )
+    return _power_inputs(test, base_r, pruned_r, present)
 
 
-def _power_inputs(
-    test: str,
-    base_r: np.ndarray,
-    pruned_r: np.ndarray,
-    base_a: np.ndarray,
-    pruned_a: np.ndarray,
-    present: np.ndarray,
-) -> PowerInputs:
+def _power_inputs(test: str, base_r: np.ndarray, pruned_r: np.ndarray, present: np.ndarray) -> PowerInputs:
     mb, mp = base_r.shape[0], pruned_r.shape[0]
     vb = np.full(present.shape, np.nan)
     vp = np.full(present.shape, np.nan)
@@ -476,6 +601,31 @@ def _mcnemar(base: np.ndarray, pruned: np.ndarray, labels: np.ndarray, n_classes
     p = np.ones(n_classes)
     for k in np.flatnonzero(b + c):
         p[k] = stats.binomtest(int(b[k]), int(b[k] + c[k]), 0.5).pvalue
+    return p
+
+
+def mcnemar_p_values(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Exact two-sided McNemar p-values from discordant counts, all columns at once.
+
+    Parameters
+    ----------
+    b, c : ndarray of shape (K,), int
+        Examples the baseline model gets right and the pruned one wrong, and the reverse.
+
+    Returns
+    -------
+    ndarray of shape (K,)
+        The two-sided binomial test of ``b`` successes in ``b + c`` trials at 1/2, which for
+        this symmetric null is ``min(1, 2 P(X <= min(b, c)))``; 1 where nothing is discordant.
+    """
+    from scipy import stats
+
+    b = np.asarray(b, dtype=np.int64)
+    c = np.asarray(c, dtype=np.int64)
+    n = b + c
+    p = np.ones(b.shape)
+    some = n > 0
+    p[some] = np.minimum(1.0, 2 * stats.binom.cdf(np.minimum(b, c)[some], n[some], 0.5))
     return p
 
 

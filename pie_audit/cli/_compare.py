@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ._app import EXIT_GATE_FAILED, app
-from ._options import OUTCOME_COLOURS, audit_options, command_line, gallery_of, rules_source, settings_from
+from ._options import OUTCOME_COLOURS, audit_options, command_line, gallery_of, groups_from, rules_source, settings_from
 
 
 @app.command()
@@ -34,7 +34,7 @@ def compare(
     from ..report import write_outputs
 
     settings = settings_from(options)
-    result = compare_populations(baseline, pruned, settings=settings)
+    result = compare_populations(baseline, pruned, settings=settings, **groups_from(options))
     out = out if out is not None else Path("reports") / Path(pruned).resolve().name
     write_outputs(result, out, gallery=gallery_of(result, options), junit=junit, command=command_line())
     if not options["quiet"]:
@@ -60,6 +60,10 @@ def _print_verdict(result, out: Path, source: str) -> None:  # noqa: ANN001 - Co
         markup=False,
     )
     console.print(f"classes ({result.test} test): {_impact(result)}", markup=False)
+    if result.groups is not None:
+        console.print(f"groups ({', '.join(result.group_attributes)}): {_group_impact(result)}", markup=False)
+        for line in _error_rates(result):
+            console.print(f"  {line}", markup=False)
     console.print(f"power: {result.power_sentence()}", markup=False)
     for note in result.notes:
         console.print(f"note: {note}", markup=False)
@@ -82,3 +86,40 @@ def _impact(result) -> str:  # noqa: ANN001 - CompareResult
             label = "significantly harmed" if verb == "lost" else "significantly helped"
             parts.append(f"{len(rows)} {label}: " + "; ".join(shown) + more)
     return "; ".join(parts) if parts else "none significantly harmed or helped"
+
+
+def _group_impact(result) -> str:  # noqa: ANN001 - CompareResult
+    """Per-group findings in words: who lost accuracy, and by how much beyond everyone."""
+    groups = result.groups
+    tested = int(groups["tested"].sum())
+    harmed = result.harmed_groups
+    fell = groups[groups["accuracy_significant"] & (groups["accuracy_change"] < 0) & (groups["direction"] != "harmed")]
+    parts = []
+    if len(harmed):
+        shown = [
+            f"{r.group} (lost {abs(100 * r.accuracy_change):.1f} points of accuracy"
+            + (f", {abs(100 * r.normalized_change):.1f} more than the models' average)" if result.test != "mcnemar" else ")")
+            for r in harmed.head(5).itertuples()
+        ]
+        more = f" and {len(harmed) - 5} more" if len(harmed) > 5 else ""
+        parts.append(f"{len(harmed)} significantly harmed: " + "; ".join(shown) + more)
+    if len(fell):
+        shown = [f"{r.group} ({100 * r.accuracy_change:+.1f} points)" for r in fell.head(5).itertuples()]
+        parts.append(f"{len(fell)} more lost accuracy as everyone did: " + ", ".join(shown))
+    found = "; ".join(parts) if parts else "none significantly harmed"
+    return f"{tested} of {len(groups)} tested; {found}"
+
+
+def _error_rates(result) -> list[str]:  # noqa: ANN001 - CompareResult
+    """For a two-class task, the harmed cells as the CIE paper speaks of them: error rates that rose."""
+    if len(result.classes) != 2 or result.group_cells is None:
+        return []
+    cells = result.group_cells
+    lines = []
+    for r in cells[cells["direction"] == "harmed"].sort_values("normalized_change").head(5).itertuples():
+        rate = "false-negative" if r.label == 1 else "false-positive"
+        lines.append(
+            f"{r.group}: {rate} rate {1 - r.baseline_recall_mean:.1%} -> {1 - r.pruned_recall_mean:.1%} "
+            f"(positive class {result.classes['name'].iloc[1]}; significant)"
+        )
+    return lines

@@ -30,11 +30,14 @@ _SETTING_HELP = {
     "detect": "Class drop the power analysis asks about (fraction). \\[default: --max-class-drop]",
     "max_class_drop": "Fail when a class is significantly harmed by more than this (normalized recall, fraction). \\[default: 0.02]",
     "max_class_recall_drop": "Fail when a class's recall falls significantly by more than this (absolute, fraction). \\[default: 0.05]",
+    "max_group_drop": "Fail when a group is significantly harmed by more than this (accuracy beyond the models' average, fraction). \\[default: 0.02]",
+    "max_group_accuracy_drop": "Fail when a group's accuracy falls significantly by more than this (absolute, fraction). \\[default: 0.05]",
     "max_pie_fraction": "Fail when the PIE fraction exceeds this.",
     "stable_pies_only": "Count only PIEs stable under model resampling (>= 90%) for --max-pie-fraction. \\[default: all]",
     "max_accuracy_drop": "Fail when mean accuracy drops by more than this (fraction).",
     "max_harmed_classes": "Fail when more classes than this are significantly harmed.",
     "min_power": "Fail when the audit's power to detect a class drop of --detect is below this.",
+    "min_group_support": "Groups with fewer examples are listed, not tested. \\[default: 30]",
     "seed": "Bootstrap seed. \\[default: 0]",
     "n_bootstrap": "Bootstrap resamples. \\[default: 1000]",
 }
@@ -57,7 +60,7 @@ DataRoot = Annotated[Path, typer.Option(help="Where dataset files are looked up.
 # (annotation, default) of each shared option of the audit commands, in --help order: the
 # settings and --config follow the command's own options, the rest come last.
 _SETTINGS_OPTIONS = {
-    **{name: (_setting(name), None) for name in _SETTING_HELP if name not in ("seed", "n_bootstrap")},
+    **{name: (_setting(name), None) for name in _SETTING_HELP if name not in ("seed", "n_bootstrap", "min_group_support")},
     "config": (
         Annotated[
             Optional[Path],
@@ -65,8 +68,23 @@ _SETTINGS_OPTIONS = {
         ],
         None,
     ),
+    "groups": (
+        Annotated[
+            Optional[Path],
+            typer.Option(help="Groups table for the subgroup audit: example_id and attribute columns, .parquet or .csv (docs/groups.md). Default: the baseline's own groups.parquet, if any."),
+        ],
+        None,
+    ),
+    "group_by": (
+        Annotated[
+            Optional[str],
+            typer.Option(help="Attributes to form groups from, comma-separated (COL,COL); with 2 or 3, their intersections too. Default: every attribute."),
+        ],
+        None,
+    ),
 }
 _LAST_OPTIONS = {
+    "min_group_support": (_setting("min_group_support"), None),
     "seed": (_setting("seed"), None),
     "n_bootstrap": (_setting("n_bootstrap"), None),
     "data_root": (
@@ -121,6 +139,16 @@ def settings_from(options: Mapping[str, Any]) -> Settings:
     """
     config = options["config"] if options["config"] is not None else find_config()
     return resolve_settings({name: options[name] for name in SETTINGS}, config=config)
+
+
+def groups_from(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``groups`` and ``group_by`` keywords of the audit for ``--groups`` and ``--group-by``."""
+    group_by = options["group_by"]
+    if group_by is not None:
+        group_by = [part.strip() for part in group_by.split(",")]
+        if not all(group_by):
+            raise typer.BadParameter(f"{options['group_by']!r} names an empty column", param_hint="'--group-by'")
+    return {"groups": options["groups"], "group_by": group_by}
 
 
 def gallery_of(result: Any, options: Mapping[str, Any]) -> Any:

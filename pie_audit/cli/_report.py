@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import EXIT_GATE_FAILED, app
-from ._options import OUTCOME_COLOURS, audit_options, command_line, gallery_of, rules_source, settings_from
+from ._options import OUTCOME_COLOURS, audit_options, command_line, gallery_of, groups_from, rules_source, settings_from
 
 
 @app.command()
@@ -34,7 +34,7 @@ def report(
     from .._compare import sweep
 
     settings = settings_from(options)
-    results = sweep(baseline, pruned, settings=settings)
+    results = sweep(baseline, pruned, settings=settings, **groups_from(options))
     galleries = [gallery_of(result, options) for _, result in results]
     write_sweep(results, out, baseline=baseline, galleries=galleries, command=command_line())
     if not options["quiet"]:
@@ -54,7 +54,8 @@ def _print_summary(results, out: Path, source: str) -> None:  # noqa: ANN001 - C
         console.print(f"[{colour}]{result.verdict_line(rules=False, power=False)}[/] ", end="")
         console.print(
             f"{name}: accuracy {result.pruned.accuracy_mean:.2%}, PIEs {result.pies.fraction:.2%}, "
-            f"classes harmed {result.n_harmed}",
+            f"classes harmed {result.n_harmed}"
+            + (f", groups harmed {len(result.harmed_groups)}" if result.groups is not None else ""),
             markup=False,
         )
     console.print(source, markup=False)

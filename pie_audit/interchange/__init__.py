@@ -10,12 +10,14 @@ wing calls it. Needs numpy, pandas and pyarrow, never torch.
   directory;
 - :mod:`._agreement`: whether models and populations agree on their examples, labels and classes
   (:func:`check_populations`);
-- :mod:`._provenance`: what a population's ``run.json`` files say about how it was made.
+- :mod:`._provenance`: what a population's ``run.json`` files say about how it was made;
+- :mod:`._groups`: groups tables, the attributes of each test example (``groups.parquet``).
 """
 
 from __future__ import annotations
 
 from ._agreement import check_populations
+from ._groups import GROUPS_FILE, MAX_GROUP_VALUES, GroupTable, read_groups, write_groups
 from ._population import Population, load_population, write_population
 from ._predictions import read_predictions, write_predictions
 from ._provenance import population_provenance
@@ -66,4 +68,10 @@ __all__ = [
     "run_record",
     # provenance
     "population_provenance",
+    # groups tables
+    "GROUPS_FILE",
+    "MAX_GROUP_VALUES",
+    "GroupTable",
+    "read_groups",
+    "write_groups",
 ]

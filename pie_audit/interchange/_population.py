@@ -41,6 +41,7 @@ from ._predictions import (
 )
 from ._records import (
     BAD_CLASSES,
+    GROUPS_FILE,
     POPULATION_FILE,
     PREDICTIONS_FILE,
     RUN_FILE,
@@ -250,7 +251,10 @@ def load_population(path: Path) -> Population:
     if not path.is_dir():
         raise FormatError(NOT_A_DIRECTORY.format(path=path))
     dirs = model_dirs(path)
-    flat = sorted(p for p in path.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
+    # groups.parquet holds the population's attributes, not a model's predictions.
+    flat = sorted(
+        p for p in path.glob("*.parquet") if p.is_file() and not p.name.startswith(".") and p.name != GROUPS_FILE
+    )
     if dirs and flat:
         raise FormatError(MIXED_LAYOUT.format(path=path, file=flat[0].name, directory=dirs[0].name))
     if flat:

@@ -25,6 +25,7 @@ __all__ = [
     "POPULATION_FILE",
     "RUN_FILE",
     "MODEL_FILE",
+    "GROUPS_FILE",
     "BAD_JSON",
     "NOT_AN_OBJECT",
     "BAD_SPEC",
@@ -52,6 +53,8 @@ PREDICTIONS_FILE = "predictions.parquet"
 POPULATION_FILE = "population.json"
 RUN_FILE = "run.json"
 MODEL_FILE = "model.pt"
+#: A population's own attributes of its test examples (:mod:`._groups`), beside ``population.json``.
+GROUPS_FILE = "groups.parquet"
 
 BAD_JSON = "{path}: not valid JSON ({reason})"
 NOT_AN_OBJECT = "{path}: expected a JSON object"
