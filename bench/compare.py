@@ -8,7 +8,9 @@ format (only the three required columns) in a temporary directory, then times:
 (c) a straightforward pandas reference for the modal labels (group by example, ``mode()``)
     and the PIE flags;
 (d) pie-audit's own modal-label and PIE step on the same matrices;
-(d') pie-audit's full per-example table (ties, vote shares, L1 scores) for information.
+(d') pie-audit's full per-example table (ties, vote shares, L1 scores) for information;
+(e) ``compare`` end to end with a subgroup audit: two attributes (4 and 2 values, so 4 + 2 + 8
+    groups, and groups x classes cells), against (b) in the same process.
 
 (a), (b), (d) and (d') are the best of ``--repeat`` runs; (c) runs once. Peak memory of (b)
 is the peak resident set size (``VmHWM``, Linux) of a fresh Python process that imports pie-audit
@@ -42,7 +44,7 @@ _MEMORY_PROBE = """
 import sys
 from pie_audit import compare
 if sys.argv[1] == "compare":
-    compare(sys.argv[2], sys.argv[3])
+    compare(sys.argv[2], sys.argv[3], groups=sys.argv[4] if len(sys.argv) > 4 else None)
 with open("/proc/self/status") as fh:
     print(next(line.split()[1] for line in fh if line.startswith("VmHWM:")))
 """
@@ -82,6 +84,20 @@ def synthesize(
             )
         dirs.append(population)
     return dirs[0], dirs[1]
+
+
+def write_groups_table(path: Path, n_examples: int, *, seed: int = 1) -> Path:
+    """Two attributes of every example: ``region`` (4 values) and ``device`` (2), as Parquet."""
+    rng = np.random.default_rng(seed)
+    table = pa.table(
+        {
+            "example_id": pa.array(np.arange(n_examples), pa.int64()),
+            "region": pa.array(rng.choice(["north", "south", "east", "west"], n_examples, p=[0.4, 0.3, 0.2, 0.1])),
+            "device": pa.array(rng.choice(["phone", "desktop"], n_examples)),
+        }
+    )
+    pq.write_table(table, path)
+    return path
 
 
 def best_of(repeat: int, fn) -> tuple[float, object]:
@@ -133,6 +149,8 @@ def main() -> None:
             args.repeat, lambda: (load_population(base_dir), load_population(pruned_dir))
         )
         compare_s, result = best_of(args.repeat, lambda: compare(base_dir, pruned_dir))
+        groups_file = write_groups_table(Path(tmp) / "groups.parquet", args.examples)
+        groups_s, grouped = best_of(args.repeat, lambda: compare(base_dir, pruned_dir, groups=groups_file))
         own_s, own = best_of(
             args.repeat,
             lambda: modal_labels(base.predictions).labels != modal_labels(pruned.predictions).labels,
@@ -150,6 +168,10 @@ def main() -> None:
             "d_pie_step_s": own_s,
             "d_full_table_s": table_s,
             "b_over_a": compare_s / read_s,
+            "e_compare_groups_s": groups_s,
+            "e_over_b": groups_s / compare_s,
+            "n_groups": len(grouped.groups),
+            "n_cells": len(grouped.group_cells),
             "n_pies": int(result.pies.count),
         }
         if not args.skip_reference:
@@ -159,6 +181,7 @@ def main() -> None:
             figures["c_over_d"] = figures["c_pandas_reference_s"] / own_s
             figures["reference_agrees"] = bool(np.array_equal(reference, own))
         figures["b_peak_rss_mib"] = peak_rss_mib("compare", str(base_dir), str(pruned_dir))
+        figures["e_peak_rss_mib"] = peak_rss_mib("compare", str(base_dir), str(pruned_dir), str(groups_file))
         figures["import_only_peak_rss_mib"] = peak_rss_mib("import")
 
     if args.json:
@@ -185,6 +208,10 @@ def main() -> None:
     print(
         f"peak RSS of (b) in a fresh process: {figures['b_peak_rss_mib']:.0f} MiB "
         f"(imports alone: {figures['import_only_peak_rss_mib']:.0f} MiB)  [target <= 1.5 GB]"
+    )
+    print(
+        f"(e) compare with groups        {groups_s:8.3f} s   (e)/(b) = {figures['e_over_b']:.2f}; "
+        f"{figures['n_groups']} groups, {figures['n_cells']:,} cells; peak RSS {figures['e_peak_rss_mib']:.0f} MiB"
     )
     print(f"PIEs: {figures['n_pies']:,}")
 

@@ -57,3 +57,14 @@ def test_snippets_run(document, trained, tmp_path, monkeypatch):
             exec(compile(code, f"{document.name} snippet {k + 1}", "exec"), namespace)
         except Exception as e:  # noqa: BLE001 - report which snippet failed, with its code
             pytest.fail(f"{document.name} snippet {k + 1} failed: {type(e).__name__}: {e}\n{code}")
+
+
+def test_the_groups_page_defines_every_column():
+    """docs/groups.md names every column of result.groups and result.group_cells, and every rule."""
+    from pie_audit.audit import CELL_COLUMNS, GROUP_COLUMNS
+
+    text = (ROOT / "docs" / "groups.md").read_text(encoding="utf-8")
+    missing = [c for c in dict.fromkeys((*GROUP_COLUMNS, *CELL_COLUMNS)) if f"`{c}`" not in text]
+    assert missing == [], f"docs/groups.md does not define: {missing}"
+    for rule in ("max-group-drop", "max-group-accuracy-drop", "min-group-support"):
+        assert f"`{rule}`" in text, rule

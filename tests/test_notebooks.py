@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
@@ -126,3 +127,47 @@ def test_audit_your_own_model(tmp_path, kernel_name):
     assert html.count('<img src="data:image/png;base64,') == min(summary["pies"]["count"], 64)
     assert "Test: mcnemar" in printed
     assert re.search(r"^Models needed per population for a 2-point drop: (\d+|None)$", printed, re.MULTILINE)
+
+
+def test_groups(tmp_path, kernel_name):
+    nb = nbformat.read(NOTEBOOKS / "groups.ipynb", as_version=4)
+    assert all(not c.get("outputs") and c.get("execution_count") is None
+               for c in nb.cells if c.cell_type == "code"), "commit notebooks with outputs cleared"
+    report = tmp_path / "reports"
+    _inject_parameters(nb, f"N_SEEDS = 8\nN_EXAMPLES = 6000\nN_QUESTIONS = 3000\nREPORT_DIR = {str(report)!r}\n")
+    NotebookClient(
+        nb, kernel_name=kernel_name, timeout=CELL_TIMEOUT_S,
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()  # fmt: skip
+
+    stderr = "".join(_stream(c, "stderr") for c in nb.cells if c.cell_type == "code")
+    assert stderr == "", f"the notebook wrote to stderr (a warning?):\n{stderr}"
+    printed = "".join(_stream(c) for c in nb.cells if c.cell_type == "code")
+
+    # Part 1: CelebA-style attributes; what it prints is what the report's summary.json says.
+    faces = json.loads((report / "celeba-style" / "summary.json").read_text())
+    groups = faces["groups"]
+    assert groups["attributes"] == ["Male", "Young"] and len(groups["rows"]) == 8
+    assert f"Groups harmed beyond the models' average: {groups['harmed']}" in printed
+    assert f"Gate: {'PASSED' if faces['gate']['passed'] else 'FAILED'}" in printed
+    harmed_cells = [f"{c['group']} / {c['name']}" for c in groups["cells"] if c["direction"] == "harmed"]
+    assert f"Cells significantly harmed: {', '.join(harmed_cells) or 'none'}" in printed
+    # The planted harm (blond men forgotten) is found in its cell, as a rise of the false-negative rate.
+    assert "Male=True / blond" in harmed_cells
+    assert f"PIEs: {faces['pies']['count']} of 6000 test examples" in printed
+    assert "it can detect group drops of" in printed
+    assert not any(c["tested"] for c in groups["cells"] if c["support"] < 30)
+    html = (report / "celeba-style" / "report.html").read_text(encoding="utf-8")
+    assert "Male=True" in html
+    examples = pd.read_parquet(report / "celeba-style" / "examples.parquet")
+    assert {"Male", "Young"} <= set(examples.columns)
+
+    # Part 2: a benchmark's subjects, one model a side.
+    llm = json.loads((report / "llm-subjects" / "summary.json").read_text())
+    assert llm["test"] == "mcnemar" and "Test: mcnemar" in printed
+    harmed = [r["group"] for r in llm["groups"]["rows"] if r["direction"] == "harmed"]
+    assert f"Subjects significantly harmed: {', '.join(harmed) or 'none'}" in printed
+    assert "subject=international_law" in harmed
+    assert all(r["p_value"] is None for r in llm["groups"]["rows"])  # no relative test with McNemar
+    drop = [f for f in llm["gate"]["failures"] if f["rule"] == "max-group-drop"]
+    assert drop and drop[0]["groups"] == ["subject=international_law"]

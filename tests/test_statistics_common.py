@@ -7,15 +7,18 @@ over every entry it applies to. An entry says which checks do not hold for it, a
 
 The checks, on small seeded synthetic populations:
 
-- ``example order``: permuting the examples leaves per-class results unchanged and permutes
-  per-example results alike;
+- ``example order``: permuting the examples (and their attributes) leaves per-class and
+  per-group results unchanged and permutes per-example results alike;
 - ``model order``: permuting the models of each population (pairs together) changes nothing;
-- ``relabelling``: a permutation of the class ids permutes per-class rows, and maps per-example
-  labels through it;
+- ``relabelling``: a permutation of the class ids, and one of each attribute's values, permutes
+  per-class, per-group and per-cell rows, and maps per-example labels through it;
 - ``swap``: swapping the populations negates the changes, exchanges baseline and pruned values,
   and keeps p- and q-values;
-- ``duplication``: every example twice leaves per-class results (means over examples)
-  unchanged, and repeats per-example results.
+- ``duplication``: every example twice leaves per-class and per-group results (means over
+  examples) unchanged, and repeats per-example results.
+
+Groups (``docs/groups.md``) are formed from two attributes of each example: ``sex`` (2 values)
+and ``age`` (3 values, ``old`` mostly for the harmed class 2), 2 + 3 + 6 groups.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pie_audit.audit._pie import pie_stability, pie_table, vote_distance
 from pie_audit.audit._power import minimum_detectable_effect, models_needed, t_test_power
+from pie_audit.audit._groups import cell_statistics, group_statistics
 from pie_audit.audit._stats import class_statistics, power_inputs
 from synthetic import planted_predictions
 
@@ -40,15 +45,29 @@ SIZES = {"welch": (6, 5), "paired": (6, 6), "mcnemar": (1, 1)}
 CHECKS = ("example order", "model order", "relabelling", "swap", "duplication")
 # Exact in exact arithmetic; what remains is floating-point summation order.
 TOLERANCE = 1e-12
+#: Each attribute's values, and the permutation of them that ``relabelling`` applies (a cycle on
+#: age, so that a relabelling that is its own inverse could not hide a mistake).
+ATTRIBUTE_VALUES = {"sex": ("F", "M"), "age": ("mid", "old", "young")}
+VALUE_RELABEL = {"sex": {"F": "M", "M": "F"}, "age": {"mid": "old", "old": "young", "young": "mid"}}
+#: Every group of the test data, in the order the group outputs are given (``_by_group``).
+GROUP_NAMES = tuple(
+    [f"{a}={v}" for a, values in ATTRIBUTE_VALUES.items() for v in values]
+    + [f"sex={s} & age={a}" for s in ATTRIBUTE_VALUES["sex"] for a in ATTRIBUTE_VALUES["age"]]
+)
+#: Small enough that every group and every cell of the test data is tested, so that every
+#: example twice (``duplication``) tests the same ones.
+MIN_SUPPORT = 1
 
 
 @dataclass(frozen=True)
 class Populations:
-    """Predictions of shape (M_b, N) and (M_p, N), and labels (N,); for pairs, row m of each is a pair."""
+    """Predictions of shape (M_b, N) and (M_p, N), labels (N,) and each example's attributes
+    (a DataFrame of N rows: ``sex``, ``age``); for pairs, row m of each is a pair."""
 
     baseline: np.ndarray
     pruned: np.ndarray
     labels: np.ndarray
+    attributes: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -59,10 +78,11 @@ class Statistic:
     ----------
     compute : callable
         ``compute(populations)``: the outputs by name, every one of shape (C,) (``axis="class"``)
-        or (N,) (``axis="example"``).
+        or (N,) (``axis="example"``), (G,) (``axis="group"``, in :data:`GROUP_NAMES` order) or
+        (G * C,) (``axis="cell"``: each group's classes in label order).
     design : {"welch", "paired", "mcnemar"}
         Which populations it takes (:data:`SIZES`); pairs are permuted and swapped together.
-    axis : {"class", "example"}
+    axis : {"class", "example", "group", "cell"}
     swap : mapping of str to str
         What each output becomes when the populations are swapped: ``"same"``, ``"negated"``,
         ``"mirrored"`` (harmed and helped exchange) or the name of another output.
@@ -103,6 +123,37 @@ def _power(test: str) -> Callable[[Populations], dict[str, np.ndarray]]:
     return compute
 
 
+def _by_group(table, columns) -> dict[str, np.ndarray]:
+    """Outputs in :data:`GROUP_NAMES` order (cells: in that order, then by label), whatever order
+    the table lists them in, so that relabelling attribute values can be checked by name."""
+    if "label" in table.columns:
+        table = table.set_index(["group", "label"]).loc[[(g, c) for g in GROUP_NAMES for c in range(N_CLASSES)]]
+    else:
+        table = table.set_index("group").loc[list(GROUP_NAMES)]
+    return {c: table[c].to_numpy() for c in columns}
+
+
+def _groups(test: str, columns: tuple[str, ...]) -> Callable[[Populations], dict[str, np.ndarray]]:
+    def compute(p: Populations) -> dict[str, np.ndarray]:
+        table = group_statistics(
+            p.baseline, p.pruned, p.labels, p.attributes, n_classes=N_CLASSES, test=test, n_bootstrap=200,
+            min_support=MIN_SUPPORT,
+        )  # fmt: skip
+        return _by_group(table, columns)
+
+    return compute
+
+
+def _cells(test: str, columns: tuple[str, ...]) -> Callable[[Populations], dict[str, np.ndarray]]:
+    def compute(p: Populations) -> dict[str, np.ndarray]:
+        table = cell_statistics(
+            p.baseline, p.pruned, p.labels, p.attributes, n_classes=N_CLASSES, test=test, min_support=MIN_SUPPORT
+        )
+        return _by_group(table, columns)
+
+    return compute
+
+
 def _pie_table(p: Populations) -> dict[str, np.ndarray]:
     table = pie_table(p.baseline, p.pruned, p.labels)
     return {c: table[c].to_numpy() for c in table.columns if c not in ("example_id", "label")}
@@ -125,6 +176,23 @@ ONE_MODEL = {"model order": "one model a side: there is nothing to permute"}
 # McNemar's test is exact on the examples themselves: twice the examples, the same discordant
 # proportion, is stronger evidence and a smaller p-value.
 MCNEMAR_SKIP = {**ONE_MODEL, "duplication": "an exact test on twice the examples has a smaller p-value"}
+
+# Groups: accuracy on each group against the model's own accuracy (relative), and alone (absolute).
+GROUP_RELATIVE = RELATIVE
+GROUP_ABSOLUTE = {"baseline_accuracy_mean": "pruned_accuracy_mean", "pruned_accuracy_mean": "baseline_accuracy_mean",
+                  "accuracy_change": "negated", "accuracy_t_statistic": "negated", "accuracy_p_value": "same",
+                  "accuracy_q_value": "same", "accuracy_significant": "same"}  # fmt: skip
+GROUP_INTERVALS = {"ci_low": "same", "ci_high": "same"}
+# A PIE is an example whose two modal labels differ, whichever population is which.
+GROUP_PIES = {"support": "same", "n_pies": "same", "pie_fraction": "same", "pie_odds_ratio": "same",
+              "pie_p_value": "same", "pie_q_value": "same"}  # fmt: skip
+PIES_SKIP = {
+    "relabelling": "a tied vote goes to the lowest label, and relabelling changes which label is lowest",
+    # Fisher's test is exact on the examples themselves, and the counts are counts.
+    "duplication": "twice the examples are twice the PIEs, and an exact test on them has a smaller p-value",
+}
+# Cells are classes within groups: the classes' columns, without intervals or mde.
+CELL_RELATIVE = {k: v for k, v in RELATIVE.items() if k != "mde"}
 
 #: Every statistic of the audit, by name.
 STATISTICS: dict[str, Statistic] = {
@@ -161,6 +229,33 @@ STATISTICS: dict[str, Statistic] = {
         {"relabelling": "a tied vote goes to the lowest label, and relabelling changes which label is lowest"},
         labels=("baseline_modal", "pruned_modal"),
     ),  # fmt: skip
+    "welch groups relative": Statistic(_groups("welch", tuple(GROUP_RELATIVE)), "welch", "group", GROUP_RELATIVE),
+    "welch groups absolute": Statistic(_groups("welch", tuple(GROUP_ABSOLUTE)), "welch", "group", GROUP_ABSOLUTE),
+    "welch groups intervals": Statistic(
+        _groups("welch", tuple(GROUP_INTERVALS)), "welch", "group", GROUP_INTERVALS, BOOTSTRAP_SKIP
+    ),
+    "paired groups relative": Statistic(_groups("paired", tuple(GROUP_RELATIVE)), "paired", "group", GROUP_RELATIVE),
+    "paired groups absolute": Statistic(_groups("paired", tuple(GROUP_ABSOLUTE)), "paired", "group", GROUP_ABSOLUTE),
+    "paired groups intervals": Statistic(
+        _groups("paired", tuple(GROUP_INTERVALS)), "paired", "group", GROUP_INTERVALS, BOOTSTRAP_SKIP
+    ),
+    "mcnemar groups relative": Statistic(
+        _groups("mcnemar", ("normalized_change", "p_value")), "mcnemar", "group",
+        {"normalized_change": "negated", "p_value": "same"}, ONE_MODEL,
+    ),  # fmt: skip
+    "mcnemar groups absolute": Statistic(
+        _groups("mcnemar", (*GROUP_ABSOLUTE, "significant", "direction")), "mcnemar", "group",
+        {**GROUP_ABSOLUTE, "significant": "same", "direction": "mirrored"}, MCNEMAR_SKIP,
+    ),  # fmt: skip
+    "group pies": Statistic(_groups("welch", tuple(GROUP_PIES)), "welch", "group", GROUP_PIES, PIES_SKIP),
+    "welch cells relative": Statistic(_cells("welch", tuple(CELL_RELATIVE)), "welch", "cell", CELL_RELATIVE),
+    "welch cells absolute": Statistic(_cells("welch", tuple(ABSOLUTE)), "welch", "cell", ABSOLUTE),
+    "paired cells relative": Statistic(_cells("paired", tuple(CELL_RELATIVE)), "paired", "cell", CELL_RELATIVE),
+    "paired cells absolute": Statistic(_cells("paired", tuple(ABSOLUTE)), "paired", "cell", ABSOLUTE),
+    "mcnemar cells absolute": Statistic(
+        _cells("mcnemar", (*ABSOLUTE, "significant", "direction")), "mcnemar", "cell",
+        {**ABSOLUTE, "significant": "same", "direction": "mirrored"}, MCNEMAR_SKIP,
+    ),  # fmt: skip
     # The table's score on its own: it never looks at which label is lowest.
     "vote distance": Statistic(lambda p: {"score": vote_distance(p.baseline, p.pruned)}, "welch", "example", {"score": "same"}),
     # Stability sorts the models by their predictions' bytes before the seeded resamples, so that
@@ -189,7 +284,16 @@ def populations(design: str) -> Populations:
         pruned = np.where(rng.random(baseline.shape) < 0.8, baseline, pruned)
         lost = (labels == 2) & (rng.random(baseline.shape) < 0.3)
         pruned = np.where(lost, (labels + 1) % N_CLASSES, pruned)
-    return Populations(baseline, pruned, labels)
+    return Populations(baseline, pruned, labels, _attributes(labels))
+
+
+def _attributes(labels: np.ndarray) -> pd.DataFrame:
+    """``sex`` at random; ``age`` "old" for most examples of class 2, so that pruning harms that group."""
+    rng = np.random.default_rng(13)
+    ages = ATTRIBUTE_VALUES["age"]
+    old_mostly = rng.choice(ages, labels.size, p=[0.05, 0.9, 0.05])
+    age = np.where(labels == 2, old_mostly, rng.choice(ages, labels.size, p=[0.45, 0.1, 0.45]))
+    return pd.DataFrame({"sex": rng.choice(ATTRIBUTE_VALUES["sex"], labels.size), "age": age})
 
 
 def _transformed(invariance: str, p: Populations, design: str) -> tuple[Populations, np.ndarray]:
@@ -198,19 +302,29 @@ def _transformed(invariance: str, p: Populations, design: str) -> tuple[Populati
     rng = np.random.default_rng(5)
     if invariance == "example order":
         order = rng.permutation(N_EXAMPLES)
-        return Populations(p.baseline[:, order], p.pruned[:, order], p.labels[order]), order
+        attributes = p.attributes.iloc[order].reset_index(drop=True)
+        return Populations(p.baseline[:, order], p.pruned[:, order], p.labels[order], attributes), order
     if invariance == "model order":
         rows_b = rng.permutation(len(p.baseline))
         rows_p = rows_b if design == "paired" else rng.permutation(len(p.pruned))
-        return Populations(p.baseline[rows_b], p.pruned[rows_p], p.labels), rows_b
+        return Populations(p.baseline[rows_b], p.pruned[rows_p], p.labels, p.attributes), rows_b
     if invariance == "relabelling":
         relabel = rng.permutation(N_CLASSES)
-        return Populations(relabel[p.baseline], relabel[p.pruned], relabel[p.labels]), relabel
+        attributes = p.attributes.apply(lambda column: column.map(VALUE_RELABEL[column.name]))
+        return Populations(relabel[p.baseline], relabel[p.pruned], relabel[p.labels], attributes), relabel
     if invariance == "swap":
-        return Populations(p.pruned, p.baseline, p.labels), np.arange(0)
+        return Populations(p.pruned, p.baseline, p.labels, p.attributes), np.arange(0)
     if invariance == "duplication":
-        return Populations(np.tile(p.baseline, 2), np.tile(p.pruned, 2), np.tile(p.labels, 2)), np.arange(0)
+        attributes = pd.concat([p.attributes, p.attributes], ignore_index=True)
+        return Populations(np.tile(p.baseline, 2), np.tile(p.pruned, 2), np.tile(p.labels, 2), attributes), np.arange(0)
     raise ValueError(invariance)
+
+
+def _group_before(name: str) -> str:
+    """The group that ``name`` was before relabelling: each value mapped back through :data:`VALUE_RELABEL`."""
+    inverse = {a: {new: old for old, new in m.items()} for a, m in VALUE_RELABEL.items()}
+    parts = (part.split("=") for part in name.split(" & "))
+    return " & ".join(f"{a}={inverse[a][v]}" for a, v in parts)
 
 
 _MIRRORED = {"harmed": "helped", "helped": "harmed", "none": "none"}
@@ -224,6 +338,13 @@ def expected_after(invariance: str, stat: Statistic, before: Mapping[str, np.nda
             value = value[moved]
         elif invariance == "relabelling" and stat.axis == "class":
             value = value[np.argsort(moved)]  # class relabel[c] is class c before
+        elif invariance == "relabelling" and stat.axis == "group":
+            value = value[[GROUP_NAMES.index(_group_before(g)) for g in GROUP_NAMES]]
+        elif invariance == "relabelling" and stat.axis == "cell":
+            before_label = np.argsort(moved)
+            rows = [GROUP_NAMES.index(_group_before(g)) * N_CLASSES + before_label[c]
+                    for g in GROUP_NAMES for c in range(N_CLASSES)]  # fmt: skip
+            value = value[rows]
         elif invariance == "relabelling" and name in stat.labels:
             value = moved[value]
         elif invariance == "duplication" and stat.axis == "example":
@@ -278,7 +399,8 @@ def test_the_registry_entry_is_complete(name):
     assert all(rule in ("same", "negated", "mirrored") or rule in outputs for rule in stat.swap.values())
     assert set(stat.skip) <= set(CHECKS) and all(stat.skip.values())
     assert set(stat.labels) <= set(outputs)
-    size = N_CLASSES if stat.axis == "class" else N_EXAMPLES
+    sizes = {"class": N_CLASSES, "example": N_EXAMPLES, "group": len(GROUP_NAMES), "cell": len(GROUP_NAMES) * N_CLASSES}
+    size = sizes[stat.axis]
     assert all(np.shape(value) == (size,) for value in outputs.values())
     informative = [v for v in outputs.values() if len(set(np.asarray(v).tolist())) > 1]
     assert informative, f"{name}: every output is constant on the test data"
@@ -290,6 +412,21 @@ def test_every_design_tests_both_changes_and_is_powered():
     for design in SIZES:
         assert {f"{design} relative", f"{design} absolute"} <= set(STATISTICS)
     assert {"welch power", "paired power", "pie table", "pie stability"} <= set(STATISTICS)
+    # Groups and cells too, each design's two tests, and the PIEs by group.
+    for design in SIZES:
+        assert {f"{design} groups relative", f"{design} groups absolute", f"{design} cells absolute"} <= set(STATISTICS)
+    assert "group pies" in STATISTICS
+
+
+def test_the_groups_of_the_test_data_are_all_tested():
+    """Every group and every cell with an example is tested, so that every example twice tests the
+    same ones; and the registry lists every group :func:`group_statistics` forms."""
+    for design in SIZES:
+        p = populations(design)
+        table = group_statistics(p.baseline, p.pruned, p.labels, p.attributes, test=design, min_support=MIN_SUPPORT)
+        assert sorted(table["group"]) == sorted(GROUP_NAMES) and table["tested"].all()
+        cells = cell_statistics(p.baseline, p.pruned, p.labels, p.attributes, test=design, min_support=MIN_SUPPORT)
+        assert (cells["tested"] == (cells["support"] > 0)).all()
 
 
 def test_the_data_make_the_tests_decide():
@@ -297,6 +434,9 @@ def test_the_data_make_the_tests_decide():
     for design in ("welch", "paired"):
         direction = STATISTICS[f"{design} relative"].compute(populations(design))["direction"]
         assert direction[2] == "harmed"
+        # The group that is mostly class 2 is harmed as a group.
+        groups = STATISTICS[f"{design} groups relative"].compute(populations(design))["direction"]
+        assert groups[GROUP_NAMES.index("age=old")] == "harmed"
     assert STATISTICS["pie table"].compute(populations("welch"))["pie"].any()
 
 
