@@ -233,17 +233,19 @@ def pie_stability(
         cols = todo[start : start + chunk]
         modal_b = _resampled_modal(base[:, cols], weights[0], tie_break)
         modal_p = _resampled_modal(pruned[:, cols], weights[1], tie_break)
-        stability[cols] = (modal_b != modal_p).mean(axis=0)
+        stability[cols] = (modal_b != modal_p).mean(axis=1)
     return stability
 
 
 def _resampled_modal(predictions: np.ndarray, weights: np.ndarray, tie_break: str) -> np.ndarray:
-    """Modal label of each example (M, K) under each resample's model counts (B, M): (B, K)."""
+    """Modal label of each example (M, K) under each resample's model counts (B, M): (K, B)."""
     m, k = predictions.shape
     # Number each example's distinct labels 0, 1, ... in increasing label order, so that taking
     # the first strict maximum keeps the lowest label, as modal_labels does.
-    votes = predictions.T  # (K, M)
-    order = np.sort(votes, axis=1)
+    votes = np.ascontiguousarray(predictions.T)  # (K, M)
+    # One sort serves both: the sorted votes and where each vote came from.
+    where = np.argsort(votes, axis=1, kind="stable")
+    order = np.take_along_axis(votes, where, axis=1)
     new = np.ones(order.shape, dtype=bool)
     np.not_equal(order[:, 1:], order[:, :-1], out=new[:, 1:])
     rank = np.cumsum(new, axis=1) - 1  # local index of each sorted vote
@@ -251,23 +253,25 @@ def _resampled_modal(predictions: np.ndarray, weights: np.ndarray, tie_break: st
     # Examples with the most distinct labels first: those taking part in local label l are then
     # a prefix, so every update below works on views, not on gathered copies.
     by_width = np.argsort(-width, kind="stable")
-    votes, order, rank, width = votes[by_width], order[by_width], rank[by_width], width[by_width]
-    local = np.empty((k, m), dtype=np.int64)
-    local[np.arange(k)[:, None], np.argsort(votes, axis=1, kind="stable")] = rank
-    local = np.ascontiguousarray(local.T)  # (M, K)
-    best = np.full((weights.shape[0], k), -1.0, dtype=np.float32)
-    winner = np.zeros((weights.shape[0], k), dtype=np.int64)
+    where, order, rank, width = where[by_width], order[by_width], rank[by_width], width[by_width]
+    local = np.empty((k, m), dtype=np.int16 if int(width[0]) < 2**15 else np.int64)
+    local[np.arange(k)[:, None], where] = rank
+    # Examples in rows, resamples in columns: the examples taking part in label l are a prefix of
+    # rows, so each update below runs over one contiguous block of memory.
+    wt = np.ascontiguousarray(weights.T)  # (M, B)
+    best = np.full((k, weights.shape[0]), -1.0, dtype=np.float32)
+    winner = np.zeros((k, weights.shape[0]), dtype=local.dtype)
     for label in range(int(width[0])):
         n = int(np.count_nonzero(width > label))
-        counts = weights @ (local[:, :n] == label).astype(np.float32)  # (B, n)
-        current = best[:, :n]
+        counts = (local[:n] == label).astype(np.float32) @ wt  # (n, B)
+        current = best[:n]
         better = counts > current if tie_break == "lowest" else counts >= current
         np.copyto(current, counts, where=better)
-        np.copyto(winner[:, :n], label, where=better)
+        np.copyto(winner[:n], label, where=better)
     labels = np.zeros((k, int(width[0])), dtype=predictions.dtype)
     labels[np.arange(k)[:, None], rank] = order
-    modal = np.empty_like(winner)
-    modal[:, by_width] = labels[np.arange(k)[None, :], winner]
+    modal = np.empty((k, weights.shape[0]), dtype=predictions.dtype)
+    modal[by_width] = np.take_along_axis(labels, winner.astype(np.intp), axis=1)
     return modal
 
 

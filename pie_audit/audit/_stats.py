@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
+from ._distributions import benjamini_hochberg, binomial_half_p_value, paired_t_test, welch_t_test
 from ._power import PowerInputs, minimum_detectable_effect
 
 __all__ = [
@@ -554,8 +555,6 @@ def _t_test(
     ``recall_moved`` says, per column, whether the first models' uncentred recalls differ; it only
     matters for columns whose tested values do not vary at all, where every model agrees.
     """
-    from scipy import stats
-
     t = np.zeros(base.shape[1])
     p = np.ones(base.shape[1])
     if paired:
@@ -572,17 +571,11 @@ def _t_test(
     p[moved] = 0.0
     regular = ~constant
     if regular.any():
-        with warnings.catch_warnings():
-            # scipy warns when a column is nearly constant in one population; Welch's test is
-            # still defined there (that population's variance is ~0), so the result stands.
-            warnings.filterwarnings("ignore", message="Precision loss occurred", category=RuntimeWarning)
-            # ttest_*(a, b) tests mean(a) - mean(b): pruned first, so t < 0 means a drop.
-            if paired:
-                result = stats.ttest_rel(pruned[:, regular], base[:, regular], axis=0)
-            else:
-                result = stats.ttest_ind(pruned[:, regular], base[:, regular], axis=0, equal_var=False)
-        t[regular] = result.statistic
-        p[regular] = result.pvalue
+        # test(a, b) tests mean(a) - mean(b): pruned first, so t < 0 means a drop.
+        if paired:
+            t[regular], p[regular] = paired_t_test(pruned[:, regular], base[:, regular])
+        else:
+            t[regular], p[regular] = welch_t_test(pruned[:, regular], base[:, regular])
     return t, p
 
 
@@ -593,40 +586,14 @@ def _mcnemar(base: np.ndarray, pruned: np.ndarray, labels: np.ndarray, n_classes
     ``c`` the reverse; under the null hypothesis (the same recall) each discordant example is
     either with probability 1/2.
     """
-    from scipy import stats
-
     base_right, pruned_right = base == labels, pruned == labels
     b = np.bincount(labels[base_right & ~pruned_right], minlength=n_classes)
     c = np.bincount(labels[~base_right & pruned_right], minlength=n_classes)
-    p = np.ones(n_classes)
-    for k in np.flatnonzero(b + c):
-        p[k] = stats.binomtest(int(b[k]), int(b[k] + c[k]), 0.5).pvalue
-    return p
+    return binomial_half_p_value(b, c)
 
 
-def mcnemar_p_values(b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Exact two-sided McNemar p-values from discordant counts, all columns at once.
-
-    Parameters
-    ----------
-    b, c : ndarray of shape (K,), int
-        Examples the baseline model gets right and the pruned one wrong, and the reverse.
-
-    Returns
-    -------
-    ndarray of shape (K,)
-        The two-sided binomial test of ``b`` successes in ``b + c`` trials at 1/2, which for
-        this symmetric null is ``min(1, 2 P(X <= min(b, c)))``; 1 where nothing is discordant.
-    """
-    from scipy import stats
-
-    b = np.asarray(b, dtype=np.int64)
-    c = np.asarray(c, dtype=np.int64)
-    n = b + c
-    p = np.ones(b.shape)
-    some = n > 0
-    p[some] = np.minimum(1.0, 2 * stats.binom.cdf(np.minimum(b, c)[some], n[some], 0.5))
-    return p
+#: Exact McNemar p-values from discordant counts (:func:`._distributions.binomial_half_p_value`).
+mcnemar_p_values = binomial_half_p_value
 
 
 def _adjust(p: np.ndarray, correction: str) -> np.ndarray:
@@ -637,9 +604,7 @@ def _adjust(p: np.ndarray, correction: str) -> np.ndarray:
     if correction == "none":
         q[tested] = p[tested]
     else:
-        from statsmodels.stats.multitest import multipletests
-
-        q[tested] = multipletests(p[tested], method="fdr_bh")[1]
+        q[tested] = benjamini_hochberg(p[tested])
     return q
 
 

@@ -126,6 +126,11 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         Unreadable file, missing or non-integer column, missing or negative values,
         duplicate example ids, or no rows.
     """
+    return sort_by_id(path, *read_unsorted(path))
+
+
+def read_unsorted(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`read_predictions` in file order: every check but the order and duplicates of the ids."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -169,14 +174,35 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         low = values.min()
         if low < 0:
             raise FormatError(NEGATIVE_VALUE.format(path=path, column=column, value=low))
-    steps = np.diff(ids)
-    if not (steps > 0).all():
-        order = np.argsort(ids, kind="stable")
-        ids, labels, predictions = ids[order], labels[order], predictions[order]
-        repeated = np.flatnonzero(np.diff(ids) == 0)
-        if repeated.size:
-            raise FormatError(DUPLICATE_ID.format(path=path, value=ids[repeated[0]]))
     return ids, labels, predictions
+
+
+def id_order(path: Path, ids: np.ndarray) -> np.ndarray | None:
+    """The permutation that sorts a file's example ids, ``None`` when they are sorted already.
+
+    Raises
+    ------
+    FormatError
+        An example id appears twice.
+    """
+    if (np.diff(ids) > 0).all():
+        return None
+    order = np.argsort(ids, kind="stable")
+    repeated = np.flatnonzero(np.diff(ids[order]) == 0)
+    if repeated.size:
+        raise FormatError(DUPLICATE_ID.format(path=path, value=ids[order][repeated[0]]))
+    return order
+
+
+def sort_by_id(
+    path: Path, ids: np.ndarray, labels: np.ndarray, predictions: np.ndarray, order: np.ndarray | None | bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A file's columns sorted by example id; ``order`` from :func:`id_order` when already known."""
+    if order is False:
+        order = id_order(path, ids)
+    if order is None:
+        return ids, labels, predictions
+    return ids[order], labels[order], predictions[order]
 
 
 def _range_index(schema: Any, name: str) -> tuple[int, int, int] | None:
