@@ -11,6 +11,7 @@ import pie_audit
 from pie_audit.data._datasets import dataset_hash, load_dataset
 from pie_audit.errors import OutputError
 from pie_audit.report._outputs import (
+    GROUPS_CSV,
     OUTPUT_FILES,
     REPORT_FILE,
     REPORT_FILES,
@@ -80,9 +81,53 @@ def test_write_outputs_uses_the_full_report(tmp_path, harmed_populations):
 
 
 
-def test_report_files_are_what_write_outputs_writes_plus_junit():
-    assert REPORT_FILES == {*OUTPUT_FILES, "junit.xml"}
-    assert REPORT_FILE in OUTPUT_FILES
+def test_report_files_are_what_write_outputs_writes_plus_groups_and_junit():
+    assert REPORT_FILES == {*OUTPUT_FILES, "groups.csv", "junit.xml"}
+    assert REPORT_FILE in OUTPUT_FILES and GROUPS_CSV not in OUTPUT_FILES
+
+
+# --- groups ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grouped():
+    from test_report import grouped_result
+
+    return grouped_result()
+
+
+def test_groups_csv_holds_one_row_per_group_with_a_column_per_attribute(tmp_path, grouped):
+    out = write_outputs(grouped, tmp_path / "r")
+    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUT_FILES, GROUPS_CSV])
+    # Read as text: an empty cell is a group that does not constrain the attribute.
+    table = pd.read_csv(out / GROUPS_CSV, keep_default_na=False, dtype={"attribute:sex": str, "attribute:age": str})
+    groups = grouped.groups
+    rest = [c for c in groups.columns if c not in ("group", "attributes")]
+    assert table.columns.tolist() == ["group", "attribute:sex", "attribute:age", *rest]
+    assert table["group"].tolist() == groups["group"].tolist()
+    for column in ("sex", "age"):
+        assert table[f"attribute:{column}"].tolist() == [a.get(column, "") for a in groups["attributes"]]
+    numbers = pd.read_csv(out / GROUPS_CSV)
+    for column in rest:
+        if not pd.api.types.is_numeric_dtype(groups[column]) or pd.api.types.is_bool_dtype(groups[column]):
+            assert numbers[column].tolist() == groups[column].tolist(), column
+        else:
+            np.testing.assert_allclose(numbers[column].to_numpy(dtype=float), groups[column].to_numpy(dtype=float), err_msg=column)
+    # The hostile value round-trips as text.
+    assert "<script>alert(1)</script>" in set(table["attribute:age"])
+    # summary.json carries the same rows; examples.parquet the attribute columns.
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["group"] for r in summary["groups"]["rows"]] == groups["group"].tolist()
+    examples = pd.read_parquet(out / "examples.parquet")
+    pd.testing.assert_frame_equal(examples, grouped.examples)
+    assert {"sex", "age"} <= set(examples.columns)
+
+
+def test_a_report_without_groups_replaces_one_with_groups(tmp_path, grouped, identical_populations):
+    out = write_outputs(grouped, tmp_path / "r")
+    assert (out / GROUPS_CSV).is_file()
+    write_outputs(pie_audit.compare(*identical_populations), out)  # groups.csv is a report file
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
 
 
 def test_write_junit_replaces_atomically(tmp_path, harmed_populations):

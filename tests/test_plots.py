@@ -11,6 +11,10 @@ from pie_audit.report._plots import (
     COLORS,
     METHOD_STYLES,
     class_change_svg,
+    group_change_svg,
+    intersection_frame,
+    intersection_svg,
+    plotted_groups,
     most_affected,
     pies_per_class_svg,
     sweep_methods,
@@ -208,3 +212,78 @@ def test_sweep_methods_labels_missing_methods_unknown():
     sweep = sweep_rows(*[(name, method, 0.5, 0.9) for name, method in rows])
     sweep.loc[1, "method"] = np.nan
     assert sweep_methods(sweep).tolist() == ["gmp", "unknown", "unknown", "gmp, random"]
+
+
+# --- groups -------------------------------------------------------------------------------------
+
+
+def groups(rows):
+    """A groups table (the columns the figures read) from (attributes, tested, change, significant) rows."""
+    names = [" & ".join(f"{a}={v}" for a, v in attributes.items()) for attributes, *_ in rows]
+    changes = np.array([change for _, _, change, _ in rows], dtype=float)
+    significant = [sig for *_, sig in rows]
+    return pd.DataFrame(
+        {
+            "group": names,
+            "attributes": [attributes for attributes, *_ in rows],
+            "tested": [tested for _, tested, _, _ in rows],
+            "normalized_change": changes,
+            "ci_low": changes - 0.01,
+            "ci_high": changes + 0.01,
+            "significant": significant,
+            "direction": np.where(significant, np.where(changes < 0, "harmed", "helped"), "none"),
+        }
+    )
+
+
+TWO_BY_TWO = [
+    ({"sex": "F"}, True, -0.05, True),
+    ({"sex": "M"}, True, 0.01, False),
+    ({"age": "old"}, True, -0.02, False),
+    ({"age": "<b>young</b>"}, True, 0.0, False),
+    ({"sex": "F", "age": "old"}, True, -0.12, True),
+    ({"sex": "F", "age": "<b>young</b>"}, True, 0.03, True),
+    ({"sex": "M", "age": "old"}, False, -0.3, False),
+]
+
+
+def test_plotted_groups_leave_out_untested_groups_and_keep_significant_ones_first():
+    frame = groups(TWO_BY_TWO)
+    assert plotted_groups(frame)["group"].tolist() == [
+        "sex=F & age=old", "sex=F", "age=old", "age=<b>young</b>", "sex=M", "sex=F & age=<b>young</b>",
+    ]  # fmt: skip
+    # Three at most: the three significant ones, however small the change.
+    assert plotted_groups(frame, limit=3)["group"].tolist() == ["sex=F & age=old", "sex=F", "sex=F & age=<b>young</b>"]
+
+
+def test_group_change_svg_is_inline_ready_and_escapes_names():
+    svg = group_change_svg(groups(TWO_BY_TWO))
+    assert svg.startswith('<svg role="img" aria-label="Normalized accuracy change per group" class="figure"')
+    assert "&lt;b&gt;young&lt;/b&gt;" in svg and "<b>" not in svg
+    assert "sex=M &amp; age=old" not in svg  # not tested: listed, not drawn
+    assert COLORS["harmed"] in svg and COLORS["helped"] in svg and 'id="groups-' in svg
+    assert group_change_svg(groups([({"sex": "F"}, False, 0.0, False)])) == ""
+
+
+def test_intersection_frame_needs_exactly_two_attributes():
+    frame = groups(TWO_BY_TWO)
+    matrix = intersection_frame(frame, ["sex", "age"])
+    assert matrix.index.tolist() == ["F", "M"] and matrix.columns.tolist() == ["old", "<b>young</b>"]
+    assert (matrix.index.name, matrix.columns.name) == ("sex", "age")
+    assert matrix.loc["F", "old"] == -0.12 and matrix.loc["F", "<b>young</b>"] == 0.03
+    # Not tested and not observed: no value; the attrs tell them apart.
+    assert np.isnan(matrix.loc["M", "old"]) and np.isnan(matrix.loc["M", "<b>young</b>"])
+    assert matrix.attrs["observed"].loc["M", "old"] and not matrix.attrs["tested"].loc["M", "old"]
+    assert not matrix.attrs["observed"].loc["M", "<b>young</b>"]
+    assert matrix.attrs["significant"].loc["F", "old"] and not matrix.attrs["significant"].loc["M", "old"]
+    assert intersection_frame(frame, ["sex"]) is None
+    assert intersection_frame(frame, ["sex", "age", "site"]) is None
+    assert intersection_frame(groups(TWO_BY_TWO[:4]), ["sex", "age"]) is None  # no intersection
+
+
+def test_intersection_svg_labels_cells():
+    svg = intersection_svg(intersection_frame(groups(TWO_BY_TWO), ["sex", "age"]))
+    root = ET.fromstring(svg)
+    texts = [t.text for t in root.iter(f"{SVG_NS}text")]
+    assert {"-12.0*", "+3.0*", "not tested", "F", "M", "old", "<b>young</b>", "sex", "age"} <= set(texts)
+    assert "currentColor" in svg and "<style" not in svg

@@ -431,3 +431,253 @@ def test_sweep_page_escapes_method_names():
     assert [row["method"].text for row in page.table("Pruned populations").records] == [EVIL, EVIL, "gmp"]
     assert EVIL in page.svg(AGAINST + "target sparsity").text  # the legend names it, as text
 
+
+
+# --- groups -------------------------------------------------------------------------------------
+
+QUOTES = "M\"&'"
+HARMED_GROUP = "sex=F & age=old"
+
+
+def grouped_result(*, n_classes=2, models=8, evil=EVIL, third=False, **settings):
+    """Two populations of ``models`` models on 600 examples and their groups table.
+
+    ``sex`` (``F`` or a value with quotes and an ampersand) and ``age`` (``old``, ``young`` or
+    ``evil``) split the examples evenly, 100 per combination; pruning takes every model's
+    accuracy on ``sex=F & age=old`` from 90% to 60%, and every pruned model misses examples 4, 5
+    and 6 (of three other groups), so that not every PIE is in the harmed group. ``third`` adds
+    a third attribute, ``site``.
+    """
+    n = 600
+    ids = np.arange(n)
+    labels = np.random.default_rng(3).permutation(ids % n_classes)
+    table = pd.DataFrame(
+        {
+            "example_id": ids,
+            "sex": np.where(ids % 2, "F", QUOTES),
+            "age": np.array(["old", "young", evil], dtype=object)[ids // 2 % 3],
+        }
+    )
+    if third:
+        table["site"] = np.where(ids % 5 < 2, "north", "south")
+    harmed = ((table["sex"] == "F") & (table["age"] == "old")).to_numpy()
+    base = planted_predictions(models, labels, accuracy=0.9, n_classes=n_classes, seed=1)
+    pruned = planted_predictions(models, labels, accuracy=0.9, n_classes=n_classes, seed=2)
+    pruned[:, harmed] = planted_predictions(models, labels, accuracy=0.6, n_classes=n_classes, seed=3)[:, harmed]
+    pruned[:, [4, 5, 6]] = (labels[[4, 5, 6]] + 1) % n_classes
+    names = ["negative", "positive"] if n_classes == 2 else [f"c{k}" for k in range(n_classes)]
+    populations = (
+        Population.from_arrays(predictions, labels, classes=names, name=name)
+        for predictions, name in ((base, "base"), (pruned, "pruned"))
+    )
+    return pie_audit.compare(*populations, groups=table, n_bootstrap=200, **settings)
+
+
+@pytest.fixture(scope="module")
+def grouped():
+    return grouped_result()
+
+
+def points(value):
+    return f"{100 * value:+.2f}"
+
+
+def test_without_groups_the_report_has_no_groups_section(harmed_result):
+    html = render(harmed_result)
+    page = parse(html)
+    assert "Groups" not in page.headings and 'id="groups"' not in html
+    assert "#groups" not in [link.href for link in page.links]
+    assert "gallery-filter" not in html and "data-a0" not in html
+    assert not any("group" in svg.label for svg in page.svgs)
+    assert "group" not in gallery(page).text
+    assert "groups significantly harmed" not in page.section("Verdict").text
+    assert not any("group" in row["rule"].text for row in page.table("Gate rules").records)
+
+
+def test_groups_section_reports_the_planted_harm(grouped):
+    page = parse(render(grouped))
+    assert "#groups" in [link.href for link in page.links]
+    groups = grouped.groups
+    harmed = grouped.harmed_groups
+    assert harmed["group"].iloc[0] == HARMED_GROUP
+    section = page.section("Groups")
+    assert f"{len(groups)} groups, {int(groups['tested'].sum())} of them tested (a group needs at least 30 examples)" in section.text
+    # The verdict lines, in words, with the numbers of the table.
+    heading = f"Groups harmed beyond the models' average ({len(harmed)})"
+    worst = harmed.iloc[0]
+    line = (
+        f"{HARMED_GROUP}: accuracy {100 * worst.baseline_accuracy_mean:.1f}% \u2192 {100 * worst.pruned_accuracy_mean:.1f}%, "
+        f"lost {-100 * worst.accuracy_change:.2f} points, {-100 * worst.normalized_change:.2f} more than the models' average "
+        f"[{points(worst.ci_low)}, {points(worst.ci_high)}], q < 0.0001"
+    )
+    assert line in page.section(heading).text
+    fell = groups[groups["accuracy_significant"] & (groups["accuracy_change"] < 0)]
+    assert f"Groups whose accuracy fell ({len(fell)})" in page.headings
+    assert f"{HARMED_GROUP}: accuracy" in page.section(f"Groups whose accuracy fell ({len(fell)})").text
+    power = grouped.group_power
+    assert f"detect a group's drop beyond the models' average of {100 * power.median_mde:.1f} points or more" in section.text
+    # The card and the gate's group rules.
+    assert f"{len(harmed)} groups significantly harmed beyond the models' average" in page.section("Verdict").text
+    rules = {row["rule"].text: row for row in page.table("Gate rules").records}
+    assert rules["max-group-drop"]["observed"].text == f"{-100 * worst.normalized_change:.1f} points"
+    assert rules["max-group-drop"]["status"].text == "failed"
+    assert rules["max-group-accuracy-drop"]["status"].text == "failed"
+
+
+def test_groups_table_holds_every_group_with_raw_sort_values(grouped):
+    table = parse(render(grouped)).table("group-table")
+    assert table.headers == [
+        "group", "support", "baseline accuracy", "pruned accuracy", "change", "normalized change",
+        "interval", "p", "q", "accuracy q", "MDE", "significant", "PIEs",
+    ]  # fmt: skip
+    groups = grouped.groups
+    assert len(table.rows) == len(groups) == 2 + 3 + 6
+    for row, expected in zip(table.records, groups.itertuples(), strict=True):
+        assert (row["group"].key, row["group"].text) == (None, expected.group)
+        even = "100" if " & " in expected.group else "300" if expected.group.startswith("sex=") else "200"
+        assert row["support"].key == str(expected.support) == even
+        assert float(row["normalized change"].key) == expected.normalized_change
+        assert row["normalized change"].text == points(expected.normalized_change)
+        assert float(row["q"].key) == expected.q_value
+        assert float(row["accuracy q"].key) == expected.accuracy_q_value
+        assert float(row["MDE"].key) == expected.mde
+        assert row["PIEs"].key == str(expected.n_pies)
+        shown = expected.direction if expected.direction != "none" else "relative only" if expected.significant else "no"
+        assert row["significant"].text == shown
+
+
+def test_forest_plot_heatmap_and_pie_concentration(grouped):
+    page = parse(render(grouped))
+    groups = grouped.groups
+    forest = page.svg("Normalized accuracy change per group")
+    shown = {t.text for t in forest.find_all("text")}
+    assert set(groups["group"]) <= shown
+    heatmap = page.svg("Normalized accuracy change per combination of two attributes")
+    assert "Intersections of sex and age" in page.headings
+    worst = groups.set_index("group").loc[HARMED_GROUP]
+    assert f"{100 * worst.normalized_change:+.1f}*" in {t.text for t in heatmap.find_all("text")}
+    # The values name the rows and columns, as text, long ones cut.
+    assert {"F", QUOTES, "old", "young", EVIL[:19] + "\u2026"} <= {t.text for t in heatmap.find_all("text")}
+    # PIEs concentrate in the harmed intersection: its share of PIEs against its share of examples.
+    records = {row["group"].text: row for row in page.table("group-pie-table").records}
+    row, expected = records[HARMED_GROUP], worst
+    assert row["share of examples"].text == f"{100 * expected.support / 600:.1f}%"
+    assert row["share of PIEs"].text == f"{100 * expected.n_pies / grouped.pies.count:.1f}%"
+    assert row["PIE rate"].text == f"{100 * expected.pie_fraction:.1f}%"
+    assert float(row["q"].key) == expected.pie_q_value
+    odds = expected.pie_odds_ratio
+    assert row["odds ratio"].text == ("\u221e" if np.isinf(odds) else f"{odds:.2f}")
+    concentrated = page.section("PIE concentration").text
+    assert f"{HARMED_GROUP}: {expected.n_pies} PIEs among 100 examples" in concentrated
+
+
+def test_two_class_tasks_show_false_positive_and_false_negative_rates(grouped):
+    table = parse(render(grouped)).table("group-error-table")
+    assert table.headers == [
+        "group", "negatives", "baseline FPR", "pruned FPR", "FPR change", "FPR q", "FPR significant",
+        "positives", "baseline FNR", "pruned FNR", "FNR change", "FNR q", "FNR significant",
+    ]  # fmt: skip
+    cells = grouped.group_cells.set_index(["group", "label"])
+    assert len(table.rows) == len(grouped.groups)
+    for row in table.records:
+        for label, rate, count in ((0, "FPR", "negatives"), (1, "FNR", "positives")):
+            cell = cells.loc[(row["group"].text, label)]
+            assert row[count].text == str(cell.support)
+            assert float(row[f"baseline {rate}"].key) == pytest.approx(1 - cell.baseline_recall_mean)
+            assert float(row[f"pruned {rate}"].key) == pytest.approx(1 - cell.pruned_recall_mean)
+            assert row[f"{rate} change"].text == points(-cell.recall_change)
+            assert float(row[f"{rate} q"].key) == cell.q_value
+            shown = cell.direction if cell.direction != "none" else "relative only" if cell.significant else "no"
+            assert row[f"{rate} significant"].text == shown
+    # Pruning made the harmed intersection's errors both ways: its rates rose.
+    harmed = {row["group"].text: row for row in table.records}[HARMED_GROUP]
+    assert harmed["FPR significant"].text == harmed["FNR significant"].text == "harmed"
+
+
+def test_untested_groups_are_listed_not_plotted():
+    result = grouped_result(min_group_support=150)  # the intersections have 100 examples each
+    page = parse(render(result))
+    untested = result.groups.loc[~result.groups["tested"], "group"].tolist()
+    assert len(untested) == 6 and HARMED_GROUP in untested
+    note = page.section("Groups").text
+    assert "Not tested, with fewer than 150 examples (6): " + ", ".join(untested) in note
+    shown = {t.text for t in page.svg("Normalized accuracy change per group").find_all("text")}
+    assert not set(untested) & shown
+    rows = {row["group"].text: row for row in page.table("group-table").records}
+    # Described (its means and their change), not tested.
+    assert rows[HARMED_GROUP]["significant"].text == "not tested"
+    assert [rows[HARMED_GROUP][c].key for c in ("interval", "q", "MDE")] == ["", "", ""]
+    # The heatmap marks the combinations that were not tested.
+    heatmap = page.svg("Normalized accuracy change per combination of two attributes")
+    assert [t.text for t in heatmap.find_all("text")].count("not tested") == 6
+
+
+def test_three_attributes_and_more_classes_skip_the_heatmap_and_error_rates():
+    result = grouped_result(n_classes=3, third=True)
+    page = parse(render(result))
+    assert "Groups" in page.headings
+    assert not any(svg.label == "Normalized accuracy change per combination of two attributes" for svg in page.svgs)
+    assert "With three attributes the audit forms their three-way combinations" in page.section("Groups").text
+    assert "False-positive and false-negative rates" not in page.headings
+    assert "sex=F & age=old & site=north" in [c.text for c in page.table("group-table").column("group")]
+
+
+def test_gallery_cards_carry_their_attribute_values_for_the_filter(grouped):
+    page = parse(render(grouped))
+    cards = gallery(page).figures
+    top = grouped.top_pies(GALLERY_SIZE)
+    assert len(cards) == len(top) > 0
+    for card, row in zip(cards, top.itertuples(), strict=True):
+        assert (card.attrs["data-a0"], card.attrs["data-a1"]) == (row.sex, row.age)
+        assert dict(card.definitions())["group"] == f"sex={row.sex} \u00b7 age={row.age}"
+    (select,) = page.find_all("select", id="gallery-filter")
+    options = select.find_all("option")
+    assert [o.text for o in options] == ["every group", *grouped.groups["group"]]
+    for option, attributes in zip(options[1:], grouped.groups["attributes"], strict=True):
+        wanted = {f"data-a{k}": str(attributes[a]) for k, a in enumerate(("sex", "age")) if a in attributes}
+        assert {k: v for k, v in option.attrs.items() if k.startswith("data-a")} == wanted
+
+
+def test_hostile_group_names_are_escaped(grouped):
+    html = render(grouped)
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("<script") == 1  # the report's own sorter and filter
+    assert "M&#34;&amp;&#39;" in html  # quotes and ampersand, in text and in attributes
+    page = parse(html)
+    names = [c.text for c in page.table("group-table").column("group")]
+    assert f"age={EVIL}" in names and f"sex={QUOTES} & age={EVIL}" in names
+    assert f"sex={QUOTES} & age={EVIL}" in page.svg("Normalized accuracy change per group").text
+
+
+def test_a_report_with_groups_stays_self_contained(grouped):
+    html = render(grouped)
+    assert re.findall(r'\bsrc="([^"]*)"', html) == []  # no images requested
+    hrefs = set(re.findall(r'\bhref="([^"]*)"', html))
+    assert all(h.startswith(("#", "data:")) for h in hrefs), hrefs
+    assert not re.search(r"url\((?!#)", html)
+    ids = [element.attrs["id"] for element in parse(html).find_all() if "id" in element.attrs]
+    assert len(ids) == len(set(ids))
+
+
+def test_notebook_summary_names_the_harmed_groups(grouped, harmed_result):
+    from pie_audit.report import render_summary_html
+
+    text = parse(render_summary_html(grouped)).text
+    harmed = grouped.harmed_groups
+    tested = int(grouped.groups["tested"].sum())
+    worst = harmed.iloc[0]
+    assert (
+        f"Groups (sex, age): {len(harmed)} of {tested} tested groups significantly harmed beyond the models' "
+        f"average: {HARMED_GROUP} ({points(worst.normalized_change)} points)"
+    ) in text
+    assert "Groups (" not in parse(render_summary_html(harmed_result)).text
+
+
+def test_sweep_page_counts_harmed_groups_only_when_some_audit_had_groups():
+    rows = sweep_rows(("p50", "gmp", 0.5), ("p90", "gmp", 0.9))
+    plain = parse(render_sweep(rows, links=LINKS[:2], baseline="b", created_at=WHEN))
+    assert "harmed groups" not in plain.table("Pruned populations").headers
+    rows["harmed_groups"] = [np.nan, 3.0]
+    page = parse(render_sweep(rows, links=LINKS[:2], baseline="b", created_at=WHEN))
+    column = page.table("Pruned populations").column("harmed groups")
+    assert [(c.text, c.key) for c in column] == [("\u2014", ""), ("3", "3")]

@@ -116,3 +116,65 @@ def test_narrow_dark_and_print(browser, report, tmp_path):
     assert page.locator("nav.toc").is_hidden()
     assert problems == []
     assert [r for r in requests if r != path.as_uri() and not r.startswith("data:")] == []
+
+
+# --- groups -------------------------------------------------------------------------------------
+
+#: A group name that runs if it ever reaches the page as markup (the page allows inline scripts).
+PWN = "<script>window.pwned = 1</script>"
+
+
+@pytest.fixture
+def grouped_report(tmp_path):
+    from test_report import grouped_result
+
+    result = grouped_result(evil=PWN)
+    write_outputs(result, tmp_path / "grouped")
+    return result, tmp_path / "grouped" / "report.html"
+
+
+def visible_cards(page):
+    return page.eval_on_selector_all(
+        ".gallery .pie", "cards => cards.filter(c => !c.hidden && c.offsetParent !== null).map(c => c.textContent)"
+    )
+
+
+def test_groups_table_sorts_and_gallery_filters_without_running_names(browser, grouped_report, tmp_path):
+    from test_report import HARMED_GROUP, QUOTES
+
+    result, path = grouped_report
+    url = path.as_uri()
+    page, problems, requests = open_page(browser, url, viewport={"width": 1280, "height": 900})
+    assert problems == []
+    assert [r for r in requests if r != url and not r.startswith("data:")] == []
+    assert page.evaluate("window.pwned") is None  # the hostile value stayed text
+    assert page.locator("#group-table tbody td.name").nth(2).inner_text() == f"age={PWN}"
+
+    # The groups table sorts by the raw normalized change, most harmed first.
+    groups = result.groups
+    header = page.locator("#group-table thead th").nth(5)
+    assert header.inner_text().startswith("normalized change")
+    header.locator("button").click()
+    names = page.eval_on_selector_all("#group-table tbody tr", "rows => rows.map(r => r.cells[0].textContent)")
+    assert names == groups.sort_values("normalized_change", kind="stable")["group"].tolist()
+    assert names[0] == HARMED_GROUP
+
+    # The gallery shows only the chosen group's PIEs; "every group" shows them all again.
+    top = result.top_pies(GALLERY_SIZE)
+    assert len(visible_cards(page)) == len(top) > 0
+    for label, member in (
+        (HARMED_GROUP, (top["sex"] == "F") & (top["age"] == "old")),
+        (f"age={PWN}", top["age"] == PWN),
+        (f"sex={QUOTES}", top["sex"] == QUOTES),
+    ):
+        page.select_option("#gallery-filter", label=label)
+        shown = visible_cards(page)
+        assert len(shown) == int(member.sum()), label
+        assert all(f"#{i} " in text for i, text in zip(top.loc[member, "example_id"], shown, strict=True))
+        assert page.locator("#gallery-count").inner_text() == f"{int(member.sum())} of {len(top)} shown"
+        assert page.locator("#gallery-empty").is_visible() == (not member.any())
+    page.select_option("#gallery-filter", label="every group")
+    assert len(visible_cards(page)) == len(top)
+    page.screenshot(path=tmp_path / "report-groups.png", full_page=True)
+    assert page.evaluate("window.pwned") is None
+    assert problems == []

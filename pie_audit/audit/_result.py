@@ -230,22 +230,39 @@ class AuditResult:
         """What the audit could detect, in words: the median class's detectable drop (and group's)."""
         text = self._class_power_sentence()
         if self.group_power is not None:
-            text += "; " + self._group_power_sentence()
+            text += "; " + self.group_power_sentence()
         return text
 
-    def _group_power_sentence(self) -> str:
-        power = self.group_power
-        if power.median_mde is None:
-            tested = int(self.groups["tested"].sum())
-            why = "no group has enough examples to test" if not tested else "too few models, or no group's accuracy varies between them"
-            return f"no group power could be computed ({why})"
+    def group_power_sentence(self) -> str:
+        """What the groups' relative tests could detect, in words: :attr:`group_power`,
+        and the smallest tested group's ``mde`` when it needs more than the median group."""
+        power, groups = self.group_power, self.groups
+        if groups is None:
+            return "no groups were audited"
+        if power is None or power.median_mde is None:
+            tested = int(groups["tested"].sum())
+            why = (
+                "no group has enough examples to be tested"
+                if not tested
+                else "one model on a side"
+                if self.test == "mcnemar" or min(self.baseline.n_models, self.pruned.n_models) < 2
+                else "no group's accuracy varies between models"
+            )
+            return f"no t-test power could be computed for the groups ({why})"
         text = (
-            f"it can detect group drops of {100 * power.median_mde:.1f} points or more beyond the models' average "
-            f"(median tested group)"
+            f"this audit can detect a group's drop beyond the models' average of {100 * power.median_mde:.1f} "
+            f"points or more (median tested group, power {power.target:.1f} at alpha {power.alpha:g})"
         )
+        tested = groups[groups["tested"].astype(bool) & np.isfinite(groups["mde"].to_numpy(dtype=float))]
+        smallest = tested.sort_values(["support", "group"]).iloc[0]
+        if float(smallest["mde"]) > power.median_mde:
+            text += (
+                f"; the smallest tested group, {smallest['group']} ({int(smallest['support'])} examples), "
+                f"needs {100 * float(smallest['mde']):.1f} points"
+            )
         if power.median_mde > power.detect:
             needed = f"about {power.models_needed} models per population" if power.models_needed else "more models"
-            text += f"; for groups, a drop of {100 * power.detect:.1f} points needs {needed}"
+            text += f"; a group drop of {100 * power.detect:.1f} points needs {needed}"
         return text
 
     def _class_power_sentence(self) -> str:

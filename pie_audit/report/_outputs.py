@@ -1,7 +1,8 @@
 """Writing audits to disk: a report directory per audit, and a sweep directory over several.
 
 A report directory holds :data:`REPORT_FILES`: ``summary.json`` (stable schema), ``examples.parquet``,
-``classes.csv``, ``report.html`` and, when asked for, ``junit.xml``. A sweep directory holds one
+``classes.csv``, ``report.html``, ``groups.csv`` when the audit has groups and, when asked for,
+``junit.xml``. A sweep directory holds one
 report directory per pruned population and the sweep page, :data:`SWEEP_PAGE`. Both are written
 into a temporary directory that then replaces the old one (:mod:`pie_audit._atomic`), and an
 output location holding anything else is refused before anything is written.
@@ -18,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+import pandas as pd
+
 from .._atomic import atomic_file, check_file_target, exclusive_lock, replace_directory
 from ..audit import SWEEP_PAGE, AuditResult, junit_xml, sweep_table
 from ..errors import OutputError
@@ -28,11 +31,14 @@ __all__ = [
     "SUMMARY_FILE",
     "EXAMPLES_FILE",
     "CLASSES_FILE",
+    "GROUPS_CSV",
+    "ATTRIBUTE_PREFIX",
     "REPORT_FILE",
     "JUNIT_FILE",
     "OUTPUT_FILES",
     "REPORT_FILES",
     "SWEEP_PAGE",
+    "groups_csv_frame",
     "pie_gallery",
     "write_outputs",
     "write_junit",
@@ -44,10 +50,14 @@ EXAMPLES_FILE = "examples.parquet"
 CLASSES_FILE = "classes.csv"
 REPORT_FILE = "report.html"
 JUNIT_FILE = "junit.xml"
-#: What :func:`write_outputs` writes.
+#: One row per group, beside ``classes.csv``, written only when the audit has groups.
+GROUPS_CSV = "groups.csv"
+#: ``groups.csv`` spells a group's attributes as one column per attribute, ``attribute:<name>``.
+ATTRIBUTE_PREFIX = "attribute:"
+#: What :func:`write_outputs` always writes (and :data:`GROUPS_CSV` with groups).
 OUTPUT_FILES = (SUMMARY_FILE, EXAMPLES_FILE, CLASSES_FILE, REPORT_FILE)
 #: What a report directory may hold; anything else there is the user's and is never replaced.
-REPORT_FILES = frozenset({*OUTPUT_FILES, JUNIT_FILE})
+REPORT_FILES = frozenset({*OUTPUT_FILES, GROUPS_CSV, JUNIT_FILE})
 OUT_IN_INPUT = (
     "{out}: the output would {relation} the population {population}; choose an output directory "
     "outside the populations"
@@ -126,7 +136,8 @@ def write_outputs(
     command: Sequence[str] | None = None,
     sweep_link: str | None = None,
 ) -> Path:
-    """Write ``summary.json``, ``examples.parquet``, ``classes.csv`` and ``report.html``.
+    """Write ``summary.json``, ``examples.parquet``, ``classes.csv``, ``report.html`` and, when the
+    audit has groups, ``groups.csv`` (:func:`groups_csv_frame`).
 
     The files are written into a temporary directory that then replaces ``out``: ``out`` may be
     missing or hold a previous report (:data:`REPORT_FILES`); anything else, an ``out`` inside
@@ -173,12 +184,41 @@ def write_outputs(
     return out
 
 
+def groups_csv_frame(result: AuditResult) -> pd.DataFrame | None:
+    """What ``groups.csv`` holds: :attr:`AuditResult.groups` with one column per attribute.
+
+    Parameters
+    ----------
+    result : AuditResult
+
+    Returns
+    -------
+    DataFrame or None
+        One row per group, in :attr:`AuditResult.groups`' order: ``group``, then
+        ``attribute:<name>`` for each of :attr:`AuditResult.group_attributes` (the group's value,
+        empty where the group does not constrain that attribute), then the other columns of
+        :attr:`AuditResult.groups` but ``attributes``. ``None`` without groups.
+    """
+    groups = result.groups
+    if groups is None:
+        return None
+    values = {
+        f"{ATTRIBUTE_PREFIX}{name}": pd.Series([a.get(name) for a in groups["attributes"]], index=groups.index, dtype=object)
+        for name in result.group_attributes
+    }
+    rest = groups.drop(columns=["group", "attributes"])
+    return pd.concat([groups[["group"]], pd.DataFrame(values, index=groups.index), rest], axis=1)
+
+
 def _write_report_files(result: AuditResult, directory: Path, html: str) -> None:
     with open(directory / SUMMARY_FILE, "w", encoding="utf-8") as fh:
         json.dump(result.to_summary(), fh, indent=2, allow_nan=False)
         fh.write("\n")
     result.examples.to_parquet(directory / EXAMPLES_FILE, index=False)
     result.classes.to_csv(directory / CLASSES_FILE, index=False)
+    groups = groups_csv_frame(result)
+    if groups is not None:
+        groups.to_csv(directory / GROUPS_CSV, index=False)
     (directory / REPORT_FILE).write_text(html, encoding="utf-8")
 
 

@@ -37,6 +37,11 @@ __all__ = [
     "UNKNOWN_METHOD",
     "sweep_methods",
     "sweep_svg",
+    "MAX_PLOTTED_GROUPS",
+    "plotted_groups",
+    "group_change_svg",
+    "intersection_frame",
+    "intersection_svg",
 ]
 
 # Readable on white and on a dark grey page alike.
@@ -569,3 +574,214 @@ def sweep_svg(sweep: pd.DataFrame, *, x: str, xlabel: str, side_by_side: bool = 
 
     height = 2.6 + 0.25 * legend_rows + (0.6 if side_by_side else 0)
     return _draw(draw, height, f"sweep-{x}", f"Accuracy, PIE fraction and impacted classes against {xlabel}")
+
+
+# --- groups ---------------------------------------------------------------------------------------
+
+#: Most groups the forest plot draws: the most affected tested ones (significant first).
+MAX_PLOTTED_GROUPS = 40
+_MAX_GROUP_LABEL = 48
+
+
+def _group_label(name: str) -> str:
+    return name if len(name) <= _MAX_GROUP_LABEL else name[: _MAX_GROUP_LABEL - 1] + "\u2026"
+
+
+def plotted_groups(groups: pd.DataFrame, *, limit: int = MAX_PLOTTED_GROUPS) -> pd.DataFrame:
+    """The tested groups the forest plot draws, most harmed first.
+
+    Only tested groups with a defined ``normalized_change``: an untested group has means but no
+    test, so it would read as a verdict it never got. With more than ``limit``, significant groups
+    come first, then the largest absolute changes, as :func:`most_affected` does for classes.
+
+    Parameters
+    ----------
+    groups : DataFrame
+        :attr:`AuditResult.groups`: needs ``group``, ``tested``, ``normalized_change`` and
+        ``significant``.
+    limit : int
+
+    Returns
+    -------
+    DataFrame
+        At most ``limit`` rows of ``groups``, sorted by ``normalized_change`` (most negative
+        first), then ``group``.
+    """
+    change = groups["normalized_change"].to_numpy(dtype=float)
+    tested = groups["tested"].to_numpy(dtype=bool) & np.isfinite(change)
+    defined = groups[tested]
+    ranked = defined.assign(_abs=defined["normalized_change"].abs(), _sig=defined["significant"].astype(bool))
+    ranked = ranked.sort_values(["_sig", "_abs", "group"], ascending=[False, False, True]).head(limit)
+    return ranked.drop(columns=["_abs", "_sig"]).sort_values(["normalized_change", "group"])
+
+
+def group_change_svg(groups: pd.DataFrame, *, limit: int = MAX_PLOTTED_GROUPS) -> str:
+    """Forest plot: each tested group's normalized accuracy change with its bootstrap interval.
+
+    Parameters
+    ----------
+    groups : DataFrame
+        :attr:`AuditResult.groups`: needs ``group``, ``tested``, ``normalized_change``,
+        ``ci_low``, ``ci_high``, ``significant`` and ``direction``.
+    limit : int
+        With more tested groups than this, only :func:`plotted_groups` are drawn.
+
+    Returns
+    -------
+    str
+        An ``<svg>`` element; empty string when no tested group has a defined change.
+    """
+    rows = plotted_groups(groups, limit=limit)
+    if rows.empty:
+        return ""
+    change = 100 * rows["normalized_change"].to_numpy(dtype=float)
+    low = 100 * rows["ci_low"].to_numpy(dtype=float)
+    high = 100 * rows["ci_high"].to_numpy(dtype=float)
+    directions = rows["direction"].to_numpy()
+    names = [_group_label(str(n)) for n in rows["group"]]
+
+    def draw(fig) -> None:  # noqa: ANN001
+        from matplotlib.lines import Line2D
+
+        ax = fig.add_subplot()
+        y = np.arange(len(rows))
+        present = []
+        for direction in ("harmed", "helped", "none"):
+            part = directions == direction
+            if not part.any():
+                continue
+            present.append(direction)
+            color = COLORS[direction]
+            interval = part & np.isfinite(low) & np.isfinite(high)
+            if interval.any():
+                ax.hlines(y[interval], low[interval], high[interval], color=color, linewidth=1.5, gid=f"interval-{direction}")
+            ax.plot(change[part], y[part], linestyle="none", marker="o", markersize=5, color=color, zorder=3,
+                    gid=f"points-{direction}")  # fmt: skip
+        ax.axvline(0, color=_FOREGROUND, linewidth=0.8)
+        ax.set_yticks(y, names)
+        ax.set_ylim(len(rows) - 0.3, -0.7)  # most harmed at the top
+        ax.set_xlabel("normalized accuracy change (points), with confidence interval")
+        ax.grid(axis="x")
+        handles = [Line2D([], [], color=COLORS[d], marker="o", linestyle="none") for d in present]
+        ax.legend(handles, ["not significant" if d == "none" else d for d in present], loc="lower right", ncols=3,
+                  bbox_to_anchor=(1, 1.0))  # fmt: skip
+
+    return _draw(draw, _class_height(len(rows)) + 0.4, "groups", "Normalized accuracy change per group")
+
+
+def intersection_frame(groups: pd.DataFrame, attributes: Sequence[str]) -> pd.DataFrame | None:
+    """The intersections of two attributes as a matrix of normalized changes.
+
+    Parameters
+    ----------
+    groups : DataFrame
+        :attr:`AuditResult.groups`: needs ``attributes`` (dict per row), ``tested``,
+        ``normalized_change`` and ``significant``.
+    attributes : sequence of str
+        :attr:`AuditResult.group_attributes`; only exactly two give a matrix (with three the
+        audit forms only the three-way intersections, which a plane cannot show).
+
+    Returns
+    -------
+    DataFrame or None
+        Rows: the first attribute's values, columns: the second's, in the order the groups list
+        them; cells: the intersection's ``normalized_change`` (NaN where the intersection was
+        not observed or not tested). ``attrs["significant"]`` holds a boolean frame of the same
+        shape and ``attrs["tested"]`` which cells were tested, ``attrs["observed"]`` which exist.
+        ``None`` without exactly two attributes or without any intersection group.
+    """
+    if len(attributes) != 2:
+        return None
+    first, second = attributes
+    rows: list = []
+    columns: list = []
+    cells = {}
+    for r in groups.itertuples(index=False):
+        values = dict(r.attributes)
+        if len(values) == 1:
+            ((attribute, value),) = values.items()
+            target = rows if attribute == first else columns if attribute == second else None
+            if target is not None and value not in target:
+                target.append(value)
+        elif set(values) == {first, second}:
+            cells[(values[first], values[second])] = r
+    if not cells:
+        return None
+    for a, b in cells:
+        if a not in rows:
+            rows.append(a)
+        if b not in columns:
+            columns.append(b)
+    shape = (len(rows), len(columns))
+    change = np.full(shape, np.nan)
+    significant = np.zeros(shape, dtype=bool)
+    tested = np.zeros(shape, dtype=bool)
+    observed = np.zeros(shape, dtype=bool)
+    for (a, b), r in cells.items():
+        i, j = rows.index(a), columns.index(b)
+        observed[i, j] = True
+        tested[i, j] = bool(r.tested)
+        if r.tested:
+            change[i, j] = float(r.normalized_change)
+            significant[i, j] = bool(r.significant)
+    frame = pd.DataFrame(change, index=pd.Index(rows, name=first), columns=pd.Index(columns, name=second))
+    frame.attrs.update(
+        significant=pd.DataFrame(significant, index=frame.index, columns=frame.columns),
+        tested=pd.DataFrame(tested, index=frame.index, columns=frame.columns),
+        observed=pd.DataFrame(observed, index=frame.index, columns=frame.columns),
+    )
+    return frame
+
+
+def intersection_svg(matrix: pd.DataFrame) -> str:
+    """Heatmap of :func:`intersection_frame`: normalized change per combination of two attributes.
+
+    Red for losses, blue for gains, on a scale symmetric around zero; each cell names its value
+    in points, with ``*`` when significant, "not tested" below the support threshold, and nothing
+    where the combination was never observed.
+
+    Parameters
+    ----------
+    matrix : DataFrame
+        As :func:`intersection_frame` returns it.
+
+    Returns
+    -------
+    str
+        An ``<svg>`` element.
+    """
+    values = 100 * matrix.to_numpy(dtype=float)
+    significant = matrix.attrs["significant"].to_numpy()
+    tested = matrix.attrs["tested"].to_numpy()
+    observed = matrix.attrs["observed"].to_numpy()
+    finite = np.isfinite(values)
+    bound = float(np.abs(values[finite]).max()) if finite.any() else 1.0
+    bound = bound or 1.0
+
+    def draw(fig) -> None:  # noqa: ANN001
+        import matplotlib
+
+        ax = fig.add_subplot()
+        cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="none")
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-bound, vmax=bound, aspect="auto")
+        ax.set_xticks(np.arange(values.shape[1]), [_tick_name(str(v)) for v in matrix.columns], rotation=30, ha="right",
+                      rotation_mode="anchor")  # fmt: skip
+        ax.set_yticks(np.arange(values.shape[0]), [_tick_name(str(v)) for v in matrix.index])
+        ax.set_xlabel(str(matrix.columns.name))
+        ax.set_ylabel(str(matrix.index.name))
+        ax.spines[:].set_visible(False)
+        if values.size <= 400:
+            for (i, j), value in np.ndenumerate(values):
+                if np.isfinite(value):
+                    text, color = f"{value:+.1f}" + ("*" if significant[i, j] else ""), (
+                        "white" if abs(value) > 0.6 * bound else "black"
+                    )
+                elif observed[i, j] and not tested[i, j]:
+                    text, color = "not tested", _FOREGROUND
+                else:
+                    continue
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
+        fig.colorbar(image, ax=ax, label="points", shrink=0.8)
+
+    height = min(1.4 + 0.45 * values.shape[0], 7.0)
+    return _draw(draw, height, "intersection", "Normalized accuracy change per combination of two attributes")

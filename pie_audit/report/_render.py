@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .._version import __version__
@@ -40,6 +41,12 @@ RULE_TEXT = {
     "max-accuracy-drop": "drop in mean top-1 accuracy",
     "max-harmed-classes": "classes significantly harmed",
     "min-power": "power to detect a class drop of the size of interest (median class)",
+}
+#: The gate's group rules, shown in the rules table only when the audit has groups (without
+#: groups the gate calls them not applicable).
+GROUP_RULE_TEXT = {
+    "max-group-drop": "largest significant loss of a group's accuracy beyond the models' average",
+    "max-group-accuracy-drop": "largest significant loss of a group's accuracy",
 }
 TEST_WORDS = {
     "welch": "Welch t-tests between the two populations of models",
@@ -102,6 +109,12 @@ def _p(value: Any) -> str:
     return "<0.0001" if value < 1e-4 else f"{value:.2g}" if value < 0.01 else f"{value:.3f}"
 
 
+def _count(value: Any) -> tuple[str, str]:
+    """A count that may be undefined, as shown and as sorted."""
+    value = _finite(value)
+    return (_DASH, "") if value is None else (str(int(value)), str(int(value)))
+
+
 def _relation(value: Any) -> str:
     """A p- or q-value to follow its symbol in prose: ``= 0.012`` or ``< 0.0001``."""
     text = _p(value)
@@ -123,12 +136,13 @@ def class_labels(names: Sequence[str]) -> list[str]:
     return shown
 
 
-def _significance(row: Any) -> str:
-    if _finite(row.p_value) is None and _finite(row.recall_p_value) is None:
-        return "not tested"
+def _significance(row: Any, *, absolute: str = "recall_p_value", untested: str = "not tested") -> str:
+    """A class's (or group's) verdict in a word, from its direction and its two tests."""
+    if _finite(row.p_value) is None and _finite(getattr(row, absolute)) is None:
+        return untested
     if row.direction != "none":
         return row.direction
-    # Significant, but the recall moved the other way (or not at all): not harm, not help.
+    # Significant, but the rate moved the other way (or not at all): not harm, not help.
     return "relative only" if row.significant else "no"
 
 
@@ -229,20 +243,36 @@ def _gate_rows(result: AuditResult) -> list[dict[str, str]]:
         "max-harmed-classes": str,
         "min-power": lambda v: f"{v:.2f}",
     }
+    texts = dict(RULE_TEXT)
+    if result.groups is not None:
+        # The group rules beside the class rules they mirror.
+        order = [*list(RULE_TEXT)[:2], *GROUP_RULE_TEXT, *list(RULE_TEXT)[2:]]
+        texts = {rule: {**RULE_TEXT, **GROUP_RULE_TEXT}[rule] for rule in order}
+        texts["min-power"] = "power to detect a drop of the size of interest (median class or median group, the lower)"
+        group_drop, group_fell = observed.get("max-group-drop"), observed.get("max-group-accuracy-drop")
+        shown["max-group-drop"] = "no group significantly harmed" if group_drop is None else _drop(group_drop)
+        shown["max-group-accuracy-drop"] = (
+            "no group's accuracy fell significantly" if group_fell is None else _drop(group_fell)
+        )
+        limit_texts.update({"max-group-drop": _drop, "max-group-accuracy-drop": _drop})
     return [
         {
             "rule": rule,
             "what": text,
-            "limit": "off" if limits[rule] is None else limit_texts[rule](limits[rule]),
+            "limit": "off" if limits.get(rule) is None else limit_texts[rule](limits[rule]),
             "observed": shown[rule],
-            "status": "off" if limits[rule] is None else "failed" if rule in failed else "passed",
+            "status": "off" if limits.get(rule) is None else "failed" if rule in failed else "passed",
         }
-        for rule, text in RULE_TEXT.items()
+        for rule, text in texts.items()
     ]
 
 
-def _gallery(gallery: Gallery, names: Sequence[str]) -> list[dict[str, Any]]:
+def _gallery(gallery: Gallery, names: Sequence[str], attributes: Sequence[str] = ()) -> list[dict[str, Any]]:
     thumbnails = gallery.thumbnails
+    rows = gallery.rows
+    # The gallery filter (groups) matches a card's data-a{k} to the k-th attribute's value, as text.
+    present = [(k, a) for k, a in enumerate(attributes) if a in rows.columns]
+    values = [rows[a].map(str).tolist() for _, a in present]
     return [
         {
             "id": int(r.example_id),
@@ -256,9 +286,248 @@ def _gallery(gallery: Gallery, names: Sequence[str]) -> list[dict[str, Any]]:
             "score": f"{r.score:.2f}",
             "baseline_right": bool(r.baseline_modal == r.label),
             "pruned_right": bool(r.pruned_modal == r.label),
+            "data": {f"data-a{k}": column[i] for (k, _), column in zip(present, values, strict=True)},
+            "attributes": " \u00b7 ".join(f"{a}={column[i]}" for (_, a), column in zip(present, values, strict=True)),
         }
-        for r in gallery.rows.itertuples(index=False)
+        for i, r in enumerate(rows.itertuples(index=False))
     ]
+
+
+def _group_significance(row: Any) -> str:
+    if not row.tested:
+        return "not tested"
+    return _significance(row, absolute="accuracy_p_value", untested="no test")
+
+
+def _group_rows(groups: pd.DataFrame) -> list[dict[str, Any]]:
+    """The groups table's rows: every group, tested or not, with raw sort values."""
+    rows = []
+    for r in groups.itertuples(index=False):
+        rows.append(
+            {
+                "group": r.group,
+                "support": int(r.support),
+                "tested": bool(r.tested),
+                "cells": [
+                    (_pct(r.baseline_accuracy_mean), _sort_key(r.baseline_accuracy_mean)),
+                    (_pct(r.pruned_accuracy_mean), _sort_key(r.pruned_accuracy_mean)),
+                    (_points(r.accuracy_change), _sort_key(r.accuracy_change)),
+                    (_points(r.normalized_change), _sort_key(r.normalized_change)),
+                    (
+                        f"[{_points(r.ci_low)}, {_points(r.ci_high)}]" if _finite(r.ci_low) is not None else _DASH,
+                        _sort_key(r.ci_low),
+                    ),
+                    (_p(r.p_value), _sort_key(r.p_value)),
+                    (_p(r.q_value), _sort_key(r.q_value)),
+                    (_p(r.accuracy_q_value), _sort_key(r.accuracy_q_value)),
+                    (_points(r.mde).lstrip("+"), _sort_key(r.mde)),
+                ],
+                "significance": _group_significance(r),
+                "direction": r.direction,
+                "n_pies": int(r.n_pies),
+            }
+        )
+    return rows
+
+
+def _harmed_groups(frame: pd.DataFrame, test: str) -> list[dict[str, str]]:
+    """Verdict lines of the groups harmed beyond the models' average, in words."""
+    mcnemar = test == "mcnemar"
+    rows = []
+    for r in frame.itertuples(index=False):
+        words = f"accuracy {_pct(r.baseline_accuracy_mean)} \u2192 {_pct(r.pruned_accuracy_mean)}, "
+        words += f"{'lost' if r.accuracy_change < 0 else 'gained'} {abs(100 * r.accuracy_change):.2f} points"
+        if not mcnemar:
+            relation = "more" if (r.normalized_change < 0) == (r.accuracy_change < 0) else "less"
+            words += f", {abs(100 * r.normalized_change):.2f} {relation} than the models' average"
+        rows.append(
+            {
+                "group": r.group,
+                "words": words,
+                "ci": "" if mcnemar or _finite(r.ci_low) is None else f"[{_points(r.ci_low)}, {_points(r.ci_high)}]",
+                "q": _relation(r.accuracy_q_value if mcnemar else r.q_value),
+            }
+        )
+    return rows
+
+
+def _accuracy_fell(groups: pd.DataFrame) -> pd.DataFrame:
+    # The audit's rule (pie_audit.audit's accuracy_fell), until the result carries it.
+    fell = groups[groups["accuracy_significant"].astype(bool) & (groups["accuracy_change"] < 0)]
+    return fell.sort_values(["accuracy_change", "group"])
+
+
+def _fallen_groups(frame: pd.DataFrame) -> list[dict[str, str]]:
+    """Verdict lines of the groups whose accuracy fell significantly (the absolute test)."""
+    return [
+        {
+            "group": r.group,
+            "words": f"accuracy {_pct(r.baseline_accuracy_mean)} \u2192 {_pct(r.pruned_accuracy_mean)}, "
+            f"lost {abs(100 * r.accuracy_change):.2f} points",
+            "q": _relation(r.accuracy_q_value),
+        }
+        for r in frame.itertuples(index=False)
+    ]
+
+
+def _pie_concentration_rows(groups: pd.DataFrame, n_examples: int, n_pies: int) -> list[dict[str, Any]]:
+    """Each group's share of the PIEs against its share of the examples, with Fisher's test."""
+    rows = []
+    for r in groups.itertuples(index=False):
+        example_share = r.support / n_examples if n_examples else math.nan
+        pie_share = r.n_pies / n_pies if n_pies else math.nan
+        rows.append(
+            {
+                "group": r.group,
+                "cells": [
+                    (str(int(r.support)), repr(int(r.support))),
+                    (_pct(example_share), _sort_key(example_share)),
+                    (str(int(r.n_pies)), repr(int(r.n_pies))),
+                    (_pct(pie_share), _sort_key(pie_share)),
+                    (_pct(r.pie_fraction), _sort_key(r.pie_fraction)),
+                    _odds(r.pie_odds_ratio),
+                    (_p(r.pie_p_value), _sort_key(r.pie_p_value)),
+                    (_p(r.pie_q_value), _sort_key(r.pie_q_value)),
+                ],
+            }
+        )
+    return rows
+
+
+def _odds(value: Any) -> tuple[str, str]:
+    """An odds ratio as shown and as sorted: infinite when the group's complement has no PIE."""
+    value = float(value)
+    if math.isinf(value):
+        return "\u221e", "Infinity"  # what the sorter's parseFloat reads as infinite
+    return (_DASH, "") if math.isnan(value) else (f"{value:.2f}", repr(value))
+
+
+def _concentrated(groups: pd.DataFrame, alpha: float) -> list[dict[str, str]]:
+    """Verdict lines of the groups whose examples are significantly more often PIEs than the others'."""
+    q = groups["pie_q_value"].to_numpy(dtype=float)
+    odds = groups["pie_odds_ratio"].to_numpy(dtype=float)
+    picked = groups[np.isfinite(q) & (q <= alpha) & (odds > 1)]
+    picked = picked.assign(_odds=odds[np.isfinite(q) & (q <= alpha) & (odds > 1)])
+    picked = picked.sort_values(["_odds", "group"], ascending=[False, True])
+    return [
+        {
+            "group": r.group,
+            "words": f"{r.n_pies} PIEs among {r.support} examples ({_pct(r.pie_fraction)} of them), "
+            f"odds ratio {_odds(r.pie_odds_ratio)[0]}",
+            "q": _relation(r.pie_q_value),
+        }
+        for r in picked.itertuples(index=False)
+    ]
+
+
+def _cell_significance(row: Any) -> str:
+    if not row.tested:
+        return "not tested"
+    if _finite(row.p_value) is None and _finite(row.recall_p_value) is None:
+        return "no test"
+    if row.direction != "none":
+        # The cell's recall fell: its error rate rose.
+        return row.direction
+    return "relative only" if row.significant else "no"
+
+
+def _error_rate_rows(cells: pd.DataFrame, groups: pd.DataFrame, test: str) -> list[dict[str, Any]]:
+    """Two-class tasks: each group's false-positive and false-negative rates, from its cells.
+
+    Label 0's recall in a group is its true-negative rate, so its false-positive rate is one
+    minus it; label 1's recall is the true-positive rate, and the false-negative rate one minus
+    it. A rate's change is minus the recall's; its significance is the cell's.
+    """
+    by_key = {(r.group, int(r.label)): r for r in cells.itertuples(index=False)}
+    rows = []
+    for group in groups["group"]:
+        entry: dict[str, Any] = {"group": group, "rates": []}
+        for label in (0, 1):
+            c = by_key.get((group, label))
+            if c is None:
+                entry["rates"].append(None)
+                continue
+            base, pruned = 1 - float(c.baseline_recall_mean), 1 - float(c.pruned_recall_mean)
+            change = -float(c.recall_change)
+            q = c.recall_q_value if test == "mcnemar" else c.q_value
+            entry["rates"].append(
+                {
+                    "support": (str(int(c.support)), repr(int(c.support))),
+                    "cells": [
+                        (_pct(base), _sort_key(base)),
+                        (_pct(pruned), _sort_key(pruned)),
+                        (_points(change), _sort_key(change)),
+                        (_p(q), _sort_key(q)),
+                    ],
+                    "significance": _cell_significance(c),
+                    "direction": c.direction,
+                }
+            )
+        rows.append(entry)
+    return rows
+
+
+def _gallery_options(groups: pd.DataFrame, attributes: Sequence[str]) -> list[dict[str, Any]]:
+    """The gallery filter's choices: one per group, carrying the attribute values it requires."""
+    index = {a: k for k, a in enumerate(attributes)}
+    return [
+        {
+            "value": str(i),
+            "label": r.group,
+            "data": {f"data-a{index[a]}": str(v) for a, v in r.attributes.items() if a in index},
+        }
+        for i, r in enumerate(groups.itertuples(index=False))
+    ]
+
+
+def _groups_context(result: AuditResult, *, filter_gallery: bool) -> dict[str, Any] | None:
+    """Everything the groups section shows, or None without groups."""
+    from markupsafe import Markup
+
+    from ._plots import MAX_PLOTTED_GROUPS, group_change_svg, intersection_frame, intersection_svg, plotted_groups
+
+    groups = result.groups
+    if groups is None:
+        return None
+    attributes = tuple(result.group_attributes)
+    alpha = float(result.settings["alpha"])
+    tested = groups["tested"].to_numpy(dtype=bool)
+    plotted = plotted_groups(groups)
+    untested = groups.loc[~tested, "group"].tolist()
+    not_plotted = groups.loc[tested & ~groups["group"].isin(plotted["group"]), "group"].tolist()
+    matrix = intersection_frame(groups, attributes)
+    cells = result.group_cells
+    two_class = len(result.classes) == 2 and cells is not None
+    names = [str(n) for n in result.classes["name"]]
+    min_support = result.settings.get("min_group_support")
+    n_intersections = sum(len(a) > 1 for a in groups["attributes"])
+    return {
+        "attributes": attributes,
+        "source": str(result.group_source) if result.group_source is not None else None,
+        "test_words": TEST_WORDS[result.test].replace("class's", "group's"),
+        "n_groups": len(groups),
+        "n_tested": int(tested.sum()),
+        "n_intersections": n_intersections,
+        "min_support": min_support,
+        "harmed": _harmed_groups(result.harmed_groups, result.test),
+        "fell": _fallen_groups(_accuracy_fell(groups)),
+        "power_sentence": result.group_power_sentence(),
+        "concentrated": _concentrated(groups, alpha),
+        "untested": untested,
+        "rows": _group_rows(groups),
+        "change_svg": Markup(group_change_svg(groups)),
+        "max_plotted": MAX_PLOTTED_GROUPS,
+        "not_plotted": len(not_plotted),
+        "pie_rows": _pie_concentration_rows(groups, len(result.examples), result.pies.count),
+        "heatmap_svg": Markup(intersection_svg(matrix)) if matrix is not None else "",
+        "heatmap_axes": (str(matrix.index.name), str(matrix.columns.name)) if matrix is not None else None,
+        "three_attributes": len(attributes) == 3,
+        "two_class": two_class,
+        "negative": names[0] if two_class else None,
+        "positive": names[1] if two_class else None,
+        "error_rows": _error_rate_rows(cells, groups, result.test) if two_class else [],
+        "options": _gallery_options(groups, attributes) if filter_gallery else [],
+    }
 
 
 def _provenance(role: str, path: Any, provenance: Any) -> dict[str, Any]:
@@ -313,7 +582,8 @@ def render_report(
     shown = class_labels(names)
     base_prov = population_provenance(result.baseline_runs.values())
     pruned_prov = population_provenance(result.pruned_runs.values())
-    cards = _gallery(gallery, names)
+    cards = _gallery(gallery, names, result.group_attributes if result.groups is not None else ())
+    groups = _groups_context(result, filter_gallery=bool(cards))
     n_classes = len(result.classes)
     n_pie_classes = int((result.classes["n_pies"] > 0).sum())
     pies = result.pies
@@ -399,6 +669,8 @@ def render_report(
         ],
         "command": " ".join(command) if command else None,
         "notes": list(result.notes),
+        "groups": groups,
+        "gallery_filter": bool(groups and groups["options"]),
     }
     return _environment().get_template("report.html").render(context)
 
@@ -452,9 +724,27 @@ def render_summary_html(result: AuditResult, *, classes: int = 5, pies: int = 5)
             }
             for r in result.top_pies(pies).itertuples(index=False)
         ],
+        "groups": _groups_line(result),
         "notes": list(result.notes),
     }
     return _environment().get_template("summary.html").render(context)
+
+
+def _groups_line(result: AuditResult, *, named: int = 3) -> str | None:
+    """One sentence on the groups harmed beyond the models' average, or None without groups."""
+    if result.groups is None:
+        return None
+    tested = int(result.groups["tested"].sum())
+    harmed = result.harmed_groups
+    attributes = ", ".join(result.group_attributes)
+    if harmed.empty:
+        return f"Groups ({attributes}): none of {tested} tested groups significantly harmed beyond the models' average."
+    worst = [f"{r.group} ({_points(r.normalized_change)} points)" for r in harmed.head(named).itertuples(index=False)]
+    more = f" and {len(harmed) - named} more" if len(harmed) > named else ""
+    return (
+        f"Groups ({attributes}): {len(harmed)} of {tested} tested groups significantly harmed beyond the "
+        f"models' average: {', '.join(worst)}{more}."
+    )
 
 
 def render_sweep(
@@ -536,6 +826,8 @@ def render_sweep(
             "pie_fraction_v": _sort_key(r.pie_fraction),
             "harmed": int(r.harmed),
             "helped": int(r.helped),
+            # NaN (or a missing column): that audit had no groups.
+            "harmed_groups": _count(getattr(r, "harmed_groups", None)),
             "passed": bool(r.gate_passed),
         }
         for r, link in zip(sweep.itertuples(index=False), links, strict=True)
@@ -551,6 +843,7 @@ def render_sweep(
         "fallback_x": not has_target,
         "side_by_side": side_by_side,
         "many_methods": methods.nunique() > 1,
+        "has_groups": any(r["harmed_groups"][1] != "" for r in rows),
         # Markers at one x are nudged apart and may still be hard to tell apart: the table decides.
         "shared_x": any(sweep[x].duplicated().any() for x, _ in axes),
         "figures": figures,
