@@ -251,7 +251,7 @@ def test_default_jointly_rule():
     assert default_jointly("small-cnn", big, cuda, 100) == 32
 
 
-ARCHS, DATASETS = "small-cnn, resnet18-cifar", "digits, fashion-mnist, cifar10"
+ARCHS, DATASETS = "small-cnn, resnet18-cifar", "digits, fashion-mnist, cifar10, celeba"
 
 
 @pytest.mark.parametrize(

@@ -193,6 +193,62 @@ def test_a_missing_file(tmp_path):
         read_study(tmp_path / "nope.toml")
 
 
+def celeba_spec(extra):
+    """GOOD on CelebA, with ``extra`` lines in [study]."""
+    return textwrap.dedent(GOOD).replace('dataset = "digits"', 'dataset = "celeba"\n' + extra)
+
+
+def test_a_spec_with_a_target_and_groups(tmp_path):
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "groups.csv").write_text("example_id,sex\n0,F\n")
+    study = read_study(write(tmp_path, celeba_spec('target = "Smiling"\ngroups = "tables/groups.csv"\ngroup-by = ["sex"]')))
+    assert (study.dataset, study.target, study.group_by) == ("celeba", "Smiling", ("sex",))
+    assert study.groups == (tmp_path / "tables" / "groups.csv").resolve()  # relative to the spec file
+    assert study.train.augment and study.train.epochs == 1  # celeba's defaults, [train] applied
+    # Without groups, group-by names attributes of the baseline's own groups.parquet; the target defaults.
+    default = read_study(write(tmp_path, celeba_spec('group-by = ["Male", "Young"]')))
+    assert (default.target, default.groups, default.group_by) == ("Blond_Hair", None, ("Male", "Young"))
+    plain = read_study(write(tmp_path, GOOD))
+    assert (plain.target, plain.groups, plain.group_by) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('target = "Blond"', "[study] target unknown target 'Blond' for celeba; choose one of its attributes: 5_o_Clock_Shadow, "),
+        ("target = 3", "[study] target must be a string, not 3"),
+        ('groups = "nowhere.parquet"', "[study] groups {tmp}/nowhere.parquet is not a file"),
+        ('groups = "study.toml"', "[study] groups {tmp}/study.toml must be a .parquet or .csv file"),
+        ("groups = true", "[study] groups must be a string, not True"),
+        ('group-by = "Male"', "[study] group-by must be a list of strings, not 'Male'"),
+        ("group-by = []", "[study] group-by names no attribute"),
+        ('group-by = ["Male", "Male"]', "[study] group-by names 'Male' twice"),
+        ('group-by = ["Blond_Hair"]', "[study] group-by 'Blond_Hair' is the target the models predict, not a group of examples"),
+        ('group-by = ["sex"]', "[study] group-by 'sex' is not an attribute of celeba; its attributes: 5_o_Clock_Shadow, "),
+    ],
+)
+def test_bad_targets_and_groups(tmp_path, extra, message):
+    path = write(tmp_path, celeba_spec(extra))
+    with pytest.raises(ConfigError) as e:
+        read_study(path)
+    text = str(e.value)
+    assert text.startswith(f"{path}: ") and message.format(tmp=tmp_path.resolve()) in text and "\n" not in text, text
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('target = "Male"', "[study] target digits has fixed classes and takes no target (datasets with a target: celeba)"),
+        ('group-by = ["sex"]', "[study] group-by needs groups = FILE: digits has no attributes of its own"),
+    ],
+)
+def test_a_dataset_without_attributes_takes_no_target_and_no_group_by_alone(tmp_path, extra, message):
+    path = write(tmp_path, textwrap.dedent(GOOD).replace('dataset = "digits"', 'dataset = "digits"\n' + extra))
+    with pytest.raises(ConfigError) as e:
+        read_study(path)
+    assert str(e.value) == f"{path}: {message}"
+
+
 # --- running studies -------------------------------------------------------------------------------
 
 import json  # noqa: E402

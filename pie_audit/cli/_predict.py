@@ -20,13 +20,17 @@ def predict(
             show_default=False,
         ),
     ],
-    dataset: Annotated[str, typer.Option(help="The test split to evaluate on: digits, fashion-mnist or cifar10.", show_default=False)],
+    dataset: Annotated[str, typer.Option(help="The test split to evaluate on: digits, fashion-mnist, cifar10 or celeba.", show_default=False)],
     out: Annotated[Path, typer.Option(help="Population directory; one sub-directory per model file is added.", show_default=False)],
     arch: Annotated[
         Optional[str],
         typer.Option(help="Architecture of state dicts: small-cnn or resnet18-cifar. Default: run.json's, beside model.pt."),
     ] = None,
     data_root: Annotated[Path, typer.Option(help="Where dataset files are looked up.")] = Path("data"),
+    target: Annotated[
+        Optional[str],
+        typer.Option(help="celeba: the attribute the models predict. Default: run.json's, beside model.pt, else Blond_Hair.", show_default=False),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Test images per forward pass.")] = 1024,
     trust_code: Annotated[
@@ -42,12 +46,13 @@ def predict(
 
     A file named model.pt is written as its directory's name (runs/x/seed-0003/model.pt ->
     seed-0003), any other file as its stem. Nothing is written unless every file loads and runs.
+    A dataset with attributes (celeba) also writes them as the population's groups.parquet.
     """
     from ..interchange import RUN_FILE, read_run
     from ..prediction import predict_files
 
     written = predict_files(
-        model_files, dataset=dataset, out=out, arch=arch, data_root=data_root, device=device,
+        model_files, dataset=dataset, out=out, arch=arch, data_root=data_root, target=target, device=device,
         batch_size=batch_size, trust_code=trust_code, command=command_line(),
     )  # fmt: skip
     if not quiet:

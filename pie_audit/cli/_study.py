@@ -68,13 +68,14 @@ def run(
 
 
 @study_app.command("status")
-def status(spec: Spec) -> None:
+def status(spec: Spec, data_root: DataRoot = Path("data")) -> None:
     """Print, per population, the finished and the missing models."""
     from ..study import read_study, study_status
 
     study = read_study(spec)
     out = Console(highlight=False, soft_wrap=True)
-    for row in study_status(study):
+    # The data tells a population of another configuration (its hash), so it is read here too.
+    for row in study_status(study, data_root=data_root):
         missing = ", ".join(map(str, row.missing[:8])) + (", ..." if len(row.missing) > 8 else "")
         note = f"; missing seeds {missing}" if row.missing else ""
         refused = f"; {row.problem}" if row.problem else ""

@@ -10,13 +10,15 @@ import typer
 from ._app import app
 from ._options import DataRoot, Device, command_line
 
-_DATASET_HELP = "digits (embedded, offline), fashion-mnist or cifar10."
+_DATASET_HELP = "digits (embedded, offline), fashion-mnist, cifar10 or celeba (read from --data-root, never downloaded)."
+_TARGET_HELP = "celeba: the attribute the models predict (docs/training.md). \\[default: Blond_Hair]"
 
 
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Population directory (one sub-directory per model).")],
     dataset: Annotated[str, typer.Option(help=_DATASET_HELP)] = "digits",
+    target: Annotated[Optional[str], typer.Option(help=_TARGET_HELP, show_default=False)] = None,
     arch: Annotated[str, typer.Option(help="small-cnn or resnet18-cifar.")] = "small-cnn",
     population: Annotated[int, typer.Option(help="Number of independently seeded models.")] = 16,
     method: Annotated[str, typer.Option(help="gmp (gradual magnitude pruning), random, oneshot, lottery, structured or int8 (docs/methods.md).")] = "gmp",
@@ -63,7 +65,7 @@ def train(
     # data (the schedule's step count, the dataset hash) train_population checks before writing.
     check_arguments(
         arch=arch, population=population, seed_start=seed_start, jointly=jointly, device=device,
-        dataset=dataset, out=out,
+        dataset=dataset, target=target, out=out,
     )  # fmt: skip
     # Only the options given: a method refuses one it does not use. Flags that are off count as
     # not given.
@@ -83,7 +85,7 @@ def train(
     }
     config = replace(DEFAULT_TRAIN_CONFIGS[dataset], **overrides)
 
-    data = load_dataset(dataset, data_root=data_root, download=download)
+    data = load_dataset(dataset, data_root=data_root, download=download, target=target)
     with TrainingProgress(enabled=not quiet) as progress:
         dirs = train_population(
             data, arch=arch, out=out, population=population, seed_start=seed_start, train=config,

@@ -1,7 +1,7 @@
-"""Datasets: digits (embedded), Fashion-MNIST and CIFAR-10 read offline, and their hash."""
+"""Datasets: digits (embedded), Fashion-MNIST, CIFAR-10 and CelebA read offline, and their hash."""
 
 from __future__ import annotations
 
-from ._datasets import DATASETS, Dataset, dataset_hash, load_dataset
+from ._datasets import DATASETS, TARGETED, Dataset, dataset_hash, load_dataset, resolve_target
 
-__all__ = ["DATASETS", "Dataset", "dataset_hash", "load_dataset"]
+__all__ = ["DATASETS", "TARGETED", "Dataset", "dataset_hash", "load_dataset", "resolve_target"]

@@ -3,6 +3,10 @@
 pie-audit trains many small models on the same data, so every dataset is held in memory as
 normalised ``float32`` tensors of shape ``(N, C, H, W)`` that a trainer can move to its device
 once. Example ids are indices into the test split, stable across runs and models.
+
+CelebA is the one dataset with a *target*: its task is one of its 40 binary attributes
+(:data:`CELEBA_DEFAULT_TARGET` unless told), and the other attributes of its test images travel
+with it (:attr:`Dataset.attributes`), for the audit's groups.
 """
 
 from __future__ import annotations
@@ -10,27 +14,44 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import logging
 import math
+import os
 import pickle
-from collections.abc import Callable
-from functools import cached_property
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, DatasetError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "Dataset",
     "DATASETS",
+    "TARGETED",
     "DEBIAN_FASHION_MNIST",
     "DIGITS_TEST_FRACTION",
     "DIGITS_SPLIT_SEED",
+    "CELEBA_ATTRIBUTES",
+    "CELEBA_DEFAULT_TARGET",
+    "CELEBA_IMAGE_SIZE",
     "load_dataset",
+    "resolve_target",
     "dataset_hash",
+    "UNKNOWN_TARGET",
+    "NO_TARGET",
+    "CELEBA_MISSING",
 ]
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs the IDX files.
@@ -67,6 +88,14 @@ class Dataset:
         How the train/test split was made.
     augment : bool
         Whether training should use random crops and flips (CIFAR-style).
+    target : str or None
+        For a dataset whose task is chosen (:data:`TARGETED`: CelebA), the attribute its labels
+        are; ``None`` for datasets with fixed classes. Recorded in ``population.json`` and
+        ``run.json``, so that the same task is loaded again.
+    attributes : DataFrame or None
+        The test split's other attributes, one row per test example in ``example_ids`` order:
+        ``example_id`` (int64) and one bool column per attribute but the target. Written as a
+        population's ``groups.parquet``; ``None`` for datasets without attributes.
     """
 
     name: str
@@ -77,6 +106,8 @@ class Dataset:
     y_test: torch.Tensor
     split: str
     augment: bool = False
+    target: str | None = None
+    attributes: pd.DataFrame | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -404,28 +435,300 @@ def _load_cifar10(data_root: Path, download: bool) -> Dataset:
     )
 
 
-DATASETS: dict[str, Callable[[Path, bool], Dataset]] = {
+#: CelebA's 40 binary attributes, in the order of ``list_attr_celeba.txt``.
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
+    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows",
+    "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup",
+    "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard",
+    "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks", "Sideburns",
+    "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
+    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+)  # fmt: skip
+#: The task of Hooker et al.'s "Characterising Bias in Compressed Models" (arXiv 2010.03058).
+CELEBA_DEFAULT_TARGET = "Blond_Hair"
+#: Side of the square CelebA images the models see. The aligned faces are 178x218: their centre
+#: square (178x178, the face and most of the hair) is resized to 64x64, the usual "CelebA-64" of
+#: the generative-model literature. Small enough that the 162,770 training images fit in memory
+#: as float32 (8 GB) and a CPU test trains in seconds, large enough to see hair colour.
+CELEBA_IMAGE_SIZE = 64
+#: torchvision's layout (``torchvision.datasets.CelebA``'s ``base_folder``): ``ROOT/celeba/``.
+CELEBA_FOLDER = "celeba"
+CELEBA_IMAGES = "img_align_celeba"
+CELEBA_ATTRIBUTE_FILE = "list_attr_celeba.txt"
+CELEBA_PARTITION_FILE = "list_eval_partition.txt"
+#: ``list_eval_partition.txt``'s partitions: 0 trains, 2 tests; 1 (validation) is not read.
+CELEBA_TRAIN, CELEBA_VALIDATION, CELEBA_TEST = 0, 1, 2
+#: Images decoded at once by each thread of :func:`_read_celeba_images`.
+_IMAGE_CHUNK = 256
+
+UNKNOWN_TARGET = "unknown target {target!r} for {dataset}; choose one of its attributes: {choices}"
+NO_TARGET = "{dataset} has fixed classes and takes no target (datasets with a target: {choices})"
+CELEBA_MISSING = (
+    "celeba: {path} not found; pie-audit never downloads CelebA: put torchvision's CelebA files "
+    "({images}/, {attributes}, {partitions}) in {base}"
+)
+CELEBA_BAD_LINE = "{path}: line {line}: {problem}"
+CELEBA_COUNT = "{path}: line 1 says {count} images, but the file lists {found}"
+CELEBA_DUPLICATE = "{path}: {image} is listed twice (lines {first} and {second})"
+CELEBA_NO_ATTRIBUTES = "{path}: no attributes for {image}, which {partitions} puts in partition {partition}"
+CELEBA_EMPTY = "{path}: partition {partition} ({split}) lists no image"
+CELEBA_NO_IMAGE = "celeba: {path} not found ({partitions} lists it)"
+CELEBA_BAD_IMAGE = "celeba: {path} is not a readable image ({reason})"
+
+#: Datasets whose task is one binary attribute chosen by ``target``: their attributes, and the
+#: default target.
+TARGETED: dict[str, tuple[tuple[str, ...], str]] = {"celeba": (CELEBA_ATTRIBUTES, CELEBA_DEFAULT_TARGET)}
+
+
+def resolve_target(name: str, target: str | None = None) -> str | None:
+    """The target that dataset ``name`` is loaded with, checked before any file is read.
+
+    Parameters
+    ----------
+    name : str
+        A dataset name (:data:`DATASETS`).
+    target : str, optional
+        The attribute to predict; only for :data:`TARGETED` datasets, where it defaults to
+        theirs (CelebA: :data:`CELEBA_DEFAULT_TARGET`).
+
+    Returns
+    -------
+    str or None
+        The target; ``None`` for a dataset with fixed classes.
+
+    Raises
+    ------
+    ConfigError
+        :data:`UNKNOWN_TARGET` (listing the attributes) or :data:`NO_TARGET`.
+
+    Examples
+    --------
+    >>> resolve_target("celeba"), resolve_target("celeba", "Male"), resolve_target("digits")
+    ('Blond_Hair', 'Male', None)
+    """
+    if name not in TARGETED:
+        if target is not None:
+            raise ConfigError(NO_TARGET.format(dataset=name, choices=", ".join(TARGETED)))
+        return None
+    attributes, default = TARGETED[name]
+    if target is None:
+        return default
+    if target not in attributes:
+        raise ConfigError(UNKNOWN_TARGET.format(target=target, dataset=name, choices=", ".join(attributes)))
+    return target
+
+
+def _celeba_table(path: Path, *, header: bool) -> tuple[list[str], pd.DataFrame]:
+    """Read one of CelebA's whitespace-separated lists, as ``torchvision.datasets.CelebA`` does.
+
+    ``list_attr_celeba.txt`` (``header``) opens with the image count and the attribute names,
+    then has one line per image: its file name and one ``-1`` or ``1`` per attribute.
+    ``list_eval_partition.txt`` has no header: a file name and a partition (0, 1 or 2) a line.
+
+    Returns
+    -------
+    columns : list of str
+        The value columns (the attributes, or ``["partition"]``).
+    frame : DataFrame
+        ``image`` (str) and the value columns (int64), in the file's order.
+    """
+    import pandas as pd
+
+    if not path.is_file():
+        raise DatasetError(
+            CELEBA_MISSING.format(path=path, images=CELEBA_IMAGES, attributes=CELEBA_ATTRIBUTE_FILE,
+                                  partitions=CELEBA_PARTITION_FILE, base=path.parent)
+        )  # fmt: skip
+    skip = 0
+    count = None
+    columns = ["partition"]
+    if header:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            first, second = fh.readline(), fh.readline()
+        try:
+            count = int(first.strip())
+        except ValueError:
+            problem = f"expected the number of images, not {first.strip()[:40]!r}"
+            raise DatasetError(CELEBA_BAD_LINE.format(path=path, line=1, problem=problem)) from None
+        columns = second.split()
+        if not columns or len(set(columns)) != len(columns):
+            problem = "expected the attribute names, distinct and separated by spaces"
+            raise DatasetError(CELEBA_BAD_LINE.format(path=path, line=2, problem=problem))
+        skip = 2
+    try:
+        frame = pd.read_csv(
+            path, sep=r"\s+", header=None, skiprows=skip, names=["image", *columns], dtype={"image": str},
+            engine="c", skip_blank_lines=True, encoding="utf-8", encoding_errors="replace",
+        )  # fmt: skip
+    except (pd.errors.ParserError, ValueError, OSError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        raise DatasetError(f"{path}: not a CelebA list ({reason})") from e
+    for column in columns:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        allowed = (-1, 1) if header else (CELEBA_TRAIN, CELEBA_VALIDATION, CELEBA_TEST)
+        bad = ~values.isin(allowed).to_numpy()
+        if bad.any():
+            row = int(np.argmax(bad))
+            value = frame[column].iloc[row]
+            what = f"{column} is {value}" if not pd.isna(value) else f"no value for {column}"
+            expected = "-1 or 1" if header else "0, 1 or 2"
+            problem = f"{frame['image'].iloc[row]}: {what}, expected {expected}"
+            raise DatasetError(CELEBA_BAD_LINE.format(path=path, line=skip + row + 1, problem=problem))
+        frame[column] = values.astype(np.int64)
+    if count is not None and count != len(frame):
+        raise DatasetError(CELEBA_COUNT.format(path=path, count=count, found=len(frame)))
+    repeated = frame["image"].duplicated(keep=False).to_numpy()
+    if repeated.any():
+        image = frame["image"].iloc[int(np.argmax(repeated))]
+        first, second = np.flatnonzero((frame["image"] == image).to_numpy())[:2]
+        raise DatasetError(
+            CELEBA_DUPLICATE.format(path=path, image=image, first=skip + first + 1, second=skip + second + 1)
+        )
+    return columns, frame
+
+
+def _celeba_image(path: Path, size: int) -> np.ndarray:
+    """One image as ``(3, size, size)`` uint8: its centre square, resized (bilinear, antialiased)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except FileNotFoundError:
+        raise DatasetError(CELEBA_NO_IMAGE.format(path=path, partitions=CELEBA_PARTITION_FILE)) from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DatasetError(CELEBA_BAD_IMAGE.format(path=path, reason=e)) from e
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    # Cropped first: resize(box=...) would let the filter read rows outside the square.
+    square = image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(square, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _read_celeba_images(directory: Path, names: Sequence[str], size: int) -> np.ndarray:
+    """Decode ``names`` from ``directory`` into ``(N, 3, size, size)`` uint8, with threads.
+
+    Pillow releases the GIL while it decodes and resamples, so threads decode in parallel; each
+    image lands in its own row, so the result does not depend on the number of threads.
+    """
+    out = np.empty((len(names), 3, size, size), dtype=np.uint8)
+
+    def decode(first: int) -> None:
+        for i in range(first, min(first + _IMAGE_CHUNK, len(names))):
+            out[i] = _celeba_image(directory / names[i], size)
+
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+        futures = [pool.submit(decode, first) for first in range(0, len(names), _IMAGE_CHUNK)]
+        try:
+            for future in futures:
+                future.result()  # the first failing chunk, in order, raises its error
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return out
+
+
+def _load_celeba(data_root: Path, download: bool, target: str | None = None) -> Dataset:
+    """CelebA in torchvision's layout under ``data_root/celeba``; never downloaded (``download`` is ignored).
+
+    Train is partition 0, test partition 2, each in the order of ``list_eval_partition.txt``
+    (example id ``i`` is the ``i``-th test image listed). The validation partition 1 is not
+    read: pie-audit tunes nothing on held-out data, so it is left to whoever tunes the recipe.
+    """
+    import pandas as pd
+
+    target = resolve_target("celeba", target)
+    base = data_root / CELEBA_FOLDER
+    attributes_file, partition_file = base / CELEBA_ATTRIBUTE_FILE, base / CELEBA_PARTITION_FILE
+    images = base / CELEBA_IMAGES
+    if not images.is_dir():
+        raise DatasetError(
+            CELEBA_MISSING.format(path=images, images=CELEBA_IMAGES, attributes=CELEBA_ATTRIBUTE_FILE,
+                                  partitions=CELEBA_PARTITION_FILE, base=base)
+        )  # fmt: skip
+    names, attributes = _celeba_table(attributes_file, header=True)
+    if target not in names:
+        raise ConfigError(UNKNOWN_TARGET.format(target=target, dataset="celeba", choices=", ".join(names)))
+    _, partitions = _celeba_table(partition_file, header=False)
+    attributes = attributes.set_index("image")
+    splits = {}
+    for partition, split in ((CELEBA_TRAIN, "train"), (CELEBA_TEST, "test")):
+        files = partitions.loc[partitions["partition"] == partition, "image"].tolist()
+        if not files:
+            raise DatasetError(CELEBA_EMPTY.format(path=partition_file, partition=partition, split=split))
+        unknown = ~pd.Index(files).isin(attributes.index)
+        if unknown.any():
+            image = files[int(np.argmax(unknown))]
+            raise DatasetError(
+                CELEBA_NO_ATTRIBUTES.format(path=attributes_file, image=image, partitions=CELEBA_PARTITION_FILE,
+                                            partition=partition)
+            )  # fmt: skip
+        splits[split] = (files, attributes.loc[files])
+    logger.info("celeba: decoding %d images from %s", sum(len(f) for f, _ in splits.values()), images)
+    (train_files, train_attributes), (test_files, test_attributes) = splits["train"], splits["test"]
+    x_train, x_test = _standardise(
+        _read_celeba_images(images, train_files, CELEBA_IMAGE_SIZE),
+        _read_celeba_images(images, test_files, CELEBA_IMAGE_SIZE),
+    )
+    others = [n for n in names if n != target]
+    groups = pd.DataFrame({"example_id": np.arange(len(test_files), dtype=np.int64)})
+    for name in others:
+        groups[name] = test_attributes[name].to_numpy() == 1
+    return Dataset(
+        name="celeba",
+        classes=(f"not {target}", target),
+        x_train=x_train,
+        y_train=torch.from_numpy((train_attributes[target].to_numpy() == 1).astype(np.int64)),
+        x_test=x_test,
+        y_test=torch.from_numpy((test_attributes[target].to_numpy() == 1).astype(np.int64)),
+        split=f"CelebA's list_eval_partition.txt: train = partition 0 ({len(train_files)} images), "
+        f"test = partition 2 ({len(test_files)}), validation (1) not read; centre square resized to "
+        f"{CELEBA_IMAGE_SIZE}x{CELEBA_IMAGE_SIZE}; read from {base}",
+        augment=True,
+        target=target,
+        attributes=groups,
+    )
+
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": _load_digits,
     "fashion-mnist": _load_fashion_mnist,
     "cifar10": _load_cifar10,
+    "celeba": _load_celeba,
 }
 
 
-def load_dataset(name: str, *, data_root: str | Path = "data", download: bool = False) -> Dataset:
+def load_dataset(
+    name: str, *, data_root: str | Path = "data", download: bool = False, target: str | None = None
+) -> Dataset:
     """Load a dataset by registry name.
 
     Parameters
     ----------
-    name : {"digits", "fashion-mnist", "cifar10"}
+    name : {"digits", "fashion-mnist", "cifar10", "celeba"}
         Dataset name.
     data_root : path, default "data"
-        Where to look for (and, with ``download``, put) dataset files.
+        Where to look for (and, with ``download``, put) dataset files. CelebA is read from
+        ``data_root/celeba`` in torchvision's layout and never downloaded.
     download : bool, default False
         Allow downloading through torchvision when the files are not found locally.
+    target : str, optional
+        CelebA's task: the attribute to predict (default :data:`CELEBA_DEFAULT_TARGET`); refused
+        for the datasets with fixed classes (:func:`resolve_target`).
 
     Returns
     -------
     Dataset
+
+    Raises
+    ------
+    ConfigError
+        An unknown dataset or target.
+    DatasetError
+        The dataset's files are missing or unreadable (naming the file).
     """
     try:
         loader = DATASETS[name]
@@ -433,4 +736,7 @@ def load_dataset(name: str, *, data_root: str | Path = "data", download: bool = 
         raise ConfigError(
             f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}"
         ) from None
+    target = resolve_target(name, target)
+    if name in TARGETED:
+        return loader(Path(data_root), download, target)
     return loader(Path(data_root), download)

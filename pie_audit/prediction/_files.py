@@ -2,7 +2,8 @@
 
 :func:`predict_files` (``pie-audit predict``) loads every file (:func:`~._loading.load_model_file`,
 which never runs code from an untrusted file), evaluates it as :func:`~._predict.predict` does, and
-only then writes one model directory per file: all of them or none.
+only then writes one model directory per file: all of them or none. A dataset with attributes
+(CelebA) also gets its test examples' attributes written as the population's ``groups.parquet``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._atomic import ALREADY_EXISTS, NOT_A_DIRECTORY
 from ..errors import ConfigError, FormatError, OutputError, PieAuditError
-from ..interchange import MODEL_FILE, RUN_FILE, read_run
+from ..interchange import GROUPS_FILE, MODEL_FILE, RUN_FILE, read_run, write_groups
 from ._loading import IN_FILE, KIND_WORDS, NO_SUCH_FILE, LoadedModel, check_run_dataset, load_model_file, one_line
 from ._predict import Evaluation, evaluate, model_record, write_model
 
@@ -36,6 +37,7 @@ BAD_BATCH_SIZE = "batch size must be >= 1, got {batch_size}"
 BAD_MODEL_NAME = "{path}: the model would be named {name!r}, which starts with '.'; rename the file"
 SAME_NAME = "{path} and {other} would both be written as model {name!r}; evaluate them into different populations"
 FORWARD_FAILED = "the {kind} fails on {dataset}'s test images of shape {shape} ({reason})"
+TARGET_OF_LOADED = "target {target!r} given with a loaded dataset, whose target is {own!r}; pass a dataset name"
 
 
 def model_name(path: str | Path) -> str:
@@ -59,6 +61,7 @@ def predict_files(
     out: str | Path,
     arch: str | None = None,
     data_root: str | Path = "data",
+    target: str | None = None,
     device: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
     trust_code: bool = False,
@@ -85,6 +88,10 @@ def predict_files(
         ``arch`` of the ``run.json`` beside a ``model.pt``.
     data_root : str or Path, default "data"
         Where the dataset's files are looked up.
+    target : str, optional
+        The dataset's target attribute (CelebA's task, :func:`pie_audit.data.resolve_target`).
+        Default: the target recorded in the ``run.json`` beside a ``model.pt``, else the
+        dataset's default; a ``run.json`` recording another target is refused.
     device : str, default "auto"
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"`` or ``"mps"``. Int8 models
         run on the CPU whatever it says, as their kernels exist only there.
@@ -103,14 +110,15 @@ def predict_files(
         The model directories written, in the order of ``files``. Each ``run.json`` holds what
         :func:`predict` records, plus ``source_file`` (absolute path), ``source_sha256``,
         ``source_format``, ``arch`` (state dicts), ``classes`` and ``dataset`` (``name``,
-        ``split``, ``split_description``, ``n_examples`` and the ``hash`` that
-        ``pie-audit train`` records).
+        ``split``, ``split_description``, ``n_examples``, the ``hash`` and, for CelebA, the
+        ``target`` that ``pie-audit train`` records). For a dataset with attributes, ``out``
+        also gets ``groups.parquet`` (:data:`pie_audit.interchange.GROUPS_FILE`).
 
     Raises
     ------
     ConfigError
-        No files, an unknown dataset, architecture or device, a batch size below 1, a
-        state dict without an architecture, or a ``run.json`` naming another dataset or
+        No files, an unknown dataset, target, architecture or device, a batch size below 1, a
+        state dict without an architecture, or a ``run.json`` naming another dataset, target or
         architecture.
     FormatError
         A file that is missing, not a model, an unsafe pickle, a program without
@@ -122,7 +130,7 @@ def predict_files(
     """
     import torch
 
-    from ..data import Dataset, load_dataset
+    from ..data import DATASETS, Dataset, load_dataset, resolve_target
     from ..training import ARCHITECTURES, UNKNOWN_ARCHITECTURE
     from ..training import resolve_device
 
@@ -133,7 +141,12 @@ def predict_files(
         raise ConfigError(BAD_BATCH_SIZE.format(batch_size=batch_size))
     if arch is not None and arch not in ARCHITECTURES:
         raise ConfigError(UNKNOWN_ARCHITECTURE.format(arch=arch, choices=", ".join(ARCHITECTURES)))
-    target = resolve_device(device)
+    if isinstance(dataset, Dataset):
+        if target is not None and target != dataset.target:
+            raise ConfigError(TARGET_OF_LOADED.format(target=target, own=dataset.target))
+    elif target is not None and dataset in DATASETS:
+        resolve_target(dataset, target)  # an unknown target, before any file is read
+    where = resolve_device(device)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(NOT_A_DIRECTORY.format(path=out))
@@ -151,8 +164,13 @@ def predict_files(
             raise OutputError(ALREADY_EXISTS.format(path=out / name))
         if isinstance(dataset, str) and path.name == MODEL_FILE and (path.parent / RUN_FILE).is_file():
             # Before the dataset is loaded: a model of another dataset is the likelier mistake.
-            check_run_dataset(path, read_run(path.parent / RUN_FILE), path.parent / RUN_FILE, name=dataset)
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_root=data_root)
+            run = read_run(path.parent / RUN_FILE)
+            check_run_dataset(path, run, path.parent / RUN_FILE, name=dataset, target=target)
+            if target is None:
+                # The task the model was trained for, unless told: a re-predicted population
+                # is evaluated on the same labels.
+                target = _recorded_target(run)
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_root=data_root, target=target)
     labels = data.y_test.numpy()
     dataset_record = {
         "name": data.name,
@@ -160,6 +178,7 @@ def predict_files(
         "split_description": data.split,
         "n_examples": int(labels.size),
         "hash": data.test_hash,
+        **({"target": data.target} if data.target is not None else {}),
     }
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(data.x_test, data.y_test), batch_size=batch_size, shuffle=False
@@ -169,7 +188,7 @@ def predict_files(
     for name, path in names.items():
         loaded = load_model_file(path, arch=arch, dataset=data, trust_code=trust_code)
         # Int8 kernels exist for the CPU only, whatever device the float models get.
-        device = torch.device("cpu") if loaded.int8 else target
+        device = torch.device("cpu") if loaded.int8 else where
         module = loaded.module.to(device)
         forward = _guarded(module, loaded, data)
         try:
@@ -198,6 +217,8 @@ def predict_files(
     try:
         for name, evaluation, record in done:
             written.append(write_model(out / name, evaluation, record))
+        if data.attributes is not None:
+            write_groups(data.attributes, out / GROUPS_FILE)
     except BaseException:
         # All or nothing: a population missing some of the files given would pass for complete.
         for directory in written:
@@ -206,6 +227,13 @@ def predict_files(
             shutil.rmtree(out, ignore_errors=True)
         raise
     return written
+
+
+def _recorded_target(run: Any) -> str | None:
+    """The ``dataset.target`` a ``run.json`` records, if any."""
+    recorded = run.get("dataset") if isinstance(run, dict) else None
+    found = recorded.get("target") if isinstance(recorded, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def _runtime(loaded: LoadedModel) -> contextlib.AbstractContextManager[None]:

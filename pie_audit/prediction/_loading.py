@@ -95,6 +95,9 @@ NO_ARCH = (
 )
 ARCH_CONFLICT = "{path}: {run} says arch {found!r}, but {arch!r} was given"
 DATASET_CONFLICT = "{path}: {run} says the model was trained on {found!r}, not {dataset!r}; pass --dataset {found}"
+TARGET_CONFLICT = (
+    "{path}: {run} says the model was trained to predict {found!r}, not {target!r}; pass --target {found}"
+)
 SPLIT_CONFLICT = (
     "{path}: {run} records {dataset}'s test split as {found}, but it is {now} here; the model was "
     "evaluated on other examples"
@@ -194,7 +197,7 @@ def load_model_file(
     run_file = path.parent / RUN_FILE if path.name == MODEL_FILE else None
     run = read_run(run_file) if run_file is not None and run_file.is_file() else None
     if run is not None:
-        check_run_dataset(path, run, run_file, name=dataset.name, dataset=dataset)
+        check_run_dataset(path, run, run_file, name=dataset.name, target=dataset.target, dataset=dataset)
     if kind == STATE_DICT:
         module, arch, int8 = _load_state_dict(path, content, arch=arch, run=run, run_file=run_file, dataset=dataset)
         return LoadedModel(module=module, kind=kind, path=path, sha256=sha256, arch=arch, run=run, int8=int8)
@@ -246,9 +249,10 @@ def _sniff(path: Path, content: bytes) -> tuple[str, list[str]]:
 
 
 def check_run_dataset(
-    path: Path, run: Mapping[str, Any], run_file: Path, *, name: str, dataset: Dataset | None = None
+    path: Path, run: Mapping[str, Any], run_file: Path, *, name: str, target: str | None = None,
+    dataset: Dataset | None = None,
 ) -> None:
-    """Refuse a model whose run.json names another dataset, or (given ``dataset``) another test split.
+    """Refuse a model whose run.json names another dataset or target, or (given ``dataset``) another test split.
 
     Parameters
     ----------
@@ -259,6 +263,9 @@ def check_run_dataset(
     run_file : Path
     name : str
         The dataset the model is to be evaluated on.
+    target : str, optional
+        Its target attribute (CelebA's task); a run.json that records another is refused.
+        Not checked when ``None``.
     dataset : Dataset, optional
         That dataset, loaded: its :attr:`~pie_audit.data.Dataset.test_hash` (or, for records
         written before the hash covered the images, ``test_label_hash``) must be the recorded one.
@@ -266,7 +273,7 @@ def check_run_dataset(
     Raises
     ------
     ConfigError
-        :data:`DATASET_CONFLICT` or :data:`SPLIT_CONFLICT`.
+        :data:`DATASET_CONFLICT`, :data:`TARGET_CONFLICT` or :data:`SPLIT_CONFLICT`.
     """
     recorded = run.get("dataset")
     if not isinstance(recorded, Mapping):
@@ -274,6 +281,10 @@ def check_run_dataset(
     found = recorded.get("name")
     if isinstance(found, str) and found != name:
         raise ConfigError(DATASET_CONFLICT.format(path=path, run=run_file, found=found, dataset=name))
+    found = recorded.get("target")
+    if target is not None and isinstance(found, str) and found != target:
+        # Before the hash, which differs too: the target is what to fix.
+        raise ConfigError(TARGET_CONFLICT.format(path=path, run=run_file, found=found, target=target))
     if dataset is None:
         return
     found = recorded.get("hash")

@@ -3,10 +3,12 @@
 The spec (``docs/study.md``; ``studies/digits.toml`` is an example) names a dataset, an
 architecture, a number of seeded models per population, an output directory, optional training
 overrides, and the populations: exactly one with sparsity 0 (the baseline), the others with any
-pruning option of ``pie-audit train``. :func:`read_study` validates all of it before anything is
-written; each population is then trained into ``out/<name>/`` in the interchange format, by the
-same code and with the same resume and refusal rules as ``pie-audit train``
-(the training wing's units of work, run here or on Ray), and audited into ``out/report/``.
+pruning option of ``pie-audit train``; optionally a dataset's target (CelebA's task) and the
+groups the audit compares (``groups``, ``group-by``). :func:`read_study` validates all of it
+before anything is written; each population is then trained into ``out/<name>/`` in the
+interchange format, by the same code and with the same resume and refusal rules as
+``pie-audit train`` (the training wing's units of work, run here or on Ray), and audited into
+``out/report/``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ DUPLICATE_NAME = "{path}: two populations are named {name!r}; names must be dist
 BASELINES = "{path}: a study needs exactly one baseline population (sparsity = 0), found {count}{names}"
 RESERVED = "{path}: {where} name {name!r} is reserved for the study's report"
 NOT_THE_BASELINE = "must name the study's baseline population ({baseline!r}), not {name!r}"
+NO_GROUPS_FILE = "{path}: [study] groups {file} is not a file"
+BAD_GROUPS_SUFFIX = "{path}: [study] groups {file} must be a .parquet or .csv file"
+GROUP_BY_EMPTY = "{path}: [study] group-by names no attribute"
+GROUP_BY_REPEATED = "{path}: [study] group-by names {name!r} twice"
+GROUP_BY_TARGET = "{path}: [study] group-by {name!r} is the target the models predict, not a group of examples"
+GROUP_BY_UNKNOWN = "{path}: [study] group-by {name!r} is not an attribute of {dataset}; its attributes: {known}"
+GROUP_BY_WITHOUT_GROUPS = (
+    "{path}: [study] group-by needs groups = FILE: {dataset} has no attributes of its own"
+)
 
 _STUDY_KEYS: dict[str, tuple[type, ...]] = {
     "name": (str,),
@@ -60,6 +71,9 @@ _STUDY_KEYS: dict[str, tuple[type, ...]] = {
     "models": (int,),
     "seed-start": (int,),
     "out": (str,),
+    "target": (str,),
+    "groups": (str,),
+    "group-by": (list,),
 }
 _REQUIRED_STUDY = ("name", "dataset", "arch", "models", "out")
 # [train] keys: the TrainConfig fields that `pie-audit train` exposes as flags.
@@ -143,6 +157,14 @@ class Study:
         The dataset's defaults with the spec's ``[train]`` overrides.
     populations : tuple of StudyPopulation
         In the spec's order; exactly one is the baseline.
+    target : str or None
+        The dataset's target attribute (CelebA: ``target``, default ``Blond_Hair``); ``None``
+        for a dataset with fixed classes.
+    groups : Path or None
+        The spec's groups table (relative to the spec file); ``None``: the audit uses the
+        baseline population's own ``groups.parquet`` when it has one.
+    group_by : tuple of str or None
+        The attributes the audit groups by; ``None``: every attribute of the groups table.
     """
 
     path: Path
@@ -154,6 +176,9 @@ class Study:
     out: Path
     train: Any  # TrainConfig
     populations: tuple[StudyPopulation, ...]
+    target: str | None = None
+    groups: Path | None = None
+    group_by: tuple[str, ...] | None = None
 
     @property
     def baseline(self) -> StudyPopulation:
@@ -234,10 +259,12 @@ def read_study(path: str | Path) -> Study:
     ------
     ConfigError
         With the file, the table and key, and the problem: invalid TOML, a missing or unknown
-        key, a value of the wrong type or out of range, an unknown dataset, architecture or
-        method, duplicate population names, zero or two baselines, ``models < 1``.
+        key, a value of the wrong type or out of range, an unknown dataset, architecture, method
+        or target, duplicate population names, zero or two baselines, ``models < 1``, a
+        ``groups`` that is not a file, a ``group-by`` that is empty, repeats a name, names the
+        target or, without ``groups``, something other than one of the dataset's attributes.
     """
-    from ..data import DATASETS
+    from ..data import DATASETS, TARGETED, resolve_target
     from ..training import ARCHITECTURES, DEFAULT_TRAIN_CONFIGS, make_method
 
     path = Path(path)
@@ -268,6 +295,8 @@ def read_study(path: str | Path) -> Study:
         raise ConfigError(BAD_VALUE.format(path=path, where="[study] seed-start", problem=f"must be >= 0, not {seed_start}"))
     if not _NAME.match(study["name"]):
         raise ConfigError(BAD_VALUE.format(path=path, where="[study] name", problem=f"{study['name']!r} must be letters, digits, '.', '_' or '-'"))
+    target = _wrapped(path, "[study] target", lambda: resolve_target(study["dataset"], study.get("target")))
+    groups, group_by = _groups(path, study, target=target, attributes=TARGETED.get(study["dataset"], ((), None))[0])
 
     overrides = _check_table(path, "[train]", document.get("train", {}), _TRAIN_KEYS)
     train = _wrapped(
@@ -336,7 +365,46 @@ def read_study(path: str | Path) -> Study:
         out=out,
         train=train,
         populations=tuple(populations),
+        target=target,
+        groups=groups,
+        group_by=group_by,
     )
+
+
+def _groups(path: Path, study: Mapping[str, Any], *, target: str | None,
+            attributes: tuple[str, ...]) -> tuple[Path | None, tuple[str, ...] | None]:  # fmt: skip
+    """The spec's ``groups`` (a path, relative to the spec file) and ``group-by``, checked.
+
+    Without ``groups`` the audit reads the baseline's own ``groups.parquet``, which holds the
+    dataset's attributes but the target: ``group-by`` must name some of those. A groups file's
+    columns are checked by the audit, against the examples of the populations.
+    """
+    groups = None
+    if "groups" in study:
+        file = Path(study["groups"])
+        groups = file if file.is_absolute() else (path.parent / file).resolve()
+        if not groups.is_file():
+            raise ConfigError(NO_GROUPS_FILE.format(path=path, file=groups))
+        if groups.suffix.lower() not in (".parquet", ".pq", ".csv"):
+            raise ConfigError(BAD_GROUPS_SUFFIX.format(path=path, file=groups))
+    if "group-by" not in study:
+        return groups, None
+    group_by = tuple(study["group-by"])
+    if not group_by:
+        raise ConfigError(GROUP_BY_EMPTY.format(path=path))
+    for name in group_by:
+        if group_by.count(name) > 1:
+            raise ConfigError(GROUP_BY_REPEATED.format(path=path, name=name))
+        if groups is not None:
+            continue
+        if not attributes:
+            raise ConfigError(GROUP_BY_WITHOUT_GROUPS.format(path=path, dataset=study["dataset"]))
+        if name == target:
+            raise ConfigError(GROUP_BY_TARGET.format(path=path, name=name))
+        if name not in attributes:
+            known = ", ".join(a for a in attributes if a != target)
+            raise ConfigError(GROUP_BY_UNKNOWN.format(path=path, name=name, dataset=study["dataset"], known=known))
+    return groups, group_by
 
 
 @dataclass(frozen=True)
@@ -366,7 +434,7 @@ class StudyOutcome:
 def _load(study: Study, data_root: str | Path):  # noqa: ANN202 - a Dataset
     from ..data import load_dataset
 
-    return load_dataset(study.dataset, data_root=data_root, download=False)
+    return load_dataset(study.dataset, data_root=data_root, download=False, target=study.target)
 
 
 def study_status(study: Study, *, data_root: str | Path = "data") -> list[PopulationStatus]:
@@ -503,7 +571,7 @@ def run_study(
                 if wave:
                     run_ray(
                         wave, dataset=study.dataset, data_root=data_root, arch=study.arch, train=study.train,
-                        device=device, writers=writers, jointly=jointly, address=ray_address,
+                        device=device, writers=writers, jointly=jointly, target=study.target, address=ray_address,
                         gpus_per_unit=gpus_per_unit, cpus_per_unit=cpus_per_unit, events=events,
                     )  # fmt: skip
     trained = events.trained
@@ -513,7 +581,11 @@ def run_study(
     from ..report import pie_gallery, write_sweep
     from .._compare import sweep
 
-    results = sweep(study.directory(study.baseline), [study.directory(p) for p in study.pruned])
+    # Without the spec's groups, the audit uses the baseline's own groups.parquet (CelebA's).
+    results = sweep(
+        study.directory(study.baseline), [study.directory(p) for p in study.pruned], groups=study.groups,
+        group_by=list(study.group_by) if study.group_by is not None else None,
+    )  # fmt: skip
     galleries = [pie_gallery(result, data_root=data_root) for _, result in results]
     write_sweep(results, study.report_dir, baseline=study.directory(study.baseline), galleries=galleries, command=command)
     return StudyOutcome(trained=trained, skipped=skipped, results=results, report=study.report_dir / "index.html")

@@ -22,7 +22,7 @@ UNKNOWN_ARCHITECTURE = "unknown architecture {arch!r}; choose one of {choices}"
 
 
 class SmallCNN(nn.Module):
-    """Two 3x3 conv blocks and a two-layer classifier, sized for 8x8 to 32x32 inputs.
+    """Two 3x3 conv blocks and a two-layer classifier, sized for 8x8 to 64x64 inputs.
 
     Parameters
     ----------

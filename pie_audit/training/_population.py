@@ -1,8 +1,9 @@
 """A population directory: its checks, its lock, and the writer of its models.
 
-The directory holds ``population.json`` (the configuration every model shares) and one
-``seed-XXXX`` sub-directory per finished model, each written atomically with ``run.json`` last:
-it records the size and SHA-256 of the model's other files, so a directory whose files do not
+The directory holds ``population.json`` (the configuration every model shares), for a dataset
+with attributes (CelebA) ``groups.parquet`` (its test examples' attributes, for the audit's
+groups), and one ``seed-XXXX`` sub-directory per finished model, each written atomically with
+``run.json`` last: it records the size and SHA-256 of the model's other files, so a directory whose files do not
 match it is not a finished model (:func:`pie_audit.interchange.incomplete_reason`). A run of the
 same configuration skips finished models and trains the rest, so a killed run resumes where it
 stopped; a directory holding a different configuration is refused rather than mixed. One process
@@ -24,7 +25,7 @@ import platform
 import re
 import subprocess
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from .._version import __version__
 from ..data import Dataset
 from ..errors import OutputError
 from ..interchange import (
+    GROUPS_FILE,
     MODEL_FILE,
     POPULATION_FILE,
     PREDICTIONS_FILE,
@@ -46,6 +48,7 @@ from ..interchange import (
     population_record,
     read_population_spec,
     run_record,
+    write_groups,
     write_predictions,
 )
 from ._loop import TrainConfig, TrainedModel, check_training
@@ -117,12 +120,16 @@ class PopulationSpec:
     arch: str
     train: TrainConfig
     prune: Method  # the compression method's configuration; PruneConfig is "gmp"
+    target: str | None = None  # the dataset's task, for a dataset that has one (CelebA)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         # As JSON has it (tuples become lists), so that a record read back compares equal.
         d["prune"] = json.loads(json.dumps(d["prune"]))
         d["method"] = self.prune.method
+        if self.target is None:
+            # Datasets with fixed classes record what they recorded before targets existed.
+            del d["target"]
         return d
 
 
@@ -155,8 +162,13 @@ def _versions() -> dict[str, str]:
     }
 
 
+#: Compared last: a hash differs whenever the data does, so the key that says why (the dataset,
+#: its target) is the one to name.
+_HASHES = ("dataset_hash", "train_hash")
+
+
 def _describe_difference(old: dict, new: dict, prefix: str = "") -> str:
-    for key in sorted(set(old) | set(new)):
+    for key in sorted(set(old) | set(new), key=lambda k: (k in _HASHES, k)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             diff = _describe_difference(a, b, f"{prefix}{key}.")
@@ -173,8 +185,9 @@ def check_output_dir(out: Path, spec: PopulationSpec | None = None) -> None:
     ``out`` may be missing, empty (hidden entries aside), or a population of ``spec``. Its
     ``population.json`` binds once a model directory sits beside it: with none, a run of another
     configuration may take the directory over (a run refused or diverged before its first model
-    leaves only that record). Without ``spec``, all but the comparison with it is checked: what
-    can be said before the data is loaded.
+    leaves only that record, and perhaps the ``groups.parquet`` written with it). Without
+    ``spec``, all but the comparison with it is checked: what can be said before the data is
+    loaded.
 
     Raises
     ------
@@ -195,7 +208,7 @@ def check_output_dir(out: Path, spec: PopulationSpec | None = None) -> None:
     marker = out / POPULATION_FILE
     if marker in entries:
         old = _read_spec(marker)
-        if spec is not None and any(p != marker for p in entries):
+        if spec is not None and _holds_models(out):
             if "dataset_hash" in old and "train_hash" not in old:
                 raise OutputError(OLD_DATASET_HASH.format(path=out))
             # Populations recorded before methods existed were all gradual magnitude pruning.
@@ -206,6 +219,12 @@ def check_output_dir(out: Path, spec: PopulationSpec | None = None) -> None:
         raise OutputError(FOREIGN_DIRECTORY.format(path=out))
     if not os.access(out, os.W_OK):
         raise OutputError(NOT_WRITABLE.format(path=out))
+
+
+def _holds_models(out: Path) -> bool:
+    """Whether ``out`` holds anything but its records (hidden entries aside): what binds it."""
+    records = (POPULATION_FILE, GROUPS_FILE)
+    return any(not p.name.startswith(".") and p.name not in records for p in out.iterdir())
 
 
 def _read_spec(marker: Path) -> dict[str, Any]:
@@ -273,8 +292,20 @@ def _write_spec(out: Path, spec: PopulationSpec) -> None:
     with _writing(out):
         if marker.is_file() and _read_spec(marker) == json.loads(json.dumps(record["spec"])):
             return
+        if marker.is_file() and not _holds_models(out):
+            # A configuration without models taken over (check_output_dir): the groups written
+            # with it described its data, which may not be this run's.
+            (out / GROUPS_FILE).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         write_json(marker, record)
+
+
+def _write_groups(out: Path, dataset: Dataset) -> None:
+    """Write the test split's attributes as ``out/groups.parquet``; nothing for a dataset without."""
+    if dataset.attributes is None:
+        return
+    with _writing(out / GROUPS_FILE):
+        write_groups(dataset.attributes, out / GROUPS_FILE)
 
 
 def _write_model(out: Path, result: TrainedModel, *, dataset: Dataset, spec: PopulationSpec,
@@ -289,6 +320,7 @@ def _write_model(out: Path, result: TrainedModel, *, dataset: Dataset, spec: Pop
             "split_description": dataset.split,
             "n_examples": int(len(labels)),
             "hash": spec.dataset_hash,
+            **({"target": dataset.target} if dataset.target is not None else {}),
         },
         "classes": list(dataset.classes),
         "sparsity": result.sparsity,
@@ -332,6 +364,7 @@ def population_spec(dataset: Dataset, *, arch: str, train: TrainConfig, prune: M
         arch=arch,
         train=train,
         prune=prune,
+        target=dataset.target,
     )
 
 
@@ -361,6 +394,7 @@ class PopulationWriter:
     spec: PopulationSpec
     dataset: Dataset
     command: Sequence[str] | None = None
+    _groups_written: bool = field(default=False, init=False, repr=False)
 
     def missing(self, seeds: Sequence[int]) -> list[int]:
         """The seeds without a finished model; unfinished directories are moved aside first."""
@@ -381,6 +415,10 @@ class PopulationWriter:
         # Written with the first model, not before: a run that fails before it (diverged,
         # interrupted) leaves nothing that would bind the directory to its configuration.
         _write_spec(self.out, self.spec)
+        if not self._groups_written:
+            # Before the model, so that a population with a model has its groups; once a run.
+            _write_groups(self.out, self.dataset)
+            self._groups_written = True
         return _write_model(self.out, result, dataset=self.dataset, spec=self.spec, command=self.command)
 
 

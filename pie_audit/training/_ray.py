@@ -44,16 +44,21 @@ def ray_available() -> bool:
 
 
 @functools.lru_cache(maxsize=2)
-def _dataset(name: str, data_root: str):  # noqa: ANN202 - a Dataset
+def _dataset(name: str, data_root: str, target: str | None = None):  # noqa: ANN202 - a Dataset
     # Loaded once per worker process, whatever number of units it runs.
     from ..data import load_dataset
 
-    return load_dataset(name, data_root=data_root, download=False)
+    return load_dataset(name, data_root=data_root, download=False, target=target)
 
 
-def _train_unit(dataset: str, data_root: str, arch: str, train: Any, prune: Any, seeds: tuple[int, ...], device: str) -> list:
-    """A Ray task: train one unit on the worker and return its models to the driver."""
-    return prune.train(_dataset(dataset, data_root), arch=arch, seeds=seeds, config=train, device=resolve_device(device))
+def _train_unit(dataset: tuple[str, str | None], data_root: str, arch: str, train: Any, prune: Any, seeds: tuple[int, ...],
+                device: str) -> list:  # fmt: skip
+    """A Ray task: train one unit on the worker and return its models to the driver.
+
+    ``dataset`` is the dataset's name and target (CelebA's task; ``None`` for the others).
+    """
+    name, target = dataset
+    return prune.train(_dataset(name, data_root, target), arch=arch, seeds=seeds, config=train, device=resolve_device(device))
 
 
 class RayExecution:
@@ -62,9 +67,9 @@ class RayExecution:
     capacity = None
 
     def __init__(self, task: Any, *, dataset: str, data_root: str | Path, arch: str, train: TrainConfig,
-                 device: str) -> None:  # fmt: skip
+                 device: str, target: str | None = None) -> None:  # fmt: skip
         self._task = task
-        self._arguments = (dataset, str(data_root), arch, train)
+        self._arguments = ((dataset, target), str(data_root), arch, train)
         self._device = device
         self._pending: dict[Any, Unit] = {}
 
@@ -130,6 +135,7 @@ def run_ray(
     device: str,
     writers: Mapping[str, PopulationWriter],
     jointly: int,
+    target: str | None = None,
     address: str | None = None,
     gpus_per_unit: float | None = None,
     cpus_per_unit: float | None = None,
@@ -155,6 +161,8 @@ def run_ray(
     jointly : int
         K, at least the size of every unit: halved when a unit runs out of device memory
         (:func:`._driver.drive`).
+    target : str, optional
+        The dataset's target attribute (CelebA's task), loaded by each worker with it.
     address : str, optional
         ``auto`` or ``HOST:PORT`` of a running cluster; without it a local Ray instance is
         started for the study and shut down after it.
@@ -187,5 +195,7 @@ def run_ray(
             max_retries=RAY_RETRIES,
             retry_exceptions=False,
         )(_train_unit)
-        execution = RayExecution(task, dataset=dataset, data_root=data_root, arch=arch, train=train, device=device)
+        execution = RayExecution(
+            task, dataset=dataset, data_root=data_root, arch=arch, train=train, device=device, target=target
+        )
         drive(units, execution=execution, writers=writers, jointly=jointly, events=events)

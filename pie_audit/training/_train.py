@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from ..data import DATASETS, Dataset
+from ..data import DATASETS, Dataset, resolve_target
 from ..errors import ConfigError
 from ._device import resolve_device
 from ._driver import Unit, UnitEvents, consecutive_units, default_jointly, run_local
@@ -84,6 +84,7 @@ def check_arguments(
     jointly: int | None = None,
     device: str = "auto",
     dataset: str | None = None,
+    target: str | None = None,
     out: str | Path | None = None,
 ) -> None:
     """Refuse arguments a population run cannot use, cheaply, before any data is loaded.
@@ -106,6 +107,10 @@ def check_arguments(
     dataset : str, optional
         A dataset name, which must be in :data:`pie_audit.data.DATASETS`; not checked when
         ``None`` (a :class:`~pie_audit.data.Dataset` built in code may have any name).
+    target : str, optional
+        The dataset's target attribute (CelebA's ``--target``), checked with ``dataset``
+        (:func:`pie_audit.data.resolve_target`): one of its attributes, and only for a dataset
+        that takes one.
     out : path, optional
         The population directory, checked as far as it can be without the data
         (:func:`._population.check_output_dir` with no ``spec``).
@@ -127,6 +132,8 @@ def check_arguments(
         raise ConfigError(UNKNOWN_ARCHITECTURE.format(arch=arch, choices=", ".join(ARCHITECTURES)))
     if dataset is not None and dataset not in DATASETS:
         raise ConfigError(UNKNOWN_DATASET.format(dataset=dataset, choices=", ".join(DATASETS)))
+    if dataset is not None:
+        resolve_target(dataset, target)
     resolve_device(device)
     if out is not None:
         check_output_dir(Path(out))

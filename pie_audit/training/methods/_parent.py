@@ -106,6 +106,9 @@ def check_parent(
         )
     if spec.get("dataset") != dataset.name:
         raise ConfigError(PARENT_OTHER.format(path=source, what="dataset", theirs=spec.get("dataset"), ours=dataset.name))
+    if spec.get("target") != dataset.target:
+        # Said before the hash, which differs too: the target is what to fix.
+        raise ConfigError(PARENT_OTHER.format(path=source, what="the target", theirs=spec.get("target"), ours=dataset.target))
     ours = dataset.test_hash
     if spec.get("dataset_hash") != ours:
         raise ConfigError(PARENT_OTHER.format(path=source, what="test data of hash", theirs=spec.get("dataset_hash"), ours=ours))
