@@ -61,7 +61,7 @@ def test_sweep_page_links_plots_and_exit_1(sweep_dirs, tmp_path, capsys):
     sweep = tmp_path / "sweep"
     assert sorted(p.name for p in sweep.iterdir()) == ["index.html", "sparse-50", "sparse-90"]
     for name in ("sparse-50", "sparse-90"):
-        assert {p.name for p in (sweep / name).iterdir()} == REPORT_FILES - {"junit.xml"}
+        assert {p.name for p in (sweep / name).iterdir()} == REPORT_FILES - {"junit.xml", "groups.csv"}
         assert "../index.html" in [link.href for link in parse((sweep / name / "report.html").read_text()).links]
     page = parse((sweep / "index.html").read_text())
     # Each row links its population's report, in the order given.
