@@ -1,28 +1,37 @@
-"""Benchmark of ``pie-audit compare`` on an ImageNet-scale synthetic case.
+"""Benchmark of ``pie-audit compare`` at three scales: the paper's, 10x the examples, ImageNet-21k's classes.
 
-Builds 50,000 examples x 1,000 classes, 30 baseline and 30 pruned models in the interchange
-format (only the three required columns) in a temporary directory, then times:
+Each scale is a synthetic pair of populations in the interchange format (only the three required
+columns), 30 + 30 models:
 
-(a) reading the prediction files alone (``load_population`` on both populations);
-(b) ``compare`` end to end, reading included, report excluded;
-(c) a straightforward pandas reference for the modal labels (group by example, ``mode()``)
-    and the PIE flags;
-(d) pie-audit's own modal-label and PIE step on the same matrices;
-(d') pie-audit's full per-example table (ties, vote shares, L1 scores) for information;
-(e) ``compare`` end to end with a subgroup audit: two attributes (4 and 2 values, so 4 + 2 + 8
-    groups, and groups x classes cells), against (b) in the same process.
+- ``paper``: 50,000 examples x 1,000 classes (ImageNet's validation set, the paper's audit);
+- ``examples``: 500,000 examples x 1,000 classes (targets: within 12x the paper's time, <= 3 GB);
+- ``classes``: 50,000 examples x 21,843 classes (ImageNet-21k; target: within 3x the paper's time).
 
-(a), (b), (d) and (d') are the best of ``--repeat`` runs; (c) runs once. Peak memory of (b)
-is the peak resident set size (``VmHWM``, Linux) of a fresh Python process that imports pie-audit
-and runs ``compare`` once; the same figure for a process that only imports is given too.
+For each it measures, in one run:
 
-Usage: ``python bench/compare.py [--examples N] [--classes C] [--models M] [--json]``
+(a) the bare Parquet read of every prediction file (``pyarrow.parquet.read_table``), and
+    ``load_population`` on both populations (reading with every check);
+(b) the in-process core: ``pie_audit.compare`` from the population directories (read, PIEs,
+    stability, statistics, power, gate; no report), and its ratio to (a)'s bare read
+    [target: within 2x];
+(c) whole processes, median of ``--repeat``: ``pie-audit compare --no-images`` writing the report,
+    and ``python -c "pie_audit.compare(...)"`` without it, each with its peak resident memory
+    (``/usr/bin/time``'s maximum RSS) [target at the paper's scale: <= 2.0 s with the report, <= 1 GB];
+(d) the report: ``report.html``'s size [target <= 3 MB] and Chromium's load time (Playwright,
+    headless Debian chromium, ``goto`` until the load event; skipped when no browser is found);
+(e) at the paper's scale, ``compare`` with a subgroup audit (two attributes: 4 + 2 + 8 groups)
+    against (b), in the same process.
+
+Usage: ``python bench/compare.py [--scales paper,examples,classes] [--repeat 3] [--json]``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,24 +39,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pie_audit import compare
-from pie_audit.audit import modal_labels, pie_table
-from pie_audit import load_population
-
-# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) parent across fork and
-# exec, whereas VmHWM belongs to the new process's own address space.
-_MEMORY_PROBE = """
-import sys
-from pie_audit import compare
-if sys.argv[1] == "compare":
-    compare(sys.argv[2], sys.argv[3], groups=sys.argv[4] if len(sys.argv) > 4 else None)
-with open("/proc/self/status") as fh:
-    print(next(line.split()[1] for line in fh if line.startswith("VmHWM:")))
-"""
+SCALES = {
+    "paper": (50_000, 1_000),
+    "examples": (500_000, 1_000),
+    "classes": (50_000, 21_843),
+}
+CHROMIUM = "/usr/bin/chromium"
+PIE_AUDIT = str(Path(sys.executable).with_name("pie-audit"))
 
 
 def synthesize(
@@ -109,111 +110,116 @@ def best_of(repeat: int, fn) -> tuple[float, object]:
     return best, value
 
 
-def pandas_reference(base: np.ndarray, pruned: np.ndarray) -> np.ndarray:
-    """PIE flags the straightforward way: long table, group by example, ``mode()``."""
+def timed_process(command: list[str], repeat: int) -> tuple[float, float]:
+    """Median wall time (s) and largest peak RSS (MiB) of a whole process over ``repeat`` runs."""
+    walls, peaks = [], []
+    for _ in range(repeat):
+        with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
+            start = time.perf_counter()
+            done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name, *command], capture_output=True, text=True)
+            walls.append(time.perf_counter() - start)
+            if done.returncode not in (0, 1):  # 1: the gate failed, which is a finding
+                raise RuntimeError(f"{command[0]} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+            peaks.append(int(out.read().split()[-1]) / 1024)
+    return statistics.median(walls), max(peaks)
 
-    def modes(predictions: np.ndarray) -> pd.Series:
-        m, n = predictions.shape
-        long = pd.DataFrame({"example_id": np.tile(np.arange(n), m), "prediction": predictions.ravel()})
-        # mode() is sorted, so [0] is the lowest tied label: pie-audit's default policy.
-        return long.groupby("example_id")["prediction"].agg(lambda s: s.mode().iloc[0])
 
-    return (modes(base) != modes(pruned)).to_numpy()
+def chromium_load_s(page: Path, repeat: int) -> float | None:
+    """Median time from ``goto`` to the load event of ``page`` in headless Chromium; None without one."""
+    if not Path(CHROMIUM).exists():
+        return None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    times = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        for _ in range(repeat):
+            tab = browser.new_page()
+            start = time.perf_counter()
+            tab.goto(page.as_uri(), wait_until="load")
+            times.append(time.perf_counter() - start)
+            tab.close()
+        browser.close()
+    return statistics.median(times)
 
 
-def peak_rss_mib(*args: str) -> float:
-    out = subprocess.run(
-        [sys.executable, "-c", _MEMORY_PROBE, *args], check=True, capture_output=True, text=True
-    )
-    return int(out.stdout.strip()) / 1024  # kB
+def measure(name: str, n_examples: int, n_classes: int, *, models: int, repeat: int, root: Path) -> dict:
+    from pie_audit import compare, load_population
+
+    where = root / name
+    start = time.perf_counter()
+    base_dir, pruned_dir = synthesize(where, n_examples=n_examples, n_classes=n_classes, n_models=models)
+    figures: dict = {"scale": name, "n_examples": n_examples, "n_classes": n_classes, "n_models": models,
+                     "generate_s": time.perf_counter() - start}  # fmt: skip
+    files = sorted(where.glob("*/*/predictions.parquet"))
+    figures["a_bare_read_s"], _ = best_of(repeat, lambda: [pq.read_table(f) for f in files])
+    figures["a_load_population_s"], _ = best_of(repeat, lambda: (load_population(base_dir), load_population(pruned_dir)))
+    figures["b_core_s"], result = best_of(repeat, lambda: compare(base_dir, pruned_dir))
+    figures["b_over_bare_read"] = figures["b_core_s"] / figures["a_bare_read_s"]
+    figures["n_pies"] = int(result.pies.count)
+    figures["n_harmed"] = int(result.n_harmed)
+    out = where / "report"
+    cli = [PIE_AUDIT, "compare", str(base_dir), str(pruned_dir), "--out", str(out), "--no-images", "-q"]
+    figures["c_process_report_s"], figures["c_process_report_mib"] = timed_process(cli, repeat)
+    plain = [sys.executable, "-c", "import sys, pie_audit; pie_audit.compare(sys.argv[1], sys.argv[2])", str(base_dir), str(pruned_dir)]
+    figures["c_process_core_s"], figures["c_process_core_mib"] = timed_process(plain, repeat)
+    figures["d_report_mb"] = (out / "report.html").stat().st_size / 1e6
+    figures["d_summary_mb"] = (out / "summary.json").stat().st_size / 1e6
+    figures["d_chromium_load_s"] = chromium_load_s(out / "report.html", repeat)
+    if name == "paper":
+        groups = write_groups_table(where / "groups.parquet", n_examples)
+        figures["e_core_groups_s"], grouped = best_of(repeat, lambda: compare(base_dir, pruned_dir, groups=groups))
+        figures["e_over_b"] = figures["e_core_groups_s"] / figures["b_core_s"]
+        figures["e_groups"], figures["e_cells"] = len(grouped.groups), len(grouped.group_cells)
+        grouped_cli = [*cli[:5], str(where / "report-groups"), "--groups", str(groups), "--no-images", "-q"]
+        figures["e_process_report_s"], figures["e_process_report_mib"] = timed_process(grouped_cli, repeat)
+    shutil.rmtree(where)
+    return figures
+
+
+def show(f: dict, paper: dict | None) -> None:
+    print(f"[{f['scale']}] {f['n_examples']:,} examples x {f['n_classes']:,} classes, {f['n_models']} + {f['n_models']} models "
+          f"(generated in {f['generate_s']:.0f} s)")  # fmt: skip
+    print(f"  (a) bare Parquet read       {f['a_bare_read_s']:7.3f} s   load_population (checked) {f['a_load_population_s']:.3f} s")
+    print(f"  (b) core in process         {f['b_core_s']:7.3f} s   (b)/(a) = {f['b_over_bare_read']:.2f}  [target <= 2]")
+    print(f"  (c) whole process, report   {f['c_process_report_s']:7.3f} s   peak {f['c_process_report_mib']:.0f} MiB")
+    print(f"      whole process, no report{f['c_process_core_s']:7.3f} s   peak {f['c_process_core_mib']:.0f} MiB")
+    load = f"{f['d_chromium_load_s']:.2f} s" if f["d_chromium_load_s"] is not None else "no browser"
+    print(f"  (d) report.html {f['d_report_mb']:.2f} MB [<= 3 MB], summary.json {f['d_summary_mb']:.2f} MB; Chromium load {load}")
+    if paper is not None and f is not paper:
+        limit = 12 if f["scale"] == "examples" else 3
+        ratio = f["c_process_report_s"] / paper["c_process_report_s"]
+        print(f"      whole process vs paper scale: {ratio:.2f}x [target <= {limit}x]")
+    if "e_core_groups_s" in f:
+        print(f"  (e) core with groups        {f['e_core_groups_s']:7.3f} s   (e)/(b) = {f['e_over_b']:.2f}; "
+              f"{f['e_groups']} groups, {f['e_cells']:,} cells; whole process with report "
+              f"{f['e_process_report_s']:.3f} s, peak {f['e_process_report_mib']:.0f} MiB")  # fmt: skip
+    print(f"  PIEs {f['n_pies']:,}, classes harmed {f['n_harmed']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=50_000)
-    parser.add_argument("--classes", type=int, default=1_000)
+    parser.add_argument("--scales", default=",".join(SCALES), help="Comma-separated: " + ", ".join(SCALES))
     parser.add_argument("--models", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--skip-reference", action="store_true", help="Skip the slow pandas reference (c).")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args()
-
-    with tempfile.TemporaryDirectory(prefix="pie-audit-bench-") as tmp:
-        start = time.perf_counter()
-        base_dir, pruned_dir = synthesize(
-            Path(tmp), n_examples=args.examples, n_classes=args.classes, n_models=args.models
-        )
-        generate_s = time.perf_counter() - start
-
-        read_s, (base, pruned) = best_of(
-            args.repeat, lambda: (load_population(base_dir), load_population(pruned_dir))
-        )
-        compare_s, result = best_of(args.repeat, lambda: compare(base_dir, pruned_dir))
-        groups_file = write_groups_table(Path(tmp) / "groups.parquet", args.examples)
-        groups_s, grouped = best_of(args.repeat, lambda: compare(base_dir, pruned_dir, groups=groups_file))
-        own_s, own = best_of(
-            args.repeat,
-            lambda: modal_labels(base.predictions).labels != modal_labels(pruned.predictions).labels,
-        )
-        table_s, _ = best_of(
-            args.repeat, lambda: pie_table(base.predictions, pruned.predictions, base.labels)
-        )
-        figures = {
-            "n_examples": args.examples,
-            "n_classes": args.classes,
-            "n_models_per_population": args.models,
-            "generate_s": generate_s,
-            "a_read_s": read_s,
-            "b_compare_s": compare_s,
-            "d_pie_step_s": own_s,
-            "d_full_table_s": table_s,
-            "b_over_a": compare_s / read_s,
-            "e_compare_groups_s": groups_s,
-            "e_over_b": groups_s / compare_s,
-            "n_groups": len(grouped.groups),
-            "n_cells": len(grouped.group_cells),
-            "n_pies": int(result.pies.count),
-        }
-        if not args.skip_reference:
-            start = time.perf_counter()
-            reference = pandas_reference(base.predictions, pruned.predictions)
-            figures["c_pandas_reference_s"] = time.perf_counter() - start
-            figures["c_over_d"] = figures["c_pandas_reference_s"] / own_s
-            figures["reference_agrees"] = bool(np.array_equal(reference, own))
-        figures["b_peak_rss_mib"] = peak_rss_mib("compare", str(base_dir), str(pruned_dir))
-        figures["e_peak_rss_mib"] = peak_rss_mib("compare", str(base_dir), str(pruned_dir), str(groups_file))
-        figures["import_only_peak_rss_mib"] = peak_rss_mib("import")
-
+    chosen = [s.strip() for s in args.scales.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SCALES]
+    if unknown:
+        parser.error(f"unknown scale(s) {', '.join(unknown)}; choose from {', '.join(SCALES)}")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="pie-audit-bench-", dir=os.environ.get("BENCH_TMP")) as tmp:
+        for name in chosen:
+            results.append(measure(name, *SCALES[name], models=args.models, repeat=args.repeat, root=Path(tmp)))
+            if not args.json:
+                paper = next((r for r in results if r["scale"] == "paper"), None)
+                show(results[-1], paper)
     if args.json:
-        json.dump(figures, sys.stdout, indent=2)
+        json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return
-    print(
-        f"{args.examples:,} examples, {args.classes:,} classes, "
-        f"{args.models} + {args.models} models (generated in {generate_s:.1f} s)"
-    )
-    print(f"(a) read prediction files      {read_s:8.3f} s")
-    print(
-        f"(b) compare, end to end        {compare_s:8.3f} s   "
-        f"(b)/(a) = {figures['b_over_a']:.2f}  [targets: <= 3 s, (b)/(a) <= 3]"
-    )
-    if "c_pandas_reference_s" in figures:
-        print(f"(c) pandas groupby mode()      {figures['c_pandas_reference_s']:8.3f} s")
-    print(f"(d) pie-audit modal labels+PIE {own_s:8.3f} s", end="")
-    if "c_over_d" in figures:
-        print(f"   (c)/(d) = {figures['c_over_d']:.0f}x  [target >= 50x]; agree: {figures['reference_agrees']}")
-    else:
-        print()
-    print(f"(d') full per-example table    {table_s:8.3f} s  (ties, shares, L1 scores)")
-    print(
-        f"peak RSS of (b) in a fresh process: {figures['b_peak_rss_mib']:.0f} MiB "
-        f"(imports alone: {figures['import_only_peak_rss_mib']:.0f} MiB)  [target <= 1.5 GB]"
-    )
-    print(
-        f"(e) compare with groups        {groups_s:8.3f} s   (e)/(b) = {figures['e_over_b']:.2f}; "
-        f"{figures['n_groups']} groups, {figures['n_cells']:,} cells; peak RSS {figures['e_peak_rss_mib']:.0f} MiB"
-    )
-    print(f"PIEs: {figures['n_pies']:,}")
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def test_groups(tmp_path, kernel_name):
     # The planted harm (blond men forgotten) is found in its cell, as a rise of the false-negative rate.
     assert "Male=True / blond" in harmed_cells
     assert f"PIEs: {faces['pies']['count']} of 6000 test examples" in printed
-    assert "it can detect group drops of" in printed
+    assert "detect a group's drop beyond the models' average of" in printed
     assert not any(c["tested"] for c in groups["cells"] if c["support"] < 30)
     html = (report / "celeba-style" / "report.html").read_text(encoding="utf-8")
     assert "Male=True" in html

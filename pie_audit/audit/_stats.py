@@ -624,20 +624,33 @@ def _bootstrap_interval(
     (B, M) @ (M, K) product instead of a (B, M, K) gather.
     """
     rng = np.random.default_rng(seed)
+    tail = (1 - confidence) / 2
     if paired:
         diff = pruned - base
         # Canonical order first, so the interval does not depend on how directories are named.
         diff = diff[np.lexsort(diff.T[::-1])]
         m = diff.shape[0]
         w = rng.multinomial(m, np.full(m, 1 / m), size=n_bootstrap) / m
-        replicates = w @ diff
-        tail = (1 - confidence) / 2
-        return np.quantile(replicates, [tail, 1 - tail], axis=0)
+        return _chunked_quantiles(lambda cols: w @ diff[:, cols], diff.shape[1], n_bootstrap, (tail, 1 - tail))
     base = base[np.lexsort(base.T[::-1])]
     pruned = pruned[np.lexsort(pruned.T[::-1])]
     mb, mp = base.shape[0], pruned.shape[0]
     wb = rng.multinomial(mb, np.full(mb, 1 / mb), size=n_bootstrap) / mb
     wp = rng.multinomial(mp, np.full(mp, 1 / mp), size=n_bootstrap) / mp
-    replicates = wp @ pruned - wb @ base  # (B, K)
-    tail = (1 - confidence) / 2
-    return np.quantile(replicates, [tail, 1 - tail], axis=0)
+    return _chunked_quantiles(
+        lambda cols: wp @ pruned[:, cols] - wb @ base[:, cols], base.shape[1], n_bootstrap, (tail, 1 - tail)
+    )
+
+
+#: Replicate values held at once by the bootstrap: (B, K) for 21,843 classes and B = 1,000 would
+#: be 350 MB a product; columns are independent, so they go in blocks of this many values.
+_BOOTSTRAP_BLOCK = 4_000_000
+
+
+def _chunked_quantiles(replicates, k: int, n_bootstrap: int, levels: tuple[float, float]) -> np.ndarray:  # noqa: ANN001
+    out = np.empty((2, k))
+    step = max(1, _BOOTSTRAP_BLOCK // max(1, n_bootstrap))
+    for start in range(0, k, step):
+        cols = slice(start, min(k, start + step))
+        out[:, cols] = np.quantile(replicates(cols), levels, axis=0)
+    return out
