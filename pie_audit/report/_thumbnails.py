@@ -134,7 +134,9 @@ def dataset_thumbnails(
     from ..data import load_dataset
 
     try:
-        dataset = load_dataset(name, data_root=data_root, download=False)
+        # The task matters for a dataset with several (CelebA): its labels are part of the hash.
+        target = record.get("target") if isinstance(record.get("target"), str) else None
+        dataset = load_dataset(name, data_root=data_root, download=False, target=target)
     except PieAuditError as e:
         return Thumbnails(note=UNAVAILABLE.format(name=name, reason=e))
     test_labels = dataset.y_test.numpy()
