@@ -652,5 +652,7 @@ def _chunked_quantiles(replicates, k: int, n_bootstrap: int, levels: tuple[float
     step = max(1, _BOOTSTRAP_BLOCK // max(1, n_bootstrap))
     for start in range(0, k, step):
         cols = slice(start, min(k, start + step))
-        out[:, cols] = np.quantile(replicates(cols), levels, axis=0)
+        # Each column's replicates contiguous before the partition: quantiles along axis 0 of a
+        # (B, K) block walk memory with a stride of K and cost 3x more. Same values.
+        out[:, cols] = np.quantile(np.ascontiguousarray(replicates(cols).T), levels, axis=1)
     return out
