@@ -596,7 +596,11 @@ def test_summary_holds_the_tables_as_strict_json():
     groups = json.loads(text)["groups"]
     assert groups["attributes"] == ["sex", "age"] and groups["min_support"] == 30
     assert [r["group"] for r in groups["rows"]] == result.groups["group"].tolist()
-    assert len(groups["cells"]) == len(result.group_cells)
+    # Only tested cells are listed; the counts say how many there are in all.
+    tested = result.group_cells[result.group_cells["tested"]]
+    assert [(c["group"], c["label"]) for c in groups["cells"]] == list(zip(tested["group"], tested["label"]))
+    assert groups["n_cells"] == len(result.group_cells)
+    assert groups["n_untested_cells"] == len(result.group_cells) - len(tested)
     harmed = next(r for r in groups["rows"] if r["group"] == HARMED)
     assert harmed["attributes"] == {"sex": "F", "age": "old"} and harmed["direction"] == "harmed"
     single = audit("mcnemar")[0].to_summary()["groups"]["rows"]

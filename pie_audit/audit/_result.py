@@ -400,7 +400,12 @@ class AuditResult:
             if self.group_power is None
             else {key: _json_value(value) for key, value in self.group_power.to_dict().items()},
             "rows": records(self.groups),
-            "cells": records(self.group_cells),
+            # Only the tested cells: at a thousand classes an untested cell (a handful of
+            # examples) is most of groups x classes and would make summary.json ten times larger.
+            # result.group_cells has every cell.
+            "n_cells": len(self.group_cells),
+            "n_untested_cells": int((~self.group_cells["tested"]).sum()),
+            "cells": records(self.group_cells[self.group_cells["tested"]]),
         }
 
 
