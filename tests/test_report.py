@@ -13,7 +13,14 @@ from synthetic import planted_predictions, write_population
 
 import pie_audit
 from pie_audit.report._plots import MAX_PLOTTED_CLASSES
-from pie_audit.report._render import GALLERY_SIZE, Gallery, render_report, render_sweep
+from pie_audit.report._render import (
+    EXTREME_TABLE_CLASSES,
+    GALLERY_SIZE,
+    Gallery,
+    render_report,
+    render_sweep,
+    table_classes,
+)
 from pie_audit.interchange import Population
 from pie_audit.report._thumbnails import NO_DATASET, Thumbnails, png_data_uri
 
@@ -305,7 +312,12 @@ def test_1000_classes_with_a_64_image_gallery_stays_under_5_mb(imagenet_like):
     html = render(imagenet_like, thumbnails=Thumbnails(images=images))
     assert len(html.encode()) <= MAX_BYTES
     page = parse(html)
-    assert len(class_table(page).rows) == 1000
+    # The table lists the classes that matter, every significant one among them; classes.csv has all.
+    listed = table_classes(imagenet_like.classes)
+    assert len(class_table(page).rows) == len(listed) < 1000
+    assert set(imagenet_like.harmed["label"]) | set(imagenet_like.helped["label"]) <= set(listed["label"])
+    assert len(listed) >= EXTREME_TABLE_CLASSES
+    assert "classes.csv holds all 1000" in page.section("Per class").text
     assert len(page.images) == GALLERY_SIZE
     # The figure shows the most affected classes, every harmed one among them.
     assert f"the {MAX_PLOTTED_CLASSES} most affected of 1000 classes" in page.section("Per class").text
@@ -681,3 +693,19 @@ def test_sweep_page_counts_harmed_groups_only_when_some_audit_had_groups():
     page = parse(render_sweep(rows, links=LINKS[:2], baseline="b", created_at=WHEN))
     column = page.table("Pruned populations").column("harmed groups")
     assert [(c.text, c.key) for c in column] == [("\u2014", ""), ("3", "3")]
+
+
+def test_21843_classes_give_a_page_under_3_mb():
+    # ImageNet-21k's class count: the class table lists what matters, the figures stay capped.
+    rng = np.random.default_rng(1)
+    n, c = 50_000, 21_843
+    labels = rng.integers(0, c, n)
+    base = np.where(rng.random((3, n)) < 0.8, labels, rng.integers(0, c, (3, n)))
+    pruned = np.where(rng.random((3, n)) < 0.75, labels, rng.integers(0, c, (3, n)))
+    result = pie_audit.compare(
+        Population.from_arrays(base, labels), Population.from_arrays(pruned, labels), n_bootstrap=20
+    )
+    html = render(result, thumbnails=Thumbnails(images={}))
+    assert len(html.encode()) <= 3_000_000
+    page = parse(html)
+    assert len(class_table(page).rows) == len(table_classes(result.classes)) < 1000

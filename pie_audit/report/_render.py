@@ -146,6 +146,39 @@ def _significance(row: Any, *, absolute: str = "recall_p_value", untested: str =
     return "relative only" if row.significant else "no"
 
 
+#: Up to this many classes the report's class table lists every class; beyond, it lists the
+#: classes that matter (:func:`table_classes`), and ``classes.csv`` holds them all. At 21,843
+#: classes a row per class made a 14 MB page that took Chromium 18 s to open.
+MAX_TABLE_CLASSES = 500
+#: Beyond the significant ones, the table's share of the most extreme classes.
+EXTREME_TABLE_CLASSES = 200
+
+
+def table_classes(classes: pd.DataFrame, *, limit: int = MAX_TABLE_CLASSES) -> pd.DataFrame:
+    """The classes the report's table lists: all of them up to ``limit``, else those that matter.
+
+    Parameters
+    ----------
+    classes : DataFrame
+        :attr:`AuditResult.classes`.
+    limit : int, default=500
+
+    Returns
+    -------
+    DataFrame
+        Rows of ``classes`` in label order: with more than ``limit`` classes, every class that
+        is significant by either test and the :data:`EXTREME_TABLE_CLASSES` with the largest
+        absolute normalized change.
+    """
+    if len(classes) <= limit:
+        return classes
+    change = classes["normalized_change"].abs().fillna(-1.0).to_numpy()
+    extreme = np.zeros(len(classes), dtype=bool)
+    extreme[np.argsort(-change, kind="stable")[:EXTREME_TABLE_CLASSES]] = True
+    keep = classes["significant"].to_numpy() | classes["recall_significant"].to_numpy() | extreme
+    return classes[keep]
+
+
 def _class_rows(classes: pd.DataFrame) -> list[dict[str, Any]]:
     rows = []
     for r in classes.itertuples(index=False):
@@ -626,7 +659,9 @@ def render_report(
             "correction": result.settings.get("correction"),
         },
         "settings_items": [(k, str(v)) for k, v in result.settings.items()],
-        "class_rows": _class_rows(result.classes),
+        "class_rows": _class_rows(table_classes(result.classes)),
+        "table_limited": len(result.classes) > MAX_TABLE_CLASSES,
+        "extreme_table": EXTREME_TABLE_CLASSES,
         "change_svg": Markup(class_change_svg(result.classes, class_labels=shown)),
         "change_limited": n_classes > MAX_PLOTTED_CLASSES,
         "max_plotted": MAX_PLOTTED_CLASSES,
