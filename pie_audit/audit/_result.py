@@ -382,6 +382,11 @@ class AuditResult:
         """Groups significantly harmed beyond the models' average, worst first (empty without groups)."""
         return harmed_groups(self.groups)
 
+    @cached_property
+    def groups_accuracy_fell(self) -> pd.DataFrame:
+        """Groups whose accuracy fell significantly (the absolute test), largest fall first (empty without groups)."""
+        return accuracy_fell(self.groups)
+
     def _groups_summary(self) -> dict[str, Any] | None:
         if self.groups is None:
             return None
@@ -395,7 +400,7 @@ class AuditResult:
             "ignored_rows": self.group_ignored_rows,
             "source": str(self.group_source) if self.group_source is not None else None,
             "harmed": len(self.harmed_groups),
-            "accuracy_fell": len(accuracy_fell(self.groups)),
+            "accuracy_fell": len(self.groups_accuracy_fell),
             "power": None
             if self.group_power is None
             else {key: _json_value(value) for key, value in self.group_power.to_dict().items()},

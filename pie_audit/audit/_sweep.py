@@ -34,6 +34,7 @@ SWEEP_COLUMNS = (
     "pie_fraction",
     "harmed",
     "helped",
+    "harmed_groups",
     "gate_passed",
 )
 NO_PRUNED = "a sweep needs at least one pruned population"
@@ -82,7 +83,8 @@ def sweep_table(results: Sequence[tuple[str, AuditResult]]) -> pd.DataFrame:
         ``sparsity_achieved`` (from ``run.json``, NaN when not recorded); ``n_models``;
         ``accuracy_mean``, ``accuracy_std`` (NaN for one model) and ``baseline_accuracy_mean``;
         ``pie_count``, ``pie_fraction``; ``harmed``, ``helped`` (significant classes);
-        ``gate_passed``.
+        ``harmed_groups`` (groups harmed beyond the models' average; NaN for an audit without
+        groups); ``gate_passed``.
     """
     rows = []
     for position, (name, result) in enumerate(results, start=1):
@@ -102,10 +104,11 @@ def sweep_table(results: Sequence[tuple[str, AuditResult]]) -> pd.DataFrame:
                 "pie_fraction": result.pies.fraction,
                 "harmed": result.n_harmed,
                 "helped": result.n_helped,
+                "harmed_groups": len(result.harmed_groups) if result.groups is not None else None,
                 "gate_passed": result.gate.passed,
             }
         )
     table = pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
-    for column in ("sparsity_target", "sparsity_achieved", "accuracy_std"):
+    for column in ("sparsity_target", "sparsity_achieved", "accuracy_std", "harmed_groups"):
         table[column] = table[column].astype("float64")
     return table

@@ -384,12 +384,6 @@ def _harmed_groups(frame: pd.DataFrame, test: str) -> list[dict[str, str]]:
     return rows
 
 
-def _accuracy_fell(groups: pd.DataFrame) -> pd.DataFrame:
-    # The audit's rule (pie_audit.audit's accuracy_fell), until the result carries it.
-    fell = groups[groups["accuracy_significant"].astype(bool) & (groups["accuracy_change"] < 0)]
-    return fell.sort_values(["accuracy_change", "group"])
-
-
 def _fallen_groups(frame: pd.DataFrame) -> list[dict[str, str]]:
     """Verdict lines of the groups whose accuracy fell significantly (the absolute test)."""
     return [
@@ -543,7 +537,9 @@ def _groups_context(result: AuditResult, *, filter_gallery: bool) -> dict[str, A
         "n_intersections": n_intersections,
         "min_support": min_support,
         "harmed": _harmed_groups(result.harmed_groups, result.test),
-        "fell": _fallen_groups(_accuracy_fell(groups)),
+        # McNemar's test is the absolute one: no claim about the models' average.
+        "harmed_title": "Groups significantly harmed" if result.test == "mcnemar" else "Groups harmed beyond the models' average",
+        "fell": _fallen_groups(result.groups_accuracy_fell),
         "power_sentence": result.group_power_sentence(),
         "concentrated": _concentrated(groups, alpha),
         "untested": untested,
@@ -772,13 +768,15 @@ def _groups_line(result: AuditResult, *, named: int = 3) -> str | None:
     tested = int(result.groups["tested"].sum())
     harmed = result.harmed_groups
     attributes = ", ".join(result.group_attributes)
+    beyond = "" if result.test == "mcnemar" else " beyond the models' average"
     if harmed.empty:
-        return f"Groups ({attributes}): none of {tested} tested groups significantly harmed beyond the models' average."
-    worst = [f"{r.group} ({_points(r.normalized_change)} points)" for r in harmed.head(named).itertuples(index=False)]
+        return f"Groups ({attributes}): none of {tested} tested groups significantly harmed{beyond}."
+    change = "accuracy_change" if result.test == "mcnemar" else "normalized_change"
+    worst = [f"{r.group} ({_points(getattr(r, change))} points)" for r in harmed.head(named).itertuples(index=False)]
     more = f" and {len(harmed) - named} more" if len(harmed) > named else ""
     return (
-        f"Groups ({attributes}): {len(harmed)} of {tested} tested groups significantly harmed beyond the "
-        f"models' average: {', '.join(worst)}{more}."
+        f"Groups ({attributes}): {len(harmed)} of {tested} tested groups significantly harmed{beyond}: "
+        f"{', '.join(worst)}{more}."
     )
 
 
