@@ -8,14 +8,22 @@ exit codes, so that a CI pipeline can always tell them apart:
 - 2: bad input or usage, with one line naming the file or option and the problem;
 - 3: an internal error, that is a bug: one line, the traceback written to a log file
   (``--debug`` prints it instead);
-- 130: interrupted; outputs are written atomically, so whatever was finished is kept whole.
+- 130: interrupted (Ctrl-C, SIGINT), 143: terminated (SIGTERM, as ``kill`` and CI runners send):
+  outputs are written atomically, so whatever was finished is kept whole, and a Ray instance
+  started for the command is shut down.
+
+SIGTERM takes the path of Ctrl-C (:func:`_terminate` raises ``KeyboardInterrupt``), so that every
+``finally`` runs; only the exit code and the line differ. A second SIGTERM while that cleanup runs
+is ignored (SIGKILL is what stops a process without it).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 
 import typer
@@ -35,9 +43,15 @@ EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL_ERROR = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+#: Also what lets Ray's own log lines through (pie_audit.training._ray.DEBUG_ENV); --debug sets it.
 DEBUG_ENV = "PIE_AUDIT_DEBUG"
 INTERRUPTED = (
     "pie-audit: interrupted; finished outputs are kept and nothing half-written is left "
+    "(re-run the command to resume)"
+)
+TERMINATED = (
+    "pie-audit: terminated (SIGTERM); finished outputs are kept and nothing half-written is left "
     "(re-run the command to resume)"
 )
 INTERNAL_ERROR = (
@@ -47,6 +61,15 @@ INTERNAL_ERROR = (
 SYSTEM_ERROR = "pie-audit: error: {path}{reason}"
 
 _debug = False
+_terminated = False
+
+
+def _terminate(signum: int, frame: object) -> None:
+    global _terminated
+    if _terminated:
+        return  # the first one's cleanup is running: let it finish
+    _terminated = True
+    raise KeyboardInterrupt
 
 
 def _version(value: bool) -> None:
@@ -60,6 +83,9 @@ def _version(value: bool) -> None:
 def _set_debug(value: bool) -> None:
     global _debug
     _debug = _debug or value
+    if value:
+        # For the library, which reads the environment (Ray's log lines, pie_audit.training._ray).
+        os.environ[DEBUG_ENV] = "1"
 
 
 @app.callback()
@@ -69,14 +95,16 @@ def _root(
     ),
     debug: bool = typer.Option(
         False, "--debug", callback=_set_debug, is_eager=True,
-        help=f"Print the full traceback of an internal error (or set {DEBUG_ENV}=1).",
+        help=f"Print the full traceback of an internal error, and Ray's own log lines (or set {DEBUG_ENV}=1).",
     ),  # fmt: skip
 ) -> None:
     """Audit what pruning does to a neural network, class by class and example by example."""
 
 
 def _error(message: str) -> None:
-    typer.echo(message, err=True)
+    # One line, whatever a file or directory name smuggled in: a line break would split the
+    # message (and fake a second one).
+    typer.echo(message.replace("\r", "\\r").replace("\n", "\\n"), err=True)
 
 
 def _internal_error() -> int:
@@ -97,8 +125,32 @@ def _internal_error() -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``pie-audit`` console script; exits with one of the codes above."""
-    global _debug
-    _debug = False
+    global _debug, _terminated
+    _debug = _terminated = False
+    debug_env = os.environ.get(DEBUG_ENV)
+    here = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if here else None
+    try:
+        code = _run(argv)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED  # a signal while an error was being reported
+    finally:
+        if here and previous is not None:  # None: a handler not installed from Python
+            signal.signal(signal.SIGTERM, previous)
+        if debug_env is None:
+            os.environ.pop(DEBUG_ENV, None)  # what --debug set, for this command only
+    if code == EXIT_INTERRUPTED and _terminated:
+        code = EXIT_TERMINATED
+    if code == EXIT_INTERRUPTED:
+        # typer turns Ctrl-C into a silent exit 130 before any handler of ours could run.
+        _error(INTERRUPTED)
+    elif code == EXIT_TERMINATED:
+        _error(TERMINATED)
+    sys.exit(code if code is not None else EXIT_OK)
+
+
+def _run(argv: list[str] | None) -> int | None:
+    """The command's exit code: the exceptions of the command turned into codes."""
     try:
         code = app(args=argv, prog_name="pie-audit", standalone_mode=False)
     except PieAuditError as e:
@@ -120,7 +172,4 @@ def main(argv: list[str] | None = None) -> None:
         code = EXIT_BAD_INPUT
     except Exception:
         code = _internal_error()
-    if code == EXIT_INTERRUPTED:
-        # typer turns Ctrl-C into a silent exit 130 before any handler of ours could run.
-        _error(INTERRUPTED)
-    sys.exit(code if code is not None else EXIT_OK)
+    return code
