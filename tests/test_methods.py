@@ -1,6 +1,7 @@
 """Compression methods: random masks, one-shot pruning of a parent, lottery tickets."""
 
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -154,10 +155,11 @@ def test_oneshot_prunes_each_parent_fine_tunes_with_the_mask_held_and_records_th
         run = json.loads((directory / "run.json").read_text())
         parent_run = json.loads((baseline / f"seed-{seed:04d}" / "run.json").read_text())
         assert run["method"] == "oneshot"
-        assert run["method_params"]["source"] == str(baseline)
+        # Relative to the population, so that a moved study still names its parents.
+        assert run["method_params"]["source"] == os.path.relpath(baseline.resolve(), out.resolve())
         assert run["parent"] == {
             "seed": seed,
-            "path": str((baseline / f"seed-{seed:04d}").resolve()),
+            "path": os.path.relpath((baseline / f"seed-{seed:04d}").resolve(), out.resolve()),
             "model_sha256": parent_run["files"]["model.pt"]["sha256"],
         }
         assert run["finetune"] == {"epochs": 1, "lr": SHORT.lr * 0.1}

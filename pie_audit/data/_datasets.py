@@ -52,6 +52,11 @@ __all__ = [
     "UNKNOWN_TARGET",
     "NO_TARGET",
     "CELEBA_MISSING",
+    "MAX_DATA_FILE_BYTES",
+    "LABEL_OUT_OF_RANGE",
+    "LABEL_COUNT",
+    "DATA_FILE_TOO_LARGE",
+    "NOT_A_DATA_FILE",
 ]
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs the IDX files.
@@ -59,6 +64,17 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 #: The digits split: 25% of each class held out for test, with this seed (documented, fixed).
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
+
+#: The largest dataset file read whole into memory (a CIFAR-10 batch, a Fashion-MNIST IDX file,
+#: unpacked): CIFAR-10's batches are 31 MB, Fashion-MNIST's training images 47 MB.
+MAX_DATA_FILE_BYTES = 256 * 1024**2
+
+LABEL_OUT_OF_RANGE = (
+    "{path}: {split} label {value} is out of range; {dataset} has {count} classes, labelled 0 to {last}"
+)
+LABEL_COUNT = "{path}: {images} images but {labels} labels"
+DATA_FILE_TOO_LARGE = "{path}: more than the {limit} bytes pie-audit reads from a dataset file"
+NOT_A_DATA_FILE = "{path}: not a regular file"
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -252,6 +268,45 @@ def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[torch.Tensor, tor
     return scale(train), scale(test)
 
 
+def _check_labels(where: Path | str, labels: np.ndarray, *, split: str, dataset: str, count: int) -> None:
+    """Refuse labels that are not class indices ``0 .. count - 1`` (:data:`LABEL_OUT_OF_RANGE`).
+
+    ``where`` names the file the labels came from (or the dataset when there is none); a label
+    out of range would otherwise fail deep inside training, or be audited as a class that is not.
+    """
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return
+    bad = (labels < 0) | (labels >= count)
+    if bad.any():
+        value = labels[int(np.argmax(bad))]
+        message = LABEL_OUT_OF_RANGE.format(path=where, split=split, value=value, dataset=dataset, count=count,
+                                            last=count - 1)  # fmt: skip
+        raise DatasetError(message)
+
+
+def _read_whole(path: Path, *, gzipped: bool = False) -> bytes:
+    """A dataset file's bytes (unpacked, for ``gzipped``), at most :data:`MAX_DATA_FILE_BYTES` of them.
+
+    Checked before reading: a FIFO or a device named as a dataset file would block or never end.
+    """
+    try:
+        info = path.stat()
+        if not path.is_file():
+            raise DatasetError(NOT_A_DATA_FILE.format(path=path))
+        if info.st_size > MAX_DATA_FILE_BYTES:
+            raise DatasetError(DATA_FILE_TOO_LARGE.format(path=path, limit=MAX_DATA_FILE_BYTES))
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as fh:
+            content = fh.read(MAX_DATA_FILE_BYTES + 1)
+    except FileNotFoundError as e:
+        raise DatasetError(f"{path}: missing") from e
+    except (OSError, EOFError) as e:
+        raise DatasetError(f"{path}: cannot be read ({e})") from e
+    if len(content) > MAX_DATA_FILE_BYTES:
+        raise DatasetError(DATA_FILE_TOO_LARGE.format(path=path, limit=MAX_DATA_FILE_BYTES))
+    return content
+
+
 def _load_digits(data_root: Path, download: bool) -> Dataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -298,16 +353,16 @@ def _read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped) with torchvision's parser."""
     from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
-    try:
-        if path.suffix == ".gz":
-            import tempfile
+    import tempfile
 
-            with gzip.open(path, "rb") as fh, tempfile.NamedTemporaryFile() as tmp:
-                tmp.write(fh.read())
-                tmp.flush()
-                return read_sn3_pascalvincent_tensor(tmp.name, strict=False).numpy()
-        return read_sn3_pascalvincent_tensor(str(path), strict=False).numpy()
-    except (OSError, EOFError, ValueError, AssertionError, KeyError) as e:
+    content = _read_whole(path, gzipped=path.suffix == ".gz")
+    try:
+        # torchvision's parser reads a file by name: the checked bytes, unpacked, are what it reads.
+        with tempfile.NamedTemporaryFile() as tmp:
+            tmp.write(content)
+            tmp.flush()
+            return read_sn3_pascalvincent_tensor(tmp.name, strict=False).numpy()
+    except (OSError, EOFError, ValueError, AssertionError, KeyError, RuntimeError, IndexError) as e:
         raise DatasetError(f"{path}: not a readable IDX file ({e})") from e
 
 
@@ -341,11 +396,14 @@ def _load_fashion_mnist(data_root: Path, download: bool) -> Dataset:
             f"{data_root}/FashionMNIST/raw or {DEBIAN_FASHION_MNIST}; install the Debian package "
             "'dataset-fashion-mnist' or pass --download"
         )
-    arrays = {k: _read_idx(_find_idx(directory, v)) for k, v in _FMNIST_FILES.items()}  # type: ignore[arg-type]
+    files = {k: _find_idx(directory, v) for k, v in _FMNIST_FILES.items()}
+    arrays = {k: _read_idx(path) for k, path in files.items()}  # type: ignore[arg-type]
     for part in ("train", "test"):
         n_img, n_lab = len(arrays[f"{part}_images"]), len(arrays[f"{part}_labels"])
         if n_img != n_lab:
             raise DatasetError(f"{directory}: {part} split has {n_img} images but {n_lab} labels")
+        _check_labels(files[f"{part}_labels"], arrays[f"{part}_labels"], split=part, dataset="fashion-mnist",
+                      count=len(FASHION_MNIST_CLASSES))  # fmt: skip
     x_train, x_test = _standardise(arrays["train_images"][:, None], arrays["test_images"][:, None])
     return Dataset(
         name="fashion-mnist",
@@ -382,13 +440,15 @@ class _CifarUnpickler(pickle.Unpickler):
 
 
 def _read_cifar_batch(path: Path) -> dict:
+    content = _read_whole(path)
     try:
-        with open(path, "rb") as fh:
-            return _CifarUnpickler(io.BytesIO(fh.read()), encoding="latin1").load()
-    except FileNotFoundError as e:
-        raise DatasetError(f"{path}: missing") from e
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        batch = _CifarUnpickler(io.BytesIO(content), encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, MemoryError, RecursionError) as e:  # fmt: skip
         raise DatasetError(f"{path}: not a CIFAR-10 batch file ({e})") from e
+    if not isinstance(batch, dict):
+        raise DatasetError(f"{path}: not a CIFAR-10 batch file (a pickled {type(batch).__name__}, not a dict)")
+    return batch
 
 
 def _load_cifar10(data_root: Path, download: bool) -> Dataset:
@@ -403,25 +463,34 @@ def _load_cifar10(data_root: Path, download: bool) -> Dataset:
     if not base.is_dir():
         raise DatasetError(f"cifar10: {base} not found; pass --download or --data-root")
 
-    def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
-        for n in names:
-            batch = _read_cifar_batch(base / n)
-            try:
-                xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                ys.append(np.asarray(batch["labels"], dtype=np.int64))
-            except (KeyError, ValueError) as e:
-                raise DatasetError(f"{base / n}: not a CIFAR-10 batch ({e})") from e
-        return np.concatenate(xs), np.concatenate(ys)
-
-    x_tr, y_tr = read([f"data_batch_{i}" for i in range(1, 6)])
-    x_te, y_te = read(["test_batch"])
+    # The class names first: every batch's labels are checked against them.
     classes = CIFAR10_CLASSES
     meta = base / "batches.meta"
     if meta.is_file():
         names = _read_cifar_batch(meta).get("label_names")
         if names:
+            if not isinstance(names, (list, tuple)):
+                raise DatasetError(f"{meta}: label_names is a {type(names).__name__}, not a list of class names")
             classes = tuple(str(n) for n in names)
+
+    def read(names: list[str], split: str) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for n in names:
+            batch = _read_cifar_batch(base / n)
+            try:
+                x = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                y = np.asarray(batch["labels"], dtype=np.int64)
+            except (KeyError, ValueError, TypeError, OverflowError) as e:
+                raise DatasetError(f"{base / n}: not a CIFAR-10 batch ({e})") from e
+            if y.ndim != 1 or len(y) != len(x):
+                raise DatasetError(LABEL_COUNT.format(path=base / n, images=len(x), labels=y.size))
+            _check_labels(base / n, y, split=split, dataset="cifar10", count=len(classes))
+            xs.append(x)
+            ys.append(y)
+        return np.concatenate(xs), np.concatenate(ys)
+
+    x_tr, y_tr = read([f"data_batch_{i}" for i in range(1, 6)], "train")
+    x_te, y_te = read(["test_batch"], "test")
     x_train, x_test = _standardise(x_tr, x_te)
     return Dataset(
         name="cifar10",
@@ -738,5 +807,10 @@ def load_dataset(
         ) from None
     target = resolve_target(name, target)
     if name in TARGETED:
-        return loader(Path(data_root), download, target)
-    return loader(Path(data_root), download)
+        dataset = loader(Path(data_root), download, target)
+    else:
+        dataset = loader(Path(data_root), download)
+    # Each loader checks its files' labels where it reads them; this holds for any loader.
+    for split, labels in (("train", dataset.y_train), ("test", dataset.y_test)):
+        _check_labels(name, labels.numpy(), split=split, dataset=name, count=dataset.num_classes)
+    return dataset

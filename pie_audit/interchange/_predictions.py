@@ -25,9 +25,11 @@ __all__ = [
     "UNREADABLE_PARQUET",
     "MISSING_COLUMN",
     "INDEX_HINT",
+    "BAD_RANGE_INDEX",
     "NOT_INTEGER",
     "MISSING_VALUES",
     "NEGATIVE_VALUE",
+    "OUT_OF_RANGE",
     "NO_ROWS",
     "DUPLICATE_ID",
 ]
@@ -37,10 +39,15 @@ REQUIRED_COLUMNS = ("example_id", "label", "prediction")
 # Messages are constants so that tests (and users' scripts) see the same wording every time.
 UNREADABLE_PARQUET = "{path}: not a readable Parquet file ({reason})"
 MISSING_COLUMN = "{path}: missing column '{column}'{hint}"
+BAD_RANGE_INDEX = (
+    "{path}: missing column 'example_id' (the file's range index named example_id has {count} "
+    "entries, but the file has {rows} rows)"
+)
 INDEX_HINT = " (the file's index is named '{index}'; write the ids as a column or name the index example_id)"
 NOT_INTEGER = "{path}: column '{column}' has type {type}; expected integers"
 MISSING_VALUES = "{path}: column '{column}' has {count} missing values"
 NEGATIVE_VALUE = "{path}: column '{column}' has negative value {value}; expected class indices >= 0"
+OUT_OF_RANGE = "{path}: column '{column}' has value {value}, out of range; expected integers up to {largest} (int64)"
 NO_ROWS = "{path}: no rows"
 DUPLICATE_ID = "{path}: duplicate example_id {value}"
 
@@ -160,6 +167,9 @@ def read_unsorted(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise FormatError(NO_ROWS.format(path=path))
     if range_ids is not None:
         start, stop, step = range_ids
+        count = len(range(start, stop, step))
+        if count != table.num_rows:
+            raise FormatError(BAD_RANGE_INDEX.format(path=path, count=count, rows=table.num_rows))
         table = table.append_column("example_id", pa.array(np.arange(start, stop, step, dtype=np.int64)))
     arrays = []
     for column in REQUIRED_COLUMNS:
@@ -168,6 +178,7 @@ def read_unsorted(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             raise FormatError(
                 MISSING_VALUES.format(path=path, column=column, count=chunked.null_count)
             )
+        _check_fits_int64(path, column, chunked)
         arrays.append(np.asarray(chunked.to_numpy(), dtype=np.int64))
     ids, labels, predictions = arrays
     for column, values in (("label", labels), ("prediction", predictions)):
@@ -175,6 +186,21 @@ def read_unsorted(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if low < 0:
             raise FormatError(NEGATIVE_VALUE.format(path=path, column=column, value=low))
     return ids, labels, predictions
+
+
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def _check_fits_int64(path: Path, column: str, chunked: Any) -> None:
+    """Refuse an unsigned column holding a value int64 cannot: the cast would wrap it negative."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_uint64(chunked.type) or len(chunked) == 0:
+        return
+    largest = pc.max(chunked).as_py()
+    if largest is not None and largest > _INT64_MAX:
+        raise FormatError(OUT_OF_RANGE.format(path=path, column=column, value=largest, largest=_INT64_MAX))
 
 
 def id_order(path: Path, ids: np.ndarray) -> np.ndarray | None:
@@ -205,18 +231,39 @@ def sort_by_id(
     return ids[order], labels[order], predictions[order]
 
 
+def _pandas_metadata(schema: Any) -> dict[str, Any]:
+    """The pandas metadata of a file, ``{}`` when it has none or none that can be read.
+
+    It only helps name the ids (a range index, a hint), so metadata that is not a JSON object,
+    or is nested too deeply to parse, counts as none rather than failing the file.
+    """
+    from ._records import RecordError, parse_json
+
+    raw = (schema.metadata or {}).get(b"pandas")
+    if raw is None:
+        return {}
+    try:
+        metadata = parse_json(raw, path="pandas metadata")
+    except RecordError:
+        return {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
 def _range_index(schema: Any, name: str) -> tuple[int, int, int] | None:
     """The (start, stop, step) of a pandas range index called ``name`` kept in the metadata."""
-    for index in (schema.pandas_metadata or {}).get("index_columns", []):
+    indexes = _pandas_metadata(schema).get("index_columns", [])
+    for index in indexes if isinstance(indexes, list) else []:
         if isinstance(index, dict) and index.get("kind") == "range" and index.get("name") == name:
-            return int(index["start"]), int(index["stop"]), int(index["step"])
+            bounds = tuple(index.get(key) for key in ("start", "stop", "step"))
+            if all(isinstance(b, int) and not isinstance(b, bool) for b in bounds) and bounds[2] != 0:
+                return bounds  # type: ignore[return-value]
     return None
 
 
 def _index_hint(schema: Any) -> str:
     """Why example_id may be missing: the ids were left in an index of another name."""
-    indexes = (schema.pandas_metadata or {}).get("index_columns", [])
-    for index in indexes:
+    indexes = _pandas_metadata(schema).get("index_columns", [])
+    for index in indexes if isinstance(indexes, list) else []:
         named = index.get("name") if isinstance(index, dict) else index
         if isinstance(named, str) and named.startswith("__index_level_"):
             named = None  # pandas' own name for an unnamed index

@@ -14,7 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PROVENANCE_FIELDS", "Provenance", "population_provenance"]
+__all__ = ["PROVENANCE_FIELDS", "Provenance", "population_provenance", "NOT_SHOWN"]
+
+#: Shown for a recorded value too deeply nested (or circular) to write out.
+NOT_SHOWN = "(not shown: nested too deeply)"
 
 # (label, dotted path into run.json), in the order the report lists them.
 PROVENANCE_FIELDS = (
@@ -85,7 +88,11 @@ def _text(value: Any) -> str:
         return value
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return " ".join(value)  # a command line
-    return json.dumps(value, sort_keys=True, separators=(", ", ": "), default=str)
+    try:
+        return json.dumps(value, sort_keys=True, separators=(", ", ": "), default=str)
+    except (RecursionError, ValueError):
+        # Records read from files are bounded (MAX_JSON_DEPTH); one built in memory may not be.
+        return NOT_SHOWN
 
 
 def _number(value: Any) -> float | None:

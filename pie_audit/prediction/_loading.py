@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import pickle
 import re
 import warnings
@@ -28,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, FormatError, PieAuditError
-from ..interchange import MODEL_FILE, RUN_FILE, read_run
+from ..interchange import MAX_JSON_BYTES, MAX_MODEL_BYTES, MODEL_FILE, RUN_FILE, RecordError
+from ..interchange import parse_json, read_bounded, read_run
 
 if TYPE_CHECKING:
     from torch import nn
@@ -65,6 +65,10 @@ UNREADABLE = "{path}: cannot read it ({reason})"
 NOT_A_MODEL = (
     "{path}: not a PyTorch model file ({reason}); expected a state dict saved with torch.save, "
     "a TorchScript archive or a torch.export .pt2"
+)
+UNPACKS_TOO_LARGE = (
+    "{path}: a zip archive that unpacks to {size} bytes, more than the {limit} bytes pie-audit "
+    "reads from a model file"
 )
 UNKNOWN_ZIP = (
     "{path}: a zip archive, but not a PyTorch model file (no data.pkl, constants.pkl or "
@@ -149,8 +153,11 @@ def load_model_file(
 ) -> LoadedModel:
     """Load a model file safely, telling its kind from its contents.
 
-    The file is read into memory once; its kind is told from the zip listing, before anything in
-    it is deserialised, and what is hashed, checked and loaded are the same bytes.
+    The file is read into memory once, and only a regular file of at most
+    :data:`pie_audit.interchange.MAX_MODEL_BYTES` (checked on its descriptor before a byte is
+    read; a zip archive's listing may not unpack to more either); its kind is told from the zip
+    listing, before anything in it is deserialised, and what is hashed, checked and loaded are the
+    same bytes.
 
     - **state dict** (a ``torch.save`` file): ``torch.load(weights_only=True)``, then built with
       :func:`pie_audit.training._models.build_model` for ``dataset``'s image shape and classes and
@@ -187,7 +194,7 @@ def load_model_file(
     """
     path = Path(path)
     try:
-        content = path.read_bytes()
+        content = read_bounded(path, limit=MAX_MODEL_BYTES, what="a model file")
     except FileNotFoundError as e:
         raise FormatError(NO_SUCH_FILE.format(path=path)) from e
     except OSError as e:
@@ -233,10 +240,15 @@ def _sniff(path: Path, content: bytes) -> tuple[str, list[str]]:
         return STATE_DICT, []
     try:
         with zipfile.ZipFile(buffer) as archive:
-            entries = archive.namelist()
+            infos = archive.infolist()
+            # The listing's sizes, before anything is unpacked: a small file may unpack to a huge one.
+            unpacked = sum(info.file_size for info in infos)
+            if unpacked > MAX_MODEL_BYTES:
+                raise FormatError(UNPACKS_TOO_LARGE.format(path=path, size=unpacked, limit=MAX_MODEL_BYTES))
+            entries = [info.filename for info in infos]
             format_entries = [n for n in entries if n.count("/") == 1 and n.endswith("/archive_format")]
             is_pt2 = any(archive.read(n).strip() == b"pt2" for n in format_entries)
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
         raise FormatError(NOT_A_MODEL.format(path=path, reason=f"a damaged zip archive: {e}")) from e
     if is_pt2:
         return TORCH_EXPORT, entries
@@ -431,8 +443,13 @@ def _check_export_archive(path: Path, content: bytes, entries: list[str]) -> Non
 
 def _pickled_payload(content: bytes, *, entry: str, prefix: str) -> str | None:
     """Why a ``.pt2`` payload config is refused: a payload stored as a pickle or an object."""
+    if len(content) > MAX_JSON_BYTES:
+        size = len(content)
+        return f"has an unreadable {entry!r} ({size} bytes, more than the {MAX_JSON_BYTES} bytes of a JSON record)"
     try:
-        payloads = list(json.loads(content)["config"].items())
+        payloads = list(parse_json(content, path=entry)["config"].items())
+    except RecordError as e:
+        return f"has an unreadable {entry!r} ({e.reason})"
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         return f"has an unreadable {entry!r} ({e})"
     for name, payload in payloads:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,6 +14,7 @@ __all__ = [
     "ARCHITECTURES",
     "build_model",
     "forward_flops",
+    "state_dict_mismatch",
     "SmallCNN",
     "resnet18_cifar",
     "UNKNOWN_ARCHITECTURE",
@@ -87,6 +89,57 @@ def build_model(
     if arch == "small-cnn" and image_size % 4:
         raise ConfigError(f"small-cnn needs an image size divisible by 4, got {image_size}")
     return factory(in_channels, image_size, num_classes)
+
+
+def _listed(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def state_dict_mismatch(model: nn.Module, state: Any) -> str | None:
+    """Why ``model.load_state_dict(state, strict=True)`` would fail, in one line; ``None`` if it fits.
+
+    Said without loading anything, so that a file of weights can be refused by name before a
+    model is touched: a ``state`` that is not a mapping of names to tensors, the keys the model
+    has that ``state`` lacks, the keys it does not have, and the first tensors whose shapes differ.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The architecture the weights are for.
+    state : object
+        What was read from the file (``torch.load(weights_only=True)``).
+
+    Examples
+    --------
+    >>> model = nn.Linear(2, 3)
+    >>> state_dict_mismatch(model, {"weight": torch.zeros(3, 4), "bias": torch.zeros(3)})
+    'weight has shape (3, 4), the architecture (3, 2)'
+    >>> state_dict_mismatch(model, {"weight": torch.zeros(3, 2)}), state_dict_mismatch(model, model.state_dict())
+    ('missing keys: bias', None)
+    """
+    if not isinstance(state, Mapping):
+        return f"a {type(state).__name__}, not a state dict (a mapping of parameter names to tensors)"
+    not_tensors = [str(k) for k, v in state.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+    if not_tensors:
+        return f"not a state dict: entries that are not named tensors: {_listed(not_tensors)}"
+    expected = model.state_dict()
+    problems = []
+    missing = [k for k in expected if k not in state]
+    if missing:
+        problems.append(f"missing keys: {_listed(missing)}")
+    unexpected = [k for k in state if k not in expected]
+    if unexpected:
+        problems.append(f"unexpected keys: {_listed(unexpected)}")
+    shapes = [
+        f"{k} has shape {tuple(state[k].shape)}, the architecture {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if shapes:
+        more = f"; and {len(shapes) - 2} more shapes differ" if len(shapes) > 2 else ""
+        problems.append("; ".join(shapes[:2]) + more)
+    return "; ".join(problems) or None
 
 
 def forward_flops(model: nn.Module, image_shape: tuple[int, int, int]) -> float:

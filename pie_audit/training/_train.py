@@ -18,7 +18,7 @@ from ._device import resolve_device
 from ._driver import Unit, UnitEvents, consecutive_units, default_jointly, run_local
 from ._loop import TrainConfig, TrainedModel
 from ._models import ARCHITECTURES, UNKNOWN_ARCHITECTURE
-from ._population import check_output_dir, model_dir_name, open_population
+from ._population import check_output_dir, check_population_size, model_dir_name, open_population
 
 if TYPE_CHECKING:
     from .methods import Method
@@ -124,6 +124,8 @@ def check_arguments(
     """
     if population < 1:
         raise ConfigError(POPULATION_TOO_SMALL.format(population=population))
+    # Beyond the documented maximum, at once: 20,000,000 models otherwise run silently for minutes.
+    check_population_size(population)
     if seed_start < 0:
         raise ConfigError(NEGATIVE_SEED_START.format(seed_start=seed_start))
     if jointly is not None and jointly < 1:

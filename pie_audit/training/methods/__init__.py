@@ -29,13 +29,18 @@ from ._int8 import CALIBRATION_IMAGES, Int8Quantization, calibration_indices
 from ._lottery import BAD_REWIND, LotteryTicket
 from ._oneshot import FINETUNE_FRACTION, FINETUNE_LR_FACTOR, OneShotPruning
 from ._parent import (
+    PARENT_DOES_NOT_FIT,
     PARENT_MISSING,
     PARENT_NOT_A_POPULATION,
     PARENT_NOT_DENSE,
     PARENT_OTHER,
+    PARENT_UNREADABLE,
     FromParent,
+    align_parent,
     check_parent,
     load_parent,
+    recorded_run,
+    recorded_spec,
 )
 from ._random import RandomPruning, mask_seed
 from ._registry import (
@@ -69,6 +74,9 @@ __all__ = [
     "calibration_indices",
     "check_parent",
     "load_parent",
+    "recorded_spec",
+    "recorded_run",
+    "align_parent",
     "CALIBRATION_IMAGES",
     "FINETUNE_FRACTION",
     "FINETUNE_LR_FACTOR",
@@ -86,4 +94,6 @@ __all__ = [
     "PARENT_NOT_DENSE",
     "PARENT_OTHER",
     "PARENT_MISSING",
+    "PARENT_UNREADABLE",
+    "PARENT_DOES_NOT_FIT",
 ]

@@ -84,7 +84,7 @@ class Int8Quantization(FromParent):
         results = []
         for seed in seeds:
             started = time.perf_counter()
-            state, parent = load_parent(self.source, seed)
+            state, parent = load_parent(self.source, seed, arch=arch, dataset=dataset)
             model = init_model(arch, dataset, seed)
             model.load_state_dict(state)
             chosen = calibration_indices(len(dataset.x_train), self.calibration_images, seed)

@@ -63,7 +63,7 @@ class OneShotPruning(FromParent):
     def train(self, dataset: Dataset, *, arch: str, seeds: Sequence[int], config: TrainConfig,
               device: torch.device | str = "cpu", on_epoch: Any = None) -> list[TrainedModel]:  # fmt: skip
         """Prune each seed's parent and fine-tune it; each result records its parent."""
-        parents = {seed: load_parent(self.source, seed) for seed in seeds}
+        parents = {seed: load_parent(self.source, seed, arch=arch, dataset=dataset) for seed in seeds}
 
         def start(arch: str, dataset: Dataset, seed: int) -> nn.Module:
             model = init_model(arch, dataset, seed)
