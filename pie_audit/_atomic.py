@@ -14,9 +14,10 @@ import errno
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ __all__ = [
     "write_json",
     "remove_stale_temporaries",
     "check_file_target",
+    "check_output_path",
+    "check_unlocked",
+    "resolve_output",
     "exclusive_lock",
 ]
 
@@ -48,12 +52,85 @@ LOCKED = (
 NOT_REPLACEABLE = (
     "{path}: exists and holds {entry!r}, which is not part of a pie-audit {what}; refusing to replace it"
 )
+#: An output path naming something a rename would destroy (a device, a FIFO, a socket).
+NOT_A_FILE = "{path}: is {kind}, not a regular file; refusing to write over it (give a file path)"
+#: An output path that is a symbolic link: a rename replaces the link, not what it points to.
+IS_A_LINK = (
+    "{path}: is a symbolic link; writing there would replace the link, not what it points to "
+    "(give the path it points to, or another one)"
+)
+IS_A_DIRECTORY = "{path}: is a directory; expected a file path"
+#: A path that cannot be followed to its end (a loop of symbolic links, a component that is a file).
+CANNOT_RESOLVE = "{path}: cannot be followed ({reason})"
+OUTPUT_IN_INPUT = "{path}: lies inside the input {input}; refusing to write into an input (choose a path outside it)"
+OUTPUT_IN_OUTPUT = (
+    "{path}: lies inside {output}, which this command replaces whole, so the same command run "
+    "again would refuse it; choose a path outside it"
+)
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _kind(mode: int) -> str | None:
+    """What a non-regular file is, in words; ``None`` for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISLNK, "a symbolic link"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def resolve_output(path: str | Path) -> Path:
+    """``path`` made absolute with every symbolic link followed, as far as it exists.
+
+    Raises
+    ------
+    OutputError
+        :data:`CANNOT_RESOLVE`: a loop of symbolic links, or a component that cannot be entered.
+    """
+    path = Path(path)
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as e:  # Python 3.11 says RuntimeError for a loop, 3.13 OSError
+        loop = isinstance(e, RuntimeError) or getattr(e, "errno", None) == errno.ELOOP
+        reason = "a loop of symbolic links" if loop else (e.strerror or str(e))
+        raise OutputError(CANNOT_RESOLVE.format(path=path, reason=reason)) from e
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    """``path``'s own status (a link's, not its target's); ``None`` when nothing is there."""
+    try:
+        return os.lstat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a loop on the way
+            raise OutputError(CANNOT_RESOLVE.format(path=path, reason="a loop of symbolic links")) from e
+        return None  # missing, or a parent that is a file or not searchable: the write will say
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse a ``path`` that a rename must not replace: anything there but a regular file."""
+    status = _lstat(path)
+    if status is None:
+        return
+    if stat.S_ISLNK(status.st_mode):
+        raise OutputError(IS_A_LINK.format(path=path))
+    if stat.S_ISDIR(status.st_mode):
+        raise OutputError(IS_A_DIRECTORY.format(path=path))
+    kind = _kind(status.st_mode)
+    if kind is not None:
+        raise OutputError(NOT_A_FILE.format(path=path, kind=kind))
 
 
 def _fsync_path(path: Path) -> None:
@@ -103,7 +180,8 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
         ``final`` exists, or its parent cannot be written.
     """
     final = Path(final)
-    if final.exists():
+    # lexists: a rename would replace a dangling symbolic link as readily as a directory.
+    if os.path.lexists(final):
         raise OutputError(ALREADY_EXISTS.format(path=final))
     tmp = _temporary_directory(final)
     try:
@@ -129,11 +207,11 @@ def atomic_file(final: str | Path, mode: str = "w") -> Iterator[Any]:
     Raises
     ------
     OutputError
-        The parent cannot be written, or ``final`` is a directory.
+        The parent cannot be written, or ``final`` is something a rename must not replace: a
+        directory, a symbolic link, a device, a FIFO or a socket (:func:`check_output_path`).
     """
     final = Path(final)
-    if final.is_dir():
-        raise OutputError(f"{final}: is a directory; expected a file path")
+    _check_replaceable(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{final.name}-", dir=final.parent)
@@ -174,6 +252,9 @@ def replace_directory(
         What the directory is ("report", "sweep"), for the error message.
     """
     final = Path(final)
+    if final.is_symlink():
+        # Renaming over it would replace the link (and a loop cannot be entered at all).
+        raise OutputError(IS_A_LINK.format(path=final))
     if final.exists():
         if not final.is_dir():
             raise OutputError(NOT_A_DIRECTORY.format(path=final))
@@ -217,17 +298,93 @@ def replace_directory(
 def check_file_target(path: str | Path) -> None:
     """Refuse, before anything is written, a file path that :func:`atomic_file` could not write.
 
+    :func:`check_output_path` without inputs or outputs to keep apart from.
+    """
+    check_output_path(path)
+
+
+def check_output_path(
+    path: str | Path,
+    *,
+    inputs: Sequence[str | Path] = (),
+    outputs: Sequence[str | Path] = (),
+    allowed: Sequence[str | Path] = (),
+) -> None:
+    """Refuse, before anything runs, a file output that would destroy something or break a re-run.
+
+    A file is written by renaming a temporary over its path (:func:`atomic_file`): whatever is
+    there is replaced. So ``path`` may be missing or an existing regular file (the user named it:
+    replacing it is what was asked), nothing else.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file the command will write (``--junit``).
+    inputs : sequence of str or Path
+        What the command reads (population directories, files): ``path`` must be none of them
+        and lie inside none.
+    outputs : sequence of str or Path
+        Directories the same command replaces whole (``--out``): ``path`` must not lie inside
+        one, or the identical command run again would find a file it did not write there.
+    allowed : sequence of str or Path
+        Paths inside ``outputs`` the command writes itself (``OUT/junit.xml``), and so accepts.
+
     Raises
     ------
     OutputError
-        ``path`` is a directory, or the nearest existing directory above it is not writable.
+        ``path`` is a directory (:data:`IS_A_DIRECTORY`), a symbolic link (:data:`IS_A_LINK`,
+        ``/dev/stdout`` among them), a device, FIFO or socket (:data:`NOT_A_FILE`), cannot be
+        followed (:data:`CANNOT_RESOLVE`), lies in an input (:data:`OUTPUT_IN_INPUT`) or in an
+        output (:data:`OUTPUT_IN_OUTPUT`), or its nearest existing directory is not writable.
     """
     path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory; expected a file path")
-    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    _check_replaceable(path)
+    target = resolve_output(path)
+    for given in inputs:
+        source = resolve_output(given)
+        if target == source or source in target.parents:
+            raise OutputError(OUTPUT_IN_INPUT.format(path=path, input=given))
+    accepted = {resolve_output(a) for a in allowed}
+    for given in outputs:
+        output = resolve_output(given)
+        if (target == output or output in target.parents) and target not in accepted:
+            raise OutputError(OUTPUT_IN_OUTPUT.format(path=path, output=given))
+    parent = next((p for p in target.parents if os.path.lexists(p)), None)
     if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(CANNOT_WRITE.format(path=path.parent, reason=f"{parent} is not a writable directory"))
+
+
+def check_unlocked(target: str | Path) -> None:
+    """Refuse now, cheaply, a ``target`` whose :func:`exclusive_lock` another process holds.
+
+    For a writer that takes the lock only when it writes, after slow work: it is told at once,
+    not after the work. Nothing is created (a missing lock file is a free lock); the lock is taken
+    again when writing, which settles a race.
+
+    Raises
+    ------
+    OutputError
+        :data:`LOCKED`.
+    """
+    import fcntl
+
+    target = Path(target)
+    lock = _lock_path(target)
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return  # no lock file (or none we may open): exclusive_lock will say
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise OutputError(LOCKED.format(path=target, lock=lock)) from e
+    finally:
+        os.close(fd)
+
+
+def _lock_path(target: Path) -> Path:
+    return target.parent / f".{target.name}.pie-audit.lock"
 
 
 @contextlib.contextmanager
@@ -252,7 +409,7 @@ def exclusive_lock(target: str | Path, *, wait: bool = False) -> Iterator[Path]:
     import fcntl
 
     target = Path(target)
-    lock = target.parent / f".{target.name}.pie-audit.lock"
+    lock = _lock_path(target)
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())

@@ -30,10 +30,14 @@ def report(
 
     Exit 0 when every gate passes, 1 when any fails, 2 on bad input.
     """
-    from ..report import write_sweep
+    from ..report import check_images_file, check_outputs, write_sweep
     from .._compare import sweep
 
     settings = settings_from(options)
+    # Every output and input file checked before any audit is computed: a refusal is at once.
+    check_outputs(out, populations=[baseline, *pruned], what="sweep")
+    if options["images"] is not None and not options["no_images"]:
+        check_images_file(options["images"])
     results = sweep(baseline, pruned, settings=settings, **groups_from(options))
     galleries = [gallery_of(result, options) for _, result in results]
     write_sweep(results, out, baseline=baseline, galleries=galleries, command=command_line())

@@ -31,8 +31,10 @@ def run(
     spec: Spec,
     executor: Annotated[str, typer.Option(help="local (this machine's device) or ray (a Ray cluster).")] = "local",
     ray_address: Annotated[
-        Optional[str], typer.Option(help="auto or HOST:PORT of a running Ray cluster. Default: start a local instance.")
-    ] = None,
+        Optional[str],
+        typer.Option(help="auto or HOST:PORT of a running Ray cluster, which must answer within 30 s "
+                          "(PIE_AUDIT_RAY_TIMEOUT=SECONDS changes it). Default: start a local instance."),
+    ] = None,  # fmt: skip
     gpus_per_unit: Annotated[Optional[float], typer.Option(help="GPUs each unit asks Ray for (fractions allowed).")] = None,
     cpus_per_unit: Annotated[Optional[float], typer.Option(help="CPUs each unit asks Ray for.")] = None,
     device: Device = "auto",
@@ -62,6 +64,8 @@ def run(
                       f"{result.pruned.accuracy_mean:.2%}, PIEs {result.pies.fraction:.2%}, "
                       f"classes harmed {result.n_harmed}", markup=False)  # fmt: skip
     if not quiet:
+        for note in outcome.notes:
+            out.print(f"note: {note}", markup=False)
         out.print(f"report: {outcome.report}", markup=False)
     if not all(result.gate.passed for _, result in outcome.results):
         raise typer.Exit(EXIT_GATE_FAILED)

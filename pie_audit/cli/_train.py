@@ -20,11 +20,17 @@ def train(
     dataset: Annotated[str, typer.Option(help=_DATASET_HELP)] = "digits",
     target: Annotated[Optional[str], typer.Option(help=_TARGET_HELP, show_default=False)] = None,
     arch: Annotated[str, typer.Option(help="small-cnn or resnet18-cifar.")] = "small-cnn",
-    population: Annotated[int, typer.Option(help="Number of independently seeded models.")] = 16,
+    population: Annotated[
+        Optional[int],
+        typer.Option(help="Number of independently seeded models, at most 10,000. Default: 16; with --from, as many as the parent has.", show_default=False),
+    ] = None,
     method: Annotated[str, typer.Option(help="gmp (gradual magnitude pruning), random, oneshot, lottery, structured or int8 (docs/methods.md).")] = "gmp",
     source: Annotated[Optional[Path], typer.Option("--from", help="oneshot, int8: the dense baseline population its models derive from, seed by seed.")] = None,
     sparsity: Annotated[Optional[float], typer.Option(help="Target sparsity; gmp: in [0, 1), 0 is the dense baseline; structured: of each conv layer's channels; others: in (0, 1).")] = None,
-    seed_start: Annotated[int, typer.Option(help="Model i gets seed seed-start + i.")] = 0,
+    seed_start: Annotated[
+        Optional[int],
+        typer.Option(help="Model i gets seed seed-start + i. Default: 0; with --from, the parent's first seed.", show_default=False),
+    ] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Default: per dataset.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Default: per dataset.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (SGD, cosine decay).")] = None,
@@ -58,7 +64,11 @@ def train(
     from ..training import check_arguments, train_population
     from ..training import make_method
     from ..training import DEFAULT_TRAIN_CONFIGS
+    from ..training import check_population_size
     from ._progress import TrainingProgress, summarise
+
+    population, seed_start = _seeds(population, seed_start, source)
+    check_population_size(population)
 
     # Every check that needs no data first, so that a typo fails before any data is read (or
     # downloaded); the configurations below check themselves as they are made. What needs the
@@ -93,3 +103,25 @@ def train(
         )  # fmt: skip
     if not quiet:
         summarise(dirs, out, trained=progress.trained, skipped=progress.skipped)
+
+
+#: Models a population gets when neither --population nor --from says how many.
+DEFAULT_POPULATION = 16
+
+
+def _seeds(population: int | None, seed_start: int | None, source: Path | None) -> tuple[int, int]:
+    """``--population`` and ``--seed-start``, or what they default to.
+
+    A derived population (``--from``) takes its parent's seeds: from the parent's first model's
+    seed (or ``--seed-start``) to its last model's, so that every parent model gets its derived one. A
+    parent with no model leaves the plain defaults, for the method's check to refuse.
+    """
+    from ..training import model_seeds
+
+    seeds = model_seeds(source) if source is not None and (population is None or seed_start is None) else []
+    if seed_start is None:
+        seed_start = seeds[0] if seeds else 0
+    if population is None:
+        later = [seed for seed in seeds if seed >= seed_start]
+        population = later[-1] - seed_start + 1 if later else DEFAULT_POPULATION
+    return population, seed_start

@@ -20,8 +20,13 @@ from ._agreement import check_populations
 from ._groups import GROUPS_FILE, MAX_GROUP_VALUES, GroupTable, read_groups, write_groups
 from ._population import Population, load_population, write_population
 from ._predictions import read_predictions, write_predictions
+from ._probabilities import mean_probabilities
 from ._provenance import population_provenance
+from ._review import CATEGORIES, CATEGORY_DEFINITIONS, KEY_FILE, SHEET_FILE, TALLY_FILE, read_review, write_review, write_tally
 from ._records import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_MODEL_BYTES,
     MODEL_FILE,
     POPULATION_FILE,
     POPULATION_FORMAT,
@@ -33,7 +38,9 @@ from ._records import (
     file_records,
     incomplete_reason,
     json_kind,
+    parse_json,
     population_record,
+    read_bounded,
     read_json_object,
     read_population_spec,
     read_run,
@@ -41,6 +48,15 @@ from ._records import (
 )
 
 __all__ = [
+    # the blinded review: sheet.csv, key.csv, tally.csv
+    "CATEGORIES",
+    "CATEGORY_DEFINITIONS",
+    "KEY_FILE",
+    "SHEET_FILE",
+    "TALLY_FILE",
+    "read_review",
+    "write_review",
+    "write_tally",
     # populations
     "Population",
     "check_populations",
@@ -49,7 +65,11 @@ __all__ = [
     # predictions.parquet
     "read_predictions",
     "write_predictions",
-    # run.json and population.json
+    "mean_probabilities",
+    # run.json and population.json, and the bounds on what is read
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_MODEL_BYTES",
     "MODEL_FILE",
     "POPULATION_FILE",
     "POPULATION_FORMAT",
@@ -61,7 +81,9 @@ __all__ = [
     "file_records",
     "incomplete_reason",
     "json_kind",
+    "parse_json",
     "population_record",
+    "read_bounded",
     "read_json_object",
     "read_population_spec",
     "read_run",

@@ -22,6 +22,7 @@ is checked by :mod:`._agreement`, which also tells whether two populations can b
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,8 @@ __all__ = [
     "ARRAY_SHAPE",
     "NO_MODELS",
     "BAD_MODEL_NAMES",
+    "BAD_MODEL_DIR_NAME",
+    "NO_SUCH_MODEL",
     "PROBABILITIES_DISAGREE",
 ]
 
@@ -90,6 +93,23 @@ ARRAY_SHAPE = "{what}: shape {shape}; expected (models, {n}) to match the labels
 NO_MODELS = "{name}: no model; expected predictions of shape (models, examples)"
 BAD_MODEL_NAMES = "{name}: model_names must be {n} distinct non-empty names without '/' or a leading '.'"
 PROBABILITIES_DISAGREE = "{name}: the arg-max of the probabilities differs from the predictions"
+#: A model named with a newline or another control character would split every line that names
+#: it (an error, the verdict): refused, and shown escaped.
+BAD_MODEL_DIR_NAME = (
+    "{path}: model {name} has a control character (a newline, a tab) in its name; rename it"
+)
+NO_SUCH_MODEL = "{path}: no model directory {name}; expected {file} in it"
+
+
+def _breaks_lines(text: str) -> bool:
+    """Whether ``text`` holds a control character or a line separator (what splits a line)."""
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+
+
+def _shown(path: Path | str) -> str:
+    """``path`` as a message shows it: as it is, or escaped (``ascii``) when it would break the line."""
+    text = str(path)
+    return ascii(text) if _breaks_lines(text) else text
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,7 +245,7 @@ def model_dirs(population: Path) -> list[Path]:
     )
 
 
-def load_population(path: Path) -> Population:
+def load_population(path: Path, *, models: Sequence[str] | None = None) -> Population:
     """Read every model of a population directory and check they agree with each other.
 
     Parameters
@@ -234,6 +254,9 @@ def load_population(path: Path) -> Population:
         A population directory: one sub-directory per model, each holding
         ``predictions.parquet`` and optionally ``run.json``. Files and hidden entries at the
         top level (``population.json``, unfinished ``.tmp-*`` writes) are ignored.
+    models : sequence of str, optional
+        Read only these model directories (a study reads the seeds its spec names, not every
+        model on disk); each must exist. Default: every model.
 
     Returns
     -------
@@ -243,34 +266,47 @@ def load_population(path: Path) -> Population:
     Raises
     ------
     FormatError
-        Missing or empty directory, no prediction files, any problem reported by
-        :func:`read_predictions` or :func:`read_run`, models evaluated on different examples,
-        labels or class lists that disagree between models.
+        Missing or empty directory, no prediction files, a model whose name holds a control
+        character (:data:`BAD_MODEL_DIR_NAME`), a model of ``models`` that is missing
+        (:data:`NO_SUCH_MODEL`), any problem reported by :func:`read_predictions` or
+        :func:`read_run`, models evaluated on different examples, labels or class lists that
+        disagree between models.
     """
     path = Path(path)
     if not path.exists():
-        raise FormatError(NO_DIRECTORY.format(path=path))
+        raise FormatError(NO_DIRECTORY.format(path=_shown(path)))
     if not path.is_dir():
-        raise FormatError(NOT_A_DIRECTORY.format(path=path))
-    dirs = model_dirs(path)
-    # groups.parquet holds the population's attributes, not a model's predictions.
-    flat = sorted(
-        p for p in path.glob("*.parquet") if p.is_file() and not p.name.startswith(".") and p.name != GROUPS_FILE
-    )
+        raise FormatError(NOT_A_DIRECTORY.format(path=_shown(path)))
+    if models is not None:
+        dirs = [path / name for name in models]
+        for directory in dirs:
+            if not directory.is_dir():
+                name = ascii(directory.name)
+                raise FormatError(NO_SUCH_MODEL.format(path=_shown(path), name=name, file=PREDICTIONS_FILE))
+        flat = []
+    else:
+        dirs = model_dirs(path)
+        # groups.parquet holds the population's attributes, not a model's predictions.
+        flat = sorted(
+            p for p in path.glob("*.parquet") if p.is_file() and not p.name.startswith(".") and p.name != GROUPS_FILE
+        )
+    for model in [*dirs, *flat]:
+        if _breaks_lines(model.name):
+            raise FormatError(BAD_MODEL_DIR_NAME.format(path=_shown(path), name=ascii(model.name)))
     if dirs and flat:
-        raise FormatError(MIXED_LAYOUT.format(path=path, file=flat[0].name, directory=dirs[0].name))
+        raise FormatError(MIXED_LAYOUT.format(path=_shown(path), file=flat[0].name, directory=dirs[0].name))
     if flat:
         # One file per model, named for it: the simplest layout another framework can write.
         files, names = flat, [f.stem for f in flat]
     else:
         if not dirs:
-            found = ", ".join(sorted(p.name for p in path.iterdir() if not p.name.startswith("."))[:3])
+            found = ", ".join(sorted(_shown(p.name) for p in path.iterdir() if not p.name.startswith("."))[:3])
             what = f"found only {found}" if found else "it is empty"
-            raise FormatError(EMPTY_POPULATION.format(path=path, file=PREDICTIONS_FILE, found=what))
+            raise FormatError(EMPTY_POPULATION.format(path=_shown(path), file=PREDICTIONS_FILE, found=what))
         files, names = [d / PREDICTIONS_FILE for d in dirs], [d.name for d in dirs]
         present = [f.is_file() for f in files]
         if not any(present):
-            raise FormatError(NO_PREDICTIONS.format(path=path, file=PREDICTIONS_FILE))
+            raise FormatError(NO_PREDICTIONS.format(path=_shown(path), file=PREDICTIONS_FILE))
         if not all(present):
             missing = dirs[present.index(False)]
             raise FormatError(MISSING_PREDICTIONS.format(path=missing, file=PREDICTIONS_FILE))

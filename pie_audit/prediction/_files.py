@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._atomic import ALREADY_EXISTS, NOT_A_DIRECTORY
+from .._atomic import ALREADY_EXISTS, NOT_A_DIRECTORY, check_unlocked, exclusive_lock, resolve_output
 from ..errors import ConfigError, FormatError, OutputError, PieAuditError
 from ..interchange import GROUPS_FILE, MODEL_FILE, RUN_FILE, read_run, write_groups
 from ._loading import IN_FILE, KIND_WORDS, NO_SUCH_FILE, LoadedModel, check_run_dataset, load_model_file, one_line
@@ -37,6 +37,8 @@ BAD_BATCH_SIZE = "batch size must be >= 1, got {batch_size}"
 BAD_MODEL_NAME = "{path}: the model would be named {name!r}, which starts with '.'; rename the file"
 SAME_NAME = "{path} and {other} would both be written as model {name!r}; evaluate them into different populations"
 FORWARD_FAILED = "the {kind} fails on {dataset}'s test images of shape {shape} ({reason})"
+#: A FIFO or a device is never opened (open() on a FIFO blocks): only regular files are models.
+NOT_A_MODEL_FILE = "{path}: not a regular file; expected a model file"
 TARGET_OF_LOADED = "target {target!r} given with a loaded dataset, whose target is {own!r}; pass a dataset name"
 
 
@@ -125,8 +127,9 @@ def predict_files(
         ``trust_code``, a state dict that does not fit the architecture, or a model that fails
         on the dataset or returns the wrong number of classes.
     OutputError
-        ``out`` is not a directory, already holds a model of one of the names, or cannot be
-        written.
+        ``out`` is not a directory (or a loop of symbolic links), already holds a model of one of
+        the names, is being written by another process (:data:`pie_audit._atomic.LOCKED`: the
+        lock ``pie-audit train`` holds), or cannot be written.
     """
     import torch
 
@@ -148,12 +151,15 @@ def predict_files(
         resolve_target(dataset, target)  # an unknown target, before any file is read
     where = resolve_device(device)
     out = Path(out)
+    resolve_output(out)  # a loop of symbolic links is refused by name
     if out.exists() and not out.is_dir():
         raise OutputError(NOT_A_DIRECTORY.format(path=out))
+    # The lock pie-audit train holds on a population: refused now, not after every model ran.
+    check_unlocked(out)
     names: dict[str, Path] = {}
     for path in files:
         if not path.is_file():
-            raise FormatError(NO_SUCH_FILE.format(path=path))
+            raise FormatError((NOT_A_MODEL_FILE if path.exists() else NO_SUCH_FILE).format(path=path))
         name = model_name(path)
         if not name or name.startswith("."):
             raise FormatError(BAD_MODEL_NAME.format(path=path, name=name))
@@ -214,18 +220,20 @@ def predict_files(
 
     created = not out.exists()
     written: list[Path] = []
-    try:
-        for name, evaluation, record in done:
-            written.append(write_model(out / name, evaluation, record))
-        if data.attributes is not None:
-            write_groups(data.attributes, out / GROUPS_FILE)
-    except BaseException:
-        # All or nothing: a population missing some of the files given would pass for complete.
-        for directory in written:
-            shutil.rmtree(directory, ignore_errors=True)
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    # One writer at a time, as pie-audit train: the same lock, held while the models are written.
+    with exclusive_lock(out):
+        try:
+            for name, evaluation, record in done:
+                written.append(write_model(out / name, evaluation, record))
+            if data.attributes is not None:
+                write_groups(data.attributes, out / GROUPS_FILE)
+        except BaseException:
+            # All or nothing: a population missing some of the files given would pass for complete.
+            for directory in written:
+                shutil.rmtree(directory, ignore_errors=True)
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
     return written
 
 

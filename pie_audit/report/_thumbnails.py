@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import stat
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +26,15 @@ import numpy as np
 
 from ..errors import PieAuditError
 
-__all__ = ["THUMBNAIL_SIZE", "Thumbnails", "png_data_uri", "dataset_thumbnails", "read_images", "file_thumbnails"]
+__all__ = [
+    "THUMBNAIL_SIZE",
+    "Thumbnails",
+    "png_data_uri",
+    "dataset_thumbnails",
+    "check_images_file",
+    "read_images",
+    "file_thumbnails",
+]
 
 THUMBNAIL_SIZE = 64
 NO_DATASET = "the models' run.json names no dataset, so the gallery shows ids and labels only"
@@ -161,7 +171,38 @@ def dataset_thumbnails(
 #: Largest images file read (bytes): a gallery needs at most a few thousand small images.
 MAX_IMAGES_BYTES = 2 * 1024**3
 BAD_IMAGES = "{path}: not an images file ({reason}); expected an .npz with 'example_id' (N,) and 'images' (N, H, W), (N, C, H, W) or (N, H, W, C)"
+NO_IMAGES_FILE = "{path}: no such images file"
+#: open() on a FIFO blocks until something writes to it, and a device never ends: neither is read.
+NOT_A_REGULAR_FILE = "{path}: not a regular file ({kind}); expected an .npz images file"
 MISSING_IMAGES = "the images file {path} has no image for example {example_id}; the gallery shows ids and labels only"
+
+
+def check_images_file(path: str | Path) -> None:
+    """Refuse, without opening it, an images file that is missing or not a regular file.
+
+    Raises
+    ------
+    FormatError
+        :data:`NO_IMAGES_FILE`, or :data:`NOT_A_REGULAR_FILE` for a FIFO, a device, a socket or a
+        directory (opening a FIFO blocks; a device never ends).
+    """
+    from ..errors import FormatError
+
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode  # follows a link: what open() would open
+    except FileNotFoundError as e:
+        raise FormatError(NO_IMAGES_FILE.format(path=path)) from e
+    except OSError as e:
+        raise FormatError(BAD_IMAGES.format(path=path, reason=e.strerror or type(e).__name__)) from e
+    if not stat.S_ISREG(mode):
+        raise FormatError(NOT_A_REGULAR_FILE.format(path=path, kind=_kind(mode)))
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+    return next((kind for test, kind in kinds if test(mode)), "not a file")
 
 
 def read_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -181,16 +222,24 @@ def read_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     Raises
     ------
     FormatError
-        Unreadable, pickled, too large, or of the wrong shape or type.
+        Missing, not a regular file (:func:`check_images_file`), unreadable, pickled, too large,
+        or of the wrong shape or type.
     """
     from ..errors import FormatError
 
     path = Path(path)
+    check_images_file(path)
     try:
         if path.stat().st_size > MAX_IMAGES_BYTES:
             raise FormatError(BAD_IMAGES.format(path=path, reason="larger than 2 GiB"))
-        # Our own file object, so that it is closed whatever numpy makes of its content.
-        with open(path, "rb") as fh:
+        # Our own file object, so that it is closed whatever numpy makes of its content; opened
+        # without blocking and checked again, so that a FIFO put there since cannot hang us.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise FormatError(NOT_A_REGULAR_FILE.format(path=path, kind=_kind(mode)))
+        with os.fdopen(fd, "rb") as fh:
             archive = np.load(fh, allow_pickle=False)
             if not hasattr(archive, "files"):
                 raise FormatError(BAD_IMAGES.format(path=path, reason="a single array, not an archive"))

@@ -17,15 +17,16 @@ import math
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from .._atomic import exclusive_lock, resolve_output
+from ..errors import ConfigError, OutputError
 # A spec is checked against the methods, datasets and architectures training has, and its
 # populations are trained by it: importing the study imports the training wing, and so torch.
-from ..training import DERIVED, METHODS, NO_SPARSITY, Method, UnitEvents
+from ..training import DERIVED, MAX_MODELS, METHODS, NO_SPARSITY, Method, UnitEvents, model_dir_name
 
 __all__ = [
     "Study",
@@ -33,16 +34,24 @@ __all__ = [
     "PopulationStatus",
     "StudyOutcome",
     "read_study",
+    "check_study_out",
     "study_status",
     "run_study",
     "REPORT_DIR",
+    "RESERVED_NAMES",
 ]
 
 #: Where ``study run`` writes the sweep report, inside the study's ``out``.
 REPORT_DIR = "report"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: Names no population may take (in any case: some filesystems ignore it): the report's
+#: directory, the sweep page beside the populations' reports in it, and the records that make
+#: a directory a population (``out/population.json`` would make ``out`` look like one).
+RESERVED_NAMES = frozenset({REPORT_DIR, "index.html", "population.json", "groups.parquet"})
+# Matched whole (fullmatch): ``$`` would let a final newline through, and split the verdict line.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 NO_FILE = "{path}: no such file"
+NOT_A_FILE = "{path}: not a regular file; expected a TOML file"
 BAD_TOML = "{path}: not valid TOML ({reason})"
 MISSING_TABLE = "{path}: missing [{table}] table"
 MISSING_KEY = "{path}: {where} is missing required key '{key}'"
@@ -52,7 +61,22 @@ BAD_VALUE = "{path}: {where} {problem}"
 NO_POPULATIONS = "{path}: no [[population]]; a study needs a baseline (sparsity = 0) and at least one other"
 DUPLICATE_NAME = "{path}: two populations are named {name!r}; names must be distinct (each is a directory)"
 BASELINES = "{path}: a study needs exactly one baseline population (sparsity = 0), found {count}{names}"
-RESERVED = "{path}: {where} name {name!r} is reserved for the study's report"
+RESERVED = "{path}: {where} name {name!r} is reserved ({reserved} are the study's own files)"
+TOO_MANY = "{path}: [study] models must be at most {most} (models per population), not {models}"
+OUT_IS_A_POPULATION = (
+    "{path}: [study] out {out} is a population ({evidence}), not a study directory; a study "
+    "writes its populations inside its out: choose another out"
+)
+OUT_HOLDS_OTHER = (
+    "{path}: [study] out {out} holds {entry!r}, which is neither a population of the study nor "
+    "its report; refusing to write there (move it away or choose another out)"
+)
+OUT_NOT_A_DIRECTORY = "{path}: [study] out {out} exists and is not a directory"
+NOT_A_DATA_ROOT = "{data_root}: the data root is not a directory"
+UNAUDITED_MODELS = (
+    "{population}: the spec names {models} seeds ({first} to {last}); {count} more model "
+    "director{ies} on disk ({shown}) {are} not audited"
+)
 NOT_THE_BASELINE = "must name the study's baseline population ({baseline!r}), not {name!r}"
 NO_GROUPS_FILE = "{path}: [study] groups {file} is not a file"
 BAD_GROUPS_SUFFIX = "{path}: [study] groups {file} must be a .parquet or .csv file"
@@ -208,7 +232,8 @@ def _load_toml(path: Path) -> dict[str, Any]:
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     if not path.is_file():
-        raise ConfigError(NO_FILE.format(path=path))
+        # A FIFO or a device is never opened: open() on a FIFO blocks.
+        raise ConfigError((NOT_A_FILE if path.exists() else NO_FILE).format(path=path))
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
@@ -260,9 +285,14 @@ def read_study(path: str | Path) -> Study:
     ConfigError
         With the file, the table and key, and the problem: invalid TOML, a missing or unknown
         key, a value of the wrong type or out of range, an unknown dataset, architecture, method
-        or target, duplicate population names, zero or two baselines, ``models < 1``, a
+        or target, duplicate population names, a name that is not letters, digits, '.', '_' or
+        '-' (matched whole: no final newline) or is one of :data:`RESERVED_NAMES`, zero or two
+        baselines, ``models < 1`` or beyond :data:`pie_audit.training.MAX_MODELS`, a
         ``groups`` that is not a file, a ``group-by`` that is empty, repeats a name, names the
         target or, without ``groups``, something other than one of the dataset's attributes.
+    OutputError
+        ``out`` holds something other than the study's populations and report, or its report
+        holds a file that is not the study's (:func:`check_study_out`).
     """
     from ..data import DATASETS, TARGETED, resolve_target
     from ..training import ARCHITECTURES, DEFAULT_TRAIN_CONFIGS, make_method
@@ -293,7 +323,9 @@ def read_study(path: str | Path) -> Study:
     seed_start = study.get("seed-start", 0)
     if seed_start < 0:
         raise ConfigError(BAD_VALUE.format(path=path, where="[study] seed-start", problem=f"must be >= 0, not {seed_start}"))
-    if not _NAME.match(study["name"]):
+    if study["models"] > MAX_MODELS:
+        raise ConfigError(TOO_MANY.format(path=path, most=f"{MAX_MODELS:,}", models=f"{study['models']:,}"))
+    if not _NAME.fullmatch(study["name"]):
         raise ConfigError(BAD_VALUE.format(path=path, where="[study] name", problem=f"{study['name']!r} must be letters, digits, '.', '_' or '-'"))
     target = _wrapped(path, "[study] target", lambda: resolve_target(study["dataset"], study.get("target")))
     groups, group_by = _groups(path, study, target=target, attributes=TARGETED.get(study["dataset"], ((), None))[0])
@@ -308,7 +340,7 @@ def read_study(path: str | Path) -> Study:
     tables = document.get("population", [])
     if not isinstance(tables, list) or not tables:
         raise ConfigError(NO_POPULATIONS.format(path=path))
-    out = (path.parent / study["out"]).resolve() if not Path(study["out"]).is_absolute() else Path(study["out"])
+    out = resolve_output(path.parent / study["out"]) if not Path(study["out"]).is_absolute() else Path(study["out"])
     # The baseline's name first: a derived method's ``from`` defaults to it and must name it.
     baseline_name = next(
         (t.get("name") for t in tables if isinstance(t, dict) and t.get("method", "gmp") == "gmp" and t.get("sparsity") == 0),
@@ -322,10 +354,11 @@ def read_study(path: str | Path) -> Study:
             raise ConfigError(MISSING_KEY.format(path=path, where=where, key="name"))
         name = table["name"]
         where = f"[[population]] {name!r}"
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ConfigError(BAD_VALUE.format(path=path, where=where, problem="name must be letters, digits, '.', '_' or '-', not starting with '.'"))
-        if name == REPORT_DIR:
-            raise ConfigError(RESERVED.format(path=path, where=where, name=name))
+        if name.lower() in RESERVED_NAMES:
+            reserved = ", ".join(sorted(RESERVED_NAMES))
+            raise ConfigError(RESERVED.format(path=path, where=where, name=name, reserved=reserved))
         method = table.get("method", "gmp")
         if "sparsity" not in table and method not in NO_SPARSITY:
             raise ConfigError(MISSING_KEY.format(path=path, where=where, key="sparsity"))
@@ -355,6 +388,7 @@ def read_study(path: str | Path) -> Study:
     if len(baselines) != 1:
         listed = f": {', '.join(map(repr, baselines))}" if baselines else ""
         raise ConfigError(BASELINES.format(path=path, count=len(baselines), names=listed))
+    check_study_out(path, out, [p.name for p in populations])
     return Study(
         path=path,
         name=study["name"],
@@ -371,6 +405,44 @@ def read_study(path: str | Path) -> Study:
     )
 
 
+def check_study_out(path: Path, out: Path, names: Sequence[str]) -> None:
+    """Refuse a study ``out`` that holds anything but the study's populations and report.
+
+    ``out`` may be missing, or hold hidden entries (locks, temporaries), its report
+    (:data:`REPORT_DIR`, as a sweep may hold it: :func:`pie_audit.report.check_outputs`), the
+    spec's populations, and populations the spec no longer names (directories holding a
+    ``population.json``). An ``out`` that is a population itself is refused with its own
+    message. Nothing is written; a study refused here trains nothing.
+
+    Raises
+    ------
+    OutputError
+        The first entry refused, naming it.
+    """
+    from ..interchange import POPULATION_FILE, PREDICTIONS_FILE, RUN_FILE
+    from ..report import check_outputs
+
+    resolve_output(out)  # a loop of symbolic links is refused by name
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputError(OUT_NOT_A_DIRECTORY.format(path=path, out=out))
+    entries = sorted(e for e in out.iterdir() if not e.name.startswith("."))
+    if (out / POPULATION_FILE).is_file():
+        raise OutputError(OUT_IS_A_POPULATION.format(path=path, out=out, evidence=f"it holds {POPULATION_FILE}"))
+    for entry in entries:
+        if entry.is_dir() and ((entry / RUN_FILE).is_file() or (entry / PREDICTIONS_FILE).is_file()):
+            evidence = f"{entry.name!r} is a model directory"
+            raise OutputError(OUT_IS_A_POPULATION.format(path=path, out=out, evidence=evidence))
+    for entry in entries:
+        if entry.name == REPORT_DIR:
+            # What write_sweep would refuse after every model trained, refused now.
+            # Not its lock: `study status` reads while a run writes; the run takes it when writing.
+            check_outputs(entry, populations=[out / name for name in names], what="sweep", lock=False)
+        elif not entry.is_dir() or (entry.name not in names and not (entry / POPULATION_FILE).is_file()):
+            raise OutputError(OUT_HOLDS_OTHER.format(path=path, out=out, entry=entry.name))
+
+
 def _groups(path: Path, study: Mapping[str, Any], *, target: str | None,
             attributes: tuple[str, ...]) -> tuple[Path | None, tuple[str, ...] | None]:  # fmt: skip
     """The spec's ``groups`` (a path, relative to the spec file) and ``group-by``, checked.
@@ -382,7 +454,7 @@ def _groups(path: Path, study: Mapping[str, Any], *, target: str | None,
     groups = None
     if "groups" in study:
         file = Path(study["groups"])
-        groups = file if file.is_absolute() else (path.parent / file).resolve()
+        groups = file if file.is_absolute() else resolve_output(path.parent / file)
         if not groups.is_file():
             raise ConfigError(NO_GROUPS_FILE.format(path=path, file=groups))
         if groups.suffix.lower() not in (".parquet", ".pq", ".csv"):
@@ -429,11 +501,15 @@ class StudyOutcome:
     skipped: int
     results: list | None  # [(name, CompareResult)] in the spec's order, or None without report
     report: Path | None
+    #: What the study says of its audits as a whole (model directories the spec no longer names).
+    notes: tuple[str, ...] = ()
 
 
 def _load(study: Study, data_root: str | Path):  # noqa: ANN202 - a Dataset
     from ..data import load_dataset
 
+    if Path(data_root).exists() and not Path(data_root).is_dir():
+        raise ConfigError(NOT_A_DATA_ROOT.format(data_root=data_root))
     return load_dataset(study.dataset, data_root=data_root, download=False, target=study.target)
 
 
@@ -521,8 +597,11 @@ def run_study(
     Raises
     ------
     ConfigError, OutputError
-        A bad option, or a population directory holding another configuration (naming the
-        key), or locked by another writer; found before any training.
+        A bad option, a data root that is not a directory, an ``out`` that holds something else
+        (:func:`check_study_out`) or that another ``study run`` holds (its lock,
+        :func:`pie_audit._atomic.exclusive_lock`, is held until the report is written), or a
+        population directory holding another configuration (naming the key) or locked by
+        another writer; found before any training.
     KeyboardInterrupt
         Finished models are kept; running the study again resumes.
     """
@@ -542,7 +621,10 @@ def run_study(
             raise ConfigError(RAY_MISSING)
     dataset = _load(study, data_root)
     with contextlib.ExitStack() as stack:
-        # Every population is checked and locked before any training starts.
+        # The study's own lock first (one study run at a time writes its out), and its out checked
+        # again under it; then every population is checked and locked before any training starts.
+        stack.enter_context(exclusive_lock(study.out))
+        check_study_out(study.path, study.out, [p.name for p in study.populations])
         writers = {
             p.name: stack.enter_context(
                 open_population(dataset, arch=study.arch, out=study.directory(p), train=study.train, prune=p.prune, command=command)
@@ -574,18 +656,69 @@ def run_study(
                         device=device, writers=writers, jointly=jointly, target=study.target, address=ray_address,
                         gpus_per_unit=gpus_per_unit, cpus_per_unit=cpus_per_unit, events=events,
                     )  # fmt: skip
-    trained = events.trained
-    if not report:
-        return StudyOutcome(trained=trained, skipped=skipped, results=None, report=None)
+        trained = events.trained
+        if not report:
+            return StudyOutcome(trained=trained, skipped=skipped, results=None, report=None)
+        # Under the study's lock still: the report is the study's too.
+        results, notes = _audit(study)
+        from ..report import pie_gallery, write_sweep
 
-    from ..report import pie_gallery, write_sweep
-    from .._compare import sweep
+        galleries = [pie_gallery(result, data_root=data_root) for _, result in results]
+        write_sweep(results, study.report_dir, baseline=study.directory(study.baseline), galleries=galleries, command=command)
+    return StudyOutcome(trained=trained, skipped=skipped, results=results, report=study.report_dir / "index.html", notes=notes)
 
-    # Without the spec's groups, the audit uses the baseline's own groups.parquet (CelebA's).
-    results = sweep(
-        study.directory(study.baseline), [study.directory(p) for p in study.pruned], groups=study.groups,
-        group_by=list(study.group_by) if study.group_by is not None else None,
-    )  # fmt: skip
-    galleries = [pie_gallery(result, data_root=data_root) for _, result in results]
-    write_sweep(results, study.report_dir, baseline=study.directory(study.baseline), galleries=galleries, command=command)
-    return StudyOutcome(trained=trained, skipped=skipped, results=results, report=study.report_dir / "index.html")
+
+def _audit(study: Study) -> tuple[list, tuple[str, ...]]:
+    """Audit each pruned population against the baseline, on exactly the spec's seeds.
+
+    A population directory may hold more models than the spec names (the spec shrank, or
+    ``pie-audit train`` added some): those are not read, and a note on each audit that reads
+    that population says so.
+
+    Returns
+    -------
+    results : list of (str, CompareResult)
+        In the spec's order.
+    notes : tuple of str
+        Those notes, once each, in the spec's order.
+    """
+    from dataclasses import replace as replaced
+
+    from ..audit import resolve_settings
+    from ..interchange import load_population
+    from .._compare import compare_populations
+
+    names = [model_dir_name(seed) for seed in study.seeds]
+    notes: dict[str, str] = {}
+    populations = {}
+    for population in study.populations:
+        directory = study.directory(population)
+        populations[population.name] = load_population(directory, models=names)
+        extra = _other_models(directory, set(names))
+        if extra:
+            shown = ", ".join(extra[:3]) + (", ..." if len(extra) > 3 else "")
+            notes[population.name] = UNAUDITED_MODELS.format(
+                population=population.name, models=study.models, first=names[0], last=names[-1], count=len(extra),
+                ies="y" if len(extra) == 1 else "ies", shown=shown, are="is" if len(extra) == 1 else "are",
+            )  # fmt: skip
+    settings = resolve_settings()
+    group_by = list(study.group_by) if study.group_by is not None else None
+    results = []
+    for population in study.pruned:
+        # Without the spec's groups, the audit uses the baseline's own groups.parquet (CelebA's).
+        result = compare_populations(
+            populations[study.baseline.name], populations[population.name], settings=settings,
+            groups=study.groups, group_by=group_by,
+        )  # fmt: skip
+        these = tuple(notes[name] for name in (study.baseline.name, population.name) if name in notes)
+        if these:
+            result = replaced(result, notes=(*result.notes, *these))
+        results.append((population.name, result))
+    return results, tuple(notes.values())
+
+
+def _other_models(directory: Path, audited: set[str]) -> list[str]:
+    """The model directories of a population that the spec does not name, sorted (hidden ones,
+    moved aside or unfinished, are no model)."""
+    entries = (d for d in directory.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return sorted(ascii(d.name) if not d.name.isprintable() else d.name for d in entries if d.name not in audited)

@@ -12,7 +12,15 @@ from ._device import resolve_device
 from ._driver import EXECUTORS, Unit, UnitEvents, default_jointly, plan_units, run_local
 from ._loop import DEFAULT_TRAIN_CONFIGS, TrainConfig, TrainedModel, train_models
 from ._models import ARCHITECTURES, UNKNOWN_ARCHITECTURE, build_model
-from ._population import open_population, population_spec, population_status
+from ._population import (
+    MAX_MODELS,
+    check_population_size,
+    model_dir_name,
+    model_seeds,
+    open_population,
+    population_spec,
+    population_status,
+)
 from ._pruning import sparsity_report
 from ._quantization import (
     int8_parameters,
@@ -27,6 +35,7 @@ from .methods import DERIVED, METHODS, NO_SPARSITY, Method, PruneConfig, make_me
 
 __all__ = [
     "ARCHITECTURES",
+    "MAX_MODELS",
     "DEFAULT_TRAIN_CONFIGS",
     "DERIVED",
     "EXECUTORS",
@@ -42,12 +51,15 @@ __all__ = [
     "UnitEvents",
     "build_model",
     "check_arguments",
+    "check_population_size",
     "default_jointly",
     "int8_parameters",
     "int8_weights",
     "is_quantized_state_dict",
     "load_quantized",
     "make_method",
+    "model_dir_name",
+    "model_seeds",
     "open_population",
     "plan_units",
     "population_spec",

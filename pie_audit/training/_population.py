@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .._atomic import atomic_directory, exclusive_lock, remove_stale_temporaries, write_json
+from .._atomic import atomic_directory, exclusive_lock, remove_stale_temporaries, resolve_output, write_json
 from .._version import __version__
 from ..data import Dataset
-from ..errors import OutputError
+from ..errors import ConfigError, OutputError
 from ..interchange import (
     GROUPS_FILE,
     MODEL_FILE,
@@ -67,6 +67,11 @@ __all__ = [
     "population_status",
     "model_dir_name",
     "check_output_dir",
+    "check_population_size",
+    "model_seeds",
+    "MAX_MODELS",
+    "TOO_MANY_MODELS",
+    "BROKEN_LINK",
     "INCOMPLETE_PREFIX",
     "OUT_NOT_A_DIRECTORY",
     "CANNOT_CREATE",
@@ -79,7 +84,12 @@ __all__ = [
     "MOVED_ASIDE",
 ]
 
+#: The most models one population may hold: model directories are ``seed-XXXX``, and a study of
+#: more would spend minutes before its first model only listing what it has to train.
+MAX_MODELS = 10_000
+TOO_MANY_MODELS = "{what} must be at most {most} models per population, not {models}"
 OUT_NOT_A_DIRECTORY = "{path}: exists and is not a directory"
+BROKEN_LINK = "{path}: a symbolic link to nothing; give a directory (or a path where one can be made)"
 CANNOT_CREATE = "{path}: cannot be created ({parent} is not a writable directory)"
 NOT_WRITABLE = "{path}: not writable"
 FOREIGN_DIRECTORY = (
@@ -108,6 +118,45 @@ INCOMPLETE_PREFIX = ".incomplete-"
 def model_dir_name(seed: int) -> str:
     """Name of the sub-directory holding the model trained with ``seed``."""
     return f"seed-{seed:04d}"
+
+
+_MODEL_DIR = re.compile(r"seed-(\d{4,})\Z")
+
+
+def check_population_size(models: int, *, what: str = "population") -> None:
+    """Refuse a number of models beyond :data:`MAX_MODELS`, at once.
+
+    Raises
+    ------
+    ConfigError
+        :data:`TOO_MANY_MODELS`.
+    """
+    if models > MAX_MODELS:
+        raise ConfigError(TOO_MANY_MODELS.format(what=what, most=f"{MAX_MODELS:,}", models=f"{models:,}"))
+
+
+def model_seeds(out: str | Path) -> list[int]:
+    """The seeds of the model directories a population directory holds, in order; nothing is read
+    but the listing.
+
+    A model directory counts when its name is :func:`model_dir_name` of its seed and it holds a
+    ``run.json``; whether its files match it is not checked here (reading every model to say how
+    many there are would be slow): the readers of each model check that. A missing or unreadable
+    directory holds none.
+    """
+    out = Path(out)
+    try:
+        entries = list(out.iterdir())
+    except OSError:
+        return []
+    seeds = []
+    for entry in entries:
+        match = _MODEL_DIR.match(entry.name)
+        if match is None or model_dir_name(int(match.group(1))) != entry.name:
+            continue
+        if not entry.is_symlink() and (entry / RUN_FILE).is_file():
+            seeds.append(int(match.group(1)))
+    return sorted(seeds)
 
 
 @dataclass(frozen=True)
@@ -192,11 +241,15 @@ def check_output_dir(out: Path, spec: PopulationSpec | None = None) -> None:
     Raises
     ------
     OutputError
-        ``out`` is a file, cannot be created or written, holds other files, holds a
+        ``out`` is a file, a loop of symbolic links or a link to nothing, cannot be created or
+        written, holds other files, holds a
         ``population.json`` that is not a pie-audit record, or holds models of another
         configuration (or of an older pie-audit, :data:`OLD_DATASET_HASH`).
     """
     out = Path(out)
+    resolve_output(out)  # a loop of symbolic links is refused here, by name
+    if out.is_symlink() and not out.exists():
+        raise OutputError(BROKEN_LINK.format(path=out))
     if out.exists() and not out.is_dir():
         raise OutputError(OUT_NOT_A_DIRECTORY.format(path=out))
     if not out.is_dir():
@@ -212,7 +265,10 @@ def check_output_dir(out: Path, spec: PopulationSpec | None = None) -> None:
             if "dataset_hash" in old and "train_hash" not in old:
                 raise OutputError(OLD_DATASET_HASH.format(path=out))
             # Populations recorded before methods existed were all gradual magnitude pruning.
-            difference = _describe_difference({"method": "gmp"} | old, spec.to_dict())
+            from .methods import align_parent, recorded_spec  # here: the methods import this module
+
+            new = recorded_spec(spec.to_dict(), out)
+            difference = _describe_difference(align_parent({"method": "gmp"} | old, new, out), new)
             if difference:
                 raise OutputError(DIFFERENT_CONFIGURATION.format(path=out, difference=difference))
     elif entries:
@@ -288,7 +344,10 @@ def _writing(path: Path) -> Iterator[None]:
 def _write_spec(out: Path, spec: PopulationSpec) -> None:
     """Create ``out`` and its ``population.json``, unless it already records ``spec``."""
     marker = out / POPULATION_FILE
-    record = population_record(spec=spec.to_dict())
+    from .methods import recorded_spec  # here: the methods import this module
+
+    # The parent's path relative to the population, so that a moved study still names it.
+    record = population_record(spec=recorded_spec(spec.to_dict(), out))
     with _writing(out):
         if marker.is_file() and _read_spec(marker) == json.loads(json.dumps(record["spec"])):
             return
@@ -339,6 +398,10 @@ def _write_model(out: Path, result: TrainedModel, *, dataset: Dataset, spec: Pop
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **result.record,
     })  # fmt: skip
+    from .methods import recorded_run  # here: the methods import this module
+
+    # The parent's paths relative to the population, so that a moved study still names them.
+    run = recorded_run(run, out)
     final = out / model_dir_name(result.seed)
     # atomic_directory removes the temporary directory on any error: nothing half-written stays.
     with _writing(final), atomic_directory(final) as tmp:
@@ -397,7 +460,14 @@ class PopulationWriter:
     _groups_written: bool = field(default=False, init=False, repr=False)
 
     def missing(self, seeds: Sequence[int]) -> list[int]:
-        """The seeds without a finished model; unfinished directories are moved aside first."""
+        """The seeds without a finished model; unfinished directories are moved aside first.
+
+        Raises
+        ------
+        ConfigError
+            More seeds than :data:`MAX_MODELS` (:func:`check_population_size`), before any is looked at.
+        """
+        check_population_size(len(seeds))
         todo = []
         for seed in seeds:
             directory = self.out / model_dir_name(seed)
