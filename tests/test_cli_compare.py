@@ -108,6 +108,7 @@ def test_options_reach_the_library(harmed_populations, tmp_path):
         "max-harmed-classes": 4,
         "min-power": 0.01,
         "stable-pies-only": True,
+        "allow-inconclusive": False,
     }
     assert summary["config"]["source"] is None and summary["power"]["detect"] == 0.3
 

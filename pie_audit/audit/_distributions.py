@@ -23,6 +23,7 @@ import numpy as np
 
 __all__ = [
     "welch_t_test",
+    "two_sided_p_value",
     "paired_t_test",
     "binomial_half_p_value",
     "benjamini_hochberg",
@@ -90,9 +91,13 @@ def _variance(x: np.ndarray) -> np.ndarray:
     return (centred * centred).mean(axis=0) * (n / (n - 1))
 
 
-def _two_sided(t: np.ndarray, df: np.ndarray) -> np.ndarray:
-    # 2 * t.sf(|t|, df), which scipy.stats computes as 2 * stdtr(df, -|t|).
+def two_sided_p_value(t: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """Two-sided p-value of a t statistic: ``2 * scipy.stats.t.sf(|t|, df)``, elementwise."""
+    # scipy.stats computes it as 2 * stdtr(df, -|t|).
     return 2 * _special().stdtr(df, -np.abs(t))
+
+
+_two_sided = two_sided_p_value
 
 
 def binomial_half_p_value(b: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -33,12 +33,13 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ._pie import pie_table
+from ._pie import model_resamples, pie_table
 from ._power import PowerInputs
 from ._stats import (
     _adjust,
     _check_inputs,
     check_test_options,
+    harm_robustness,
     mcnemar_p_values,
     per_model_accuracy,
     per_model_recall,
@@ -94,6 +95,7 @@ GROUP_COLUMNS = (
     "mde",
     "significant",
     "direction",
+    "robustness",
 )
 CELL_COLUMNS = (
     "group",
@@ -258,7 +260,8 @@ def group_statistics(
         ``accuracy_significant``: the absolute test of ``acc_mg``; ``mde`` (the smallest
         normalized drop the relative test detects with power 0.8); ``significant`` (the design's
         primary test: relative for t-tests, absolute for McNemar) and ``direction`` as for
-        classes: ``"harmed"`` only when significant and the accuracy fell.
+        classes: ``"harmed"`` only when significant and the accuracy fell; ``robustness``: for a
+        harmed group, the fraction of model resamples in which it stays harmed, as for classes.
 
     Notes
     -----
@@ -306,11 +309,11 @@ def _group_frame(
     support = group_set.support
     tested = support >= min_support
     mcnemar = mcnemar_p_values(*_discordant(base[0], pruned[0], labels, members)) if test == "mcnemar" else None
+    rates = (_group_rates(base, labels, members), _group_rates(pruned, labels, members))
+    accuracy = (per_model_accuracy(base, labels), per_model_accuracy(pruned, labels))
     out = rate_tests(
-        _group_rates(base, labels, members),
-        _group_rates(pruned, labels, members),
-        per_model_accuracy(base, labels),
-        per_model_accuracy(pruned, labels),
+        *rates,
+        *accuracy,
         tested,
         centre="model",
         test=test,
@@ -321,6 +324,14 @@ def _group_frame(
         seed=seed,
         mcnemar_p=mcnemar,
     )
+    harmed = out.direction == "harmed"
+    robustness = np.full(harmed.shape, np.nan)
+    if harmed.any() and test != "mcnemar":
+        robustness = harm_robustness(
+            *rates, *accuracy, tested, harmed,
+            resamples=model_resamples(base, pruned, seed=seed),
+            centre="model", test=test, alpha=alpha, correction=correction,
+        )  # fmt: skip
     concentration = pie_concentration(pies, members, tested=tested, correction=correction)
     frame = pd.DataFrame(
         {
@@ -345,6 +356,7 @@ def _group_frame(
             "mde": out.mde,
             "significant": out.significant,
             "direction": out.direction.astype(object),
+            "robustness": robustness,
         },
         columns=list(GROUP_COLUMNS),
     )

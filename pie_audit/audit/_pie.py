@@ -25,6 +25,8 @@ __all__ = [
     "vote_distance",
     "pie_table",
     "pie_stability",
+    "ModelResamples",
+    "model_resamples",
     "STABLE",
     "accuracy_on",
 ]
@@ -167,6 +169,55 @@ def vote_distance(baseline_predictions: np.ndarray, pruned_predictions: np.ndarr
     return per_example / (mb * mp)
 
 
+@dataclass(frozen=True, eq=False)
+class ModelResamples:
+    """B resamples of each population's models, with replacement: the stability resamples.
+
+    Attributes
+    ----------
+    baseline_order, pruned_order : ndarray of shape (M_b,) and (M_p,)
+        The models (rows) in canonical order: by their predictions, so that which model a
+        resample's counts land on, and so every result, does not depend on how model
+        directories are named or listed.
+    baseline_counts, pruned_counts : ndarray of shape (B, M_b) and (B, M_p), int
+        How many times each model, in canonical order, is drawn in each resample.
+    """
+
+    baseline_order: np.ndarray
+    pruned_order: np.ndarray
+    baseline_counts: np.ndarray
+    pruned_counts: np.ndarray
+
+    def rows(self, b: int, *, pruned: bool = False) -> np.ndarray:
+        """Resample ``b`` as rows of the original arrays (each drawn row repeated), shape (M,)."""
+        order, counts = (self.pruned_order, self.pruned_counts) if pruned else (self.baseline_order, self.baseline_counts)
+        return np.repeat(order, counts[b])
+
+
+def model_resamples(
+    baseline_predictions: np.ndarray, pruned_predictions: np.ndarray, *, n_resamples: int = 100, seed: int = 0
+) -> ModelResamples:
+    """The seeded model resamples that :func:`pie_stability` and the harm robustness share.
+
+    Parameters
+    ----------
+    baseline_predictions, pruned_predictions : ndarray of shape (M_b, N) and (M_p, N)
+    n_resamples : int, default=100
+    seed : int, default=0
+
+    Returns
+    -------
+    ModelResamples
+    """
+    orders = [
+        np.asarray(sorted(range(p.shape[0]), key=lambda m, p=p: p[m].tobytes()), dtype=np.intp)
+        for p in (baseline_predictions, pruned_predictions)
+    ]
+    rng = np.random.default_rng(seed)
+    counts = [rng.multinomial(len(o), np.full(len(o), 1 / len(o)), size=n_resamples) for o in orders]
+    return ModelResamples(orders[0], orders[1], counts[0], counts[1])
+
+
 def pie_stability(
     baseline_predictions: np.ndarray,
     pruned_predictions: np.ndarray,
@@ -218,15 +269,10 @@ def pie_stability(
     todo = np.flatnonzero(~(unanimous_b & unanimous_p))
     if not todo.size:
         return stability
-    # Models in a canonical order (by their predictions), so that which model a resample's
-    # counts land on, and so the result, does not depend on how model directories are named.
-    base = base[sorted(range(base.shape[0]), key=lambda m: base[m].tobytes())]
-    pruned = pruned[sorted(range(pruned.shape[0]), key=lambda m: pruned[m].tobytes())]
-    rng = np.random.default_rng(seed)
-    weights = []
-    for m in (base.shape[0], pruned.shape[0]):
-        # A resample as counts per model: its votes are a weighted count, no gathering needed.
-        weights.append(rng.multinomial(m, np.full(m, 1 / m), size=n_resamples).astype(np.float32))
+    resamples = model_resamples(base, pruned, n_resamples=n_resamples, seed=seed)
+    base, pruned = base[resamples.baseline_order], pruned[resamples.pruned_order]
+    # A resample as counts per model: its votes are a weighted count, no gathering needed.
+    weights = [resamples.baseline_counts.astype(np.float32), resamples.pruned_counts.astype(np.float32)]
     # About 10,000 examples a chunk at 200 resamples: the (B, chunk) tallies stay in cache.
     chunk = max(1, 2_000_000 // n_resamples)
     for start in range(0, todo.size, chunk):

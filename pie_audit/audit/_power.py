@@ -24,6 +24,7 @@ Pure functions over arrays; nothing here reads files.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -232,22 +233,30 @@ def _solve_noncentrality(df: np.ndarray, *, alpha: float, power: float) -> np.nd
 
 
 def models_needed(
-    inputs: PowerInputs, delta: float, *, alpha: float, power: float = DEFAULT_POWER
+    inputs: PowerInputs, delta: float | np.ndarray, *, alpha: float, power: float = DEFAULT_POWER
 ) -> np.ndarray:
     """Models per population (or pairs) each class needs to detect ``delta`` with ``power``.
 
     Both populations are taken to have the same size ``n`` and the observed variances.
 
+    Parameters
+    ----------
+    inputs : PowerInputs
+        For C classes.
+    delta : float or ndarray of shape (C,)
+        The drop to detect, one for all classes or one each.
+
     Returns
     -------
     ndarray of shape (C,), float
-        The smallest ``n >= 2``; NaN where the variance is 0 (no test is needed or possible) and
-        ``inf`` beyond :data:`MAX_MODELS`.
+        The smallest ``n >= 2``; NaN where the variance is 0 (no test is needed or possible) or
+        ``delta <= 0``, and ``inf`` beyond :data:`MAX_MODELS`.
     """
     c = inputs.var_baseline.shape[0]
     out = np.full(c, np.nan)
-    defined = (inputs.var_baseline + inputs.var_pruned) > 0
-    if not defined.any() or delta <= 0:
+    delta = np.broadcast_to(np.asarray(delta, dtype=float), (c,))
+    defined = ((inputs.var_baseline + inputs.var_pruned) > 0) & (delta > 0)
+    if not defined.any():
         return out
 
     def powered(n: np.ndarray) -> np.ndarray:
@@ -298,6 +307,15 @@ class PowerSummary:
         values, or more than 100,000).
     underpowered_classes : int
         Tested classes whose ``mde`` exceeds ``detect``.
+    undetectable_classes : int
+        Tested classes whose ``mde`` exceeds their own range (the largest drop they can show: their
+        baseline rate): these models cannot detect any drop of them.
+    median_detectable : bool
+        Whether the median class's ``mde`` lies within its own range; when not, no drop of the
+        median class can be detected and the power sentence says so instead of quoting a number.
+    worst : tuple of (str, float, bool)
+        The :data:`WORST_SHOWN` least powered classes, least first: name, ``mde`` and whether it
+        lies within the class's range. A pass is only as strong as these.
     """
 
     detect: float
@@ -307,6 +325,9 @@ class PowerSummary:
     power_at_detect: float | None
     models_needed: int | None
     underpowered_classes: int
+    undetectable_classes: int = 0
+    median_detectable: bool = True
+    worst: tuple[tuple[str, float, bool], ...] = ()
 
     @property
     def underpowered(self) -> bool:
@@ -321,6 +342,9 @@ class PowerSummary:
             "power_at_detect": self.power_at_detect,
             "models_needed": self.models_needed,
             "underpowered_classes": self.underpowered_classes,
+            "undetectable_classes": self.undetectable_classes,
+            "median_detectable": self.median_detectable,
+            "worst": [{"name": n, "mde": m, "detectable": d} for n, m, d in self.worst],
         }
 
 
@@ -332,8 +356,19 @@ def _median(values: np.ndarray) -> float | None:
     return float(np.sort(finite)[finite.size // 2])
 
 
+#: Least powered classes (groups) a :class:`PowerSummary` names.
+WORST_SHOWN = 3
+
+
 def summarise_power(
-    inputs: PowerInputs, mde: np.ndarray, *, detect: float, alpha: float, target: float = DEFAULT_POWER
+    inputs: PowerInputs,
+    mde: np.ndarray,
+    *,
+    detect: float,
+    alpha: float,
+    target: float = DEFAULT_POWER,
+    reach: np.ndarray | None = None,
+    names: Sequence[str] | None = None,
 ) -> PowerSummary:
     """Reduce per-class power to the audit's :class:`PowerSummary`.
 
@@ -345,6 +380,11 @@ def summarise_power(
     detect : float
     alpha : float
     target : float, default=0.8
+    reach : ndarray of shape (C,), optional
+        The largest drop each class can show (its baseline mean rate: a recall cannot fall below
+        0); default 1 (100 points) for every class.
+    names : sequence of str, optional
+        Each class's name, for :attr:`PowerSummary.worst`; default its index.
     """
     se, df = inputs.se_df()
     power = t_test_power(detect, se, df, alpha=alpha)
@@ -355,12 +395,29 @@ def summarise_power(
         # The median class by spread (the upper median, an actual class): what it needs.
         median = defined[np.argsort(spread[defined], kind="stable")[defined.size // 2]]
         n = float(models_needed(inputs.subset([median]), detect, alpha=alpha, power=target)[0])
+    mde = np.asarray(mde, dtype=float)
+    reach = np.ones(mde.shape) if reach is None else np.minimum(np.asarray(reach, dtype=float), 1.0)
+    defined_mde = np.flatnonzero(~np.isnan(mde))
+    median_mde = _median(mde)
+    median_detectable = True
+    worst: list[tuple[str, float, bool]] = []
+    if defined_mde.size:
+        order = defined_mde[np.argsort(mde[defined_mde], kind="stable")]
+        # The class the upper median is (as _median picks it), against its own range.
+        median_class = order[defined_mde.size // 2]
+        median_detectable = bool(mde[median_class] <= reach[median_class])
+        for k in order[::-1][:WORST_SHOWN]:
+            name = str(names[k]) if names is not None else str(int(k))
+            worst.append((name, float(mde[k]), bool(mde[k] <= reach[k])))
     return PowerSummary(
         detect=float(detect),
         target=float(target),
         alpha=float(alpha),
-        median_mde=_median(mde),
+        median_mde=median_mde,
         power_at_detect=_median(power),
         models_needed=int(n) if n is not None and np.isfinite(n) else None,
         underpowered_classes=int(np.sum(mde > detect)),
+        undetectable_classes=int(np.sum(mde > reach)),
+        median_detectable=median_detectable,
+        worst=tuple(worst),
     )

@@ -60,6 +60,7 @@ SETTINGS: dict[str, type] = {
     "max_harmed_classes": int,
     "min_power": float,
     "stable_pies_only": bool,
+    "allow_inconclusive": bool,
 }
 #: Settings only Python takes (:func:`resolve_settings` options, :func:`pie_audit.compare`
 #: keywords): neither a ``[tool.pie-audit]`` key nor a flag.
@@ -67,10 +68,16 @@ PYTHON_SETTINGS = ("confidence",)
 _RULES = frozenset(f.name for f in fields(GateRules))
 
 NO_CONFIG = "{path}: no such file"
+#: open() on a FIFO blocks, and a device never ends: only a regular file is read.
+NOT_A_CONFIG_FILE = "{path}: not a regular file; expected a TOML file"
 BAD_TOML = "{path}: not valid TOML ({reason})"
 UNKNOWN_KEY = "{path}: unknown key '{key}' in [tool.pie-audit]; known keys: {known}"
 BAD_VALUE = "{path}: [tool.pie-audit] {key} must be {expected}, not {value!r}"
 NOT_A_TABLE = "{path}: [tool.pie-audit] must be a table"
+TOOL_NOT_A_TABLE = "{path}: tool must be a table ([tool.pie-audit]), not {value!r}"
+NO_TABLE = (
+    "{path}: has no [tool.pie-audit] table, so it sets no rule; add the table or leave out --config"
+)
 BAD_SETTING = "{path}: [tool.pie-audit] {problem}"
 BAD_SEED = "seed must be a non-negative integer, not {value!r}"
 UNKNOWN_SETTING = "unknown setting {name!r}; known settings: {known}"
@@ -194,7 +201,11 @@ def find_config(directory: str | Path | None = None) -> Path | None:
     start = Path(directory if directory is not None else Path.cwd()).absolute()
     for folder in (start, *start.parents):
         candidate = folder / CONFIG_FILE
-        if candidate.is_file() and "pie-audit" in _read_toml(candidate).get("tool", {}):
+        if not candidate.is_file():
+            continue
+        tool = _read_toml(candidate).get("tool", {})
+        # A ``tool`` that is not a table holds no [tool.pie-audit]: passed over, as one without.
+        if isinstance(tool, dict) and "pie-audit" in tool:
             return candidate
     return None
 
@@ -209,7 +220,22 @@ def _read_toml(path: Path) -> dict[str, Any]:
             document = tomllib.load(fh)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(BAD_TOML.format(path=path, reason=e)) from e
-    return document if isinstance(document.get("tool", {}), dict) else {**document, "tool": {}}
+    return document
+
+
+def _tool_table(path: Path, *, required: bool) -> dict[str, Any] | None:
+    """``[tool.pie-audit]`` of a config file; ``None`` when it has none and none is ``required``."""
+    tool = _read_toml(path).get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(TOOL_NOT_A_TABLE.format(path=path, value=tool))
+    if "pie-audit" not in tool:
+        if required:
+            raise ConfigError(NO_TABLE.format(path=path))
+        return None
+    table = tool["pie-audit"]
+    if not isinstance(table, dict):
+        raise ConfigError(NOT_A_TABLE.format(path=path))
+    return table
 
 
 def read_settings(path: str | Path, *, required: bool = True) -> dict[str, Any]:
@@ -234,17 +260,16 @@ def read_settings(path: str | Path, *, required: bool = True) -> dict[str, Any]:
     Raises
     ------
     ConfigError
-        Missing file (when required), invalid TOML, an unknown key or a value of the wrong type.
+        Missing file (when required), invalid TOML, a ``tool`` that is not a table, an unknown key
+        or a value of the wrong type.
     """
     path = Path(path)
     if not path.is_file():
-        if required:
-            raise ConfigError(NO_CONFIG.format(path=path))
+        if required or path.exists():
+            raise ConfigError((NOT_A_CONFIG_FILE if path.exists() else NO_CONFIG).format(path=path))
         return {}
-    table = _read_toml(path).get("tool", {}).get("pie-audit", {})
-    if not isinstance(table, dict):
-        raise ConfigError(NOT_A_TABLE.format(path=path))
-    return _parse_table(path, table)
+    table = _tool_table(path, required=False)
+    return _parse_table(path, table) if table is not None else {}
 
 
 def _parse_table(path: Path, table: Mapping[str, Any]) -> dict[str, Any]:
@@ -283,8 +308,8 @@ def resolve_settings(
         Settings given explicitly, by their names in :data:`SETTINGS` and :data:`PYTHON_SETTINGS`;
         ``None`` values are ignored, so unset command-line flags can be passed as they are.
     config : str or Path, optional
-        A ``pyproject.toml`` whose ``[tool.pie-audit]`` table is read; it must exist. Without
-        it no file is read (:func:`find_config` finds the working directory's).
+        A ``pyproject.toml`` whose ``[tool.pie-audit]`` table is read; it must exist and hold
+        the table (:data:`NO_TABLE`). Without it no file is read (:func:`find_config` finds the working directory's).
     base : Settings, optional
         The values neither ``options`` nor ``config`` set; default :class:`Settings` ``()``.
 
@@ -304,7 +329,7 @@ def resolve_settings(
     for name in given:
         if name not in SETTINGS and name not in PYTHON_SETTINGS:
             raise ConfigError(UNKNOWN_SETTING.format(name=name, known=", ".join([*SETTINGS, *PYTHON_SETTINGS])))
-    from_file = read_settings(config) if config is not None else {}
+    from_file = _read_config(Path(config)) if config is not None else {}
     source = Path(config) if config is not None else base.source
     if from_file:
         # Checked alone first, so that a bad value in the file is reported against the file.
@@ -313,6 +338,14 @@ def resolve_settings(
         except ConfigError as e:
             raise ConfigError(BAD_SETTING.format(path=config, problem=e)) from e
     return _build(base, {**from_file, **given}, source)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The settings of a config file named to be read: it must exist and hold the table, else
+    ``rules: FILE`` would name a file that set nothing."""
+    if not path.is_file():
+        raise ConfigError((NOT_A_CONFIG_FILE if path.exists() else NO_CONFIG).format(path=path))
+    return _parse_table(path, _tool_table(path, required=True))
 
 
 def _build(base: Settings, values: Mapping[str, Any], source: Path | None) -> Settings:

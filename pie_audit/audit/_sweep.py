@@ -36,6 +36,7 @@ SWEEP_COLUMNS = (
     "helped",
     "harmed_groups",
     "gate_passed",
+    "gate_outcome",
 )
 NO_PRUNED = "a sweep needs at least one pruned population"
 DUPLICATE_NAME = (
@@ -84,7 +85,7 @@ def sweep_table(results: Sequence[tuple[str, AuditResult]]) -> pd.DataFrame:
         ``accuracy_mean``, ``accuracy_std`` (NaN for one model) and ``baseline_accuracy_mean``;
         ``pie_count``, ``pie_fraction``; ``harmed``, ``helped`` (significant classes);
         ``harmed_groups`` (groups harmed beyond the models' average; NaN for an audit without
-        groups); ``gate_passed``.
+        groups); ``gate_passed``; ``gate_outcome`` (:data:`~pie_audit.audit.OUTCOMES`).
     """
     rows = []
     for position, (name, result) in enumerate(results, start=1):
@@ -106,6 +107,7 @@ def sweep_table(results: Sequence[tuple[str, AuditResult]]) -> pd.DataFrame:
                 "helped": result.n_helped,
                 "harmed_groups": len(result.harmed_groups) if result.groups is not None else None,
                 "gate_passed": result.gate.passed,
+                "gate_outcome": result.outcome,
             }
         )
     table = pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))

@@ -34,6 +34,7 @@ _SETTING_HELP = {
     "max_group_accuracy_drop": "Fail when a group's accuracy falls significantly by more than this (absolute, fraction). \\[default: 0.05]",
     "max_pie_fraction": "Fail when the PIE fraction exceeds this.",
     "stable_pies_only": "Count only PIEs stable under model resampling (>= 90%) for --max-pie-fraction. \\[default: all]",
+    "allow_inconclusive": "Pass a gate whose only findings are drops beyond a limit that are not significant (they are still reported). \\[default: such a gate is INCONCLUSIVE, exit 1]",
     "max_accuracy_drop": "Fail when mean accuracy drops by more than this (fraction).",
     "max_harmed_classes": "Fail when more classes than this are significantly harmed.",
     "min_power": "Fail when the audit's power to detect a class drop of --detect is below this.",
@@ -42,7 +43,10 @@ _SETTING_HELP = {
     "n_bootstrap": "Bootstrap resamples. \\[default: 1000]",
 }
 # A switch names both its sides; typer would otherwise offer --stable-pies-only/--no-stable-pies-only.
-_SETTING_FLAGS = {"stable_pies_only": ("--stable-pies-only/--all-pies",)}
+_SETTING_FLAGS = {
+    "stable_pies_only": ("--stable-pies-only/--all-pies",),
+    "allow_inconclusive": ("--allow-inconclusive/--no-allow-inconclusive",),
+}
 
 
 def _setting(name: str) -> Any:
@@ -103,7 +107,7 @@ _LAST_OPTIONS = {
 }
 
 #: The colour of each gate outcome (``AuditResult.outcome``) on the console.
-OUTCOME_COLOURS = {"passed": "green", "underpowered": "yellow", "failed": "red"}
+OUTCOME_COLOURS = {"passed": "green", "underpowered": "yellow", "inconclusive": "magenta", "failed": "red"}
 
 
 def audit_options(command: Callable[..., None]) -> Callable[..., None]:
