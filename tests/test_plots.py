@@ -287,3 +287,28 @@ def test_intersection_svg_labels_cells():
     texts = [t.text for t in root.iter(f"{SVG_NS}text")]
     assert {"-12.0*", "+3.0*", "not tested", "F", "M", "old", "<b>young</b>", "sex", "age"} <= set(texts)
     assert "currentColor" in svg and "<style" not in svg
+
+
+def _volcano_table(n, seed=0):
+    rng = np.random.default_rng(seed)
+    change = rng.normal(0, 0.03, n)
+    q = np.clip(rng.random(n) ** 3, 0, 1)
+    q[:3] = [0.0, 1e-8, np.nan]  # q = 0 (every model agrees), tiny, untested
+    direction = np.where((q <= 0.05) & (change < 0), "harmed", np.where((q <= 0.05) & (change > 0), "helped", "none"))
+    return pd.DataFrame({"label": np.arange(n), "normalized_change": change, "q_value": q, "direction": direction})
+
+
+def test_volcano_draws_every_tested_class_and_rasterizes_many():
+    from pie_audit.report._plots import RASTER_POINTS, class_volcano_svg
+
+    few = _volcano_table(300)
+    svg = class_volcano_svg(few, class_labels=[f"c{i}" for i in range(300)], alpha=0.05)
+    ET.fromstring(svg)
+    assert "<image" not in svg
+    # One marker per class with a q-value (matplotlib draws each scatter point as a <use>).
+    groups = re.findall(r'<g id="volcano-PathCollection_\d+">(.*?)</g>', svg, flags=re.S)
+    assert sum(g.count("<use ") for g in groups) == 299 + 3  # and one legend marker per kind
+    many = _volcano_table(RASTER_POINTS + 10)
+    svg = class_volcano_svg(many, class_labels=[str(i) for i in range(len(many))], alpha=0.05)
+    assert "<image" in svg and len(svg) < 300_000
+    assert class_volcano_svg(few.assign(q_value=np.nan), class_labels=[""] * 300, alpha=0.05) == ""

@@ -82,7 +82,7 @@ def test_renders_offline_without_errors_and_sorts(browser, report, tmp_path):
     assert page.title() == "pie-audit: pruned vs base"
     assert page.locator(".verdict .badge").inner_text() == "Gate FAILED"
     assert page.locator(".pie img").count() == min(result.pies.count, GALLERY_SIZE)
-    assert page.locator("svg.figure").count() == 4  # recall change, PIEs per class, PIE flows, accuracy
+    assert page.locator("svg.figure").count() == 5  # recall change, intensification, PIEs per class, PIE flows, accuracy
 
     classes = result.classes
     header = page.locator("#class-table thead th").nth(6)  # normalized change
@@ -177,4 +177,66 @@ def test_groups_table_sorts_and_gallery_filters_without_running_names(browser, g
     assert len(visible_cards(page)) == len(top)
     page.screenshot(path=tmp_path / "report-groups.png", full_page=True)
     assert page.evaluate("window.pwned") is None
+    assert problems == []
+
+
+@pytest.fixture
+def thousand_class_report(tmp_path):
+    from synthetic import planted_predictions
+
+    labels = np.arange(20_000) % 1000
+    base = planted_predictions(6, labels, accuracy=0.8, n_classes=1000, seed=1)
+    pruned = planted_predictions(6, labels, accuracy=0.78, n_classes=1000, seed=2, class_accuracy={c: 0.2 for c in range(0, 1000, 40)})
+    result = pie_audit.compare(
+        pie_audit.Population.from_arrays(base, labels, classes=[f"class {c:04d}" for c in range(1000)]),
+        pie_audit.Population.from_arrays(pruned, labels, name="pruned"),
+        n_bootstrap=20,
+    )
+    write_outputs(result, tmp_path / "report", command=["pie-audit", "compare"])
+    return result, tmp_path / "report" / "report.html"
+
+
+def _shown_rows(page):
+    return page.eval_on_selector_all("#class-table tbody tr:not([hidden])", "rows => rows.map(r => r.cells[1].textContent.trim())")
+
+
+def test_a_thousand_classes_page_filter_and_volcano(browser, thousand_class_report):
+    from pie_audit.report._render import TABLE_PAGE_SIZE, table_classes
+
+    result, path = thousand_class_report
+    assert path.stat().st_size < 3_000_000
+    page, problems, _ = open_page(browser, path.as_uri(), viewport={"width": 1280, "height": 900})
+    # Every class is one point of the volcano plot, beside the forest plot of the 40 that matter.
+    assert page.locator('svg[aria-label^="Every class"]').count() == 1
+    listed = table_classes(result.classes)
+    assert page.locator("#class-table tbody tr").count() == len(listed) > TABLE_PAGE_SIZE
+    assert len(_shown_rows(page)) == TABLE_PAGE_SIZE
+    count = page.locator(".pager-count")
+    pages = -(-len(listed) // TABLE_PAGE_SIZE)
+    assert count.inner_text() == f"1\u2013{TABLE_PAGE_SIZE} of {len(listed)} (page 1 of {pages})"
+    page.locator('.pager button[data-step="1"]').click()
+    assert count.inner_text().startswith(f"{TABLE_PAGE_SIZE + 1}\u2013")
+    assert _shown_rows(page) == listed["name"].iloc[TABLE_PAGE_SIZE : 2 * TABLE_PAGE_SIZE].tolist()
+    # Only the harmed ones, most harmed first once sorted by normalized change.
+    page.locator(".pager select").select_option("harmed")
+    harmed = result.harmed
+    assert sorted(_shown_rows(page)) == sorted(harmed["name"])
+    page.locator("#class-table thead th").nth(6).locator("button").click()
+    assert _shown_rows(page) == harmed.sort_values(["normalized_change", "label"])["name"].tolist()
+    # A name typed in the box finds its class.
+    page.locator(".pager select").select_option("all")
+    page.locator(".pager input").fill(harmed["name"].iloc[0])
+    assert _shown_rows(page) == [harmed["name"].iloc[0]]
+    page.locator(".pager input").fill("no such class")
+    assert _shown_rows(page) == [] and count.inner_text() == "no class matches"
+    page.emulate_media(media="print")
+    assert page.locator(".pager").is_hidden()
+    assert problems == []
+
+
+def test_ten_classes_have_no_pager_and_no_volcano(browser, report):
+    _, path = report
+    page, problems, _ = open_page(browser, path.as_uri())
+    assert page.locator(".pager").count() == 0
+    assert page.locator('svg[aria-label^="Every class"]').count() == 0
     assert problems == []

@@ -210,6 +210,130 @@ def class_change_svg(
     return _draw(draw, _class_height(len(frame)) + 0.4, "change", "Normalized recall change per class")
 
 
+#: From this many classes the volcano plot's points are one embedded image, not an SVG element
+#: each: 21,843 circles would make a 3 MB figure.
+RASTER_POINTS = 2_000
+#: Classes named beside their point in the volcano plot: the most harmed, by normalized change.
+VOLCANO_LABELS = 5
+
+
+def class_volcano_svg(
+    classes: pd.DataFrame, *, class_labels: Sequence[str], alpha: float, q_column: str = "q_value"
+) -> str:
+    """Every class as one point: normalized recall change against -log10 of its q-value.
+
+    The forest plot (:func:`class_change_svg`) shows the classes that matter; this one shows all
+    of them, so that a thousand or twenty thousand classes still read as one picture: harmed
+    classes up and to the left of the dashed significance line, helped ones up and to the right.
+
+    Parameters
+    ----------
+    classes : DataFrame
+        :attr:`AuditResult.classes`: ``label``, ``normalized_change``, ``direction`` and ``q_column``.
+    class_labels : sequence of str
+        Each class's text, indexed by label; the :data:`VOLCANO_LABELS` most harmed are named.
+    alpha : float
+        The significance level, drawn as a horizontal line.
+    q_column : str, default="q_value"
+        The q-values to plot (the relative test's; McNemar audits pass the absolute test's).
+
+    Returns
+    -------
+    str
+        An ``<svg>`` element; empty string when no class has a q-value.
+    """
+    change = 100 * classes["normalized_change"].to_numpy(dtype=float)
+    q = classes[q_column].to_numpy(dtype=float)
+    shown = np.isfinite(change) & np.isfinite(q)
+    if not shown.any():
+        return ""
+    with np.errstate(divide="ignore"):
+        height = -np.log10(q[shown])
+    finite = height[np.isfinite(height)]
+    # q = 0 (every model agrees on a shift): drawn at the top, above the largest finite height.
+    top = max(float(finite.max()) if finite.size else 1.0, -np.log10(alpha)) * 1.08
+    height = np.where(np.isfinite(height), height, top)
+    x = change[shown]
+    direction = classes["direction"].to_numpy()[shown]
+    labels = classes["label"].to_numpy()[shown]
+    raster = int(shown.sum()) >= RASTER_POINTS
+
+    def draw(fig) -> None:  # noqa: ANN001
+        ax = fig.add_subplot()
+        for kind in ("none", "helped", "harmed"):
+            part = direction == kind
+            if part.any():
+                ax.scatter(x[part], height[part], s=9 if raster else 16, color=COLORS[kind], alpha=0.7 if kind == "none" else 0.9,
+                           linewidths=0, label=_DIRECTION_LABELS[kind], rasterized=raster, zorder=3 if kind != "none" else 2)  # fmt: skip
+        ax.axhline(-np.log10(alpha), color=_FOREGROUND, linewidth=0.8, linestyle="--")
+        ax.axvline(0, color=_FOREGROUND, linewidth=0.8)
+        harmed = np.flatnonzero(direction == "harmed")
+        span_x = float(np.ptp(x)) or 1.0
+        span_y = float(np.ptp(height)) or 1.0
+        named: list[int] = []
+        for i in harmed[np.argsort(x[harmed], kind="stable")]:
+            if len(named) == VOLCANO_LABELS:
+                break
+            # A name only where it cannot cover another: classes tied on one spot get one.
+            if any(abs(x[i] - x[j]) < span_x / 8 and abs(height[i] - height[j]) < span_y / 12 for j in named):
+                continue
+            named.append(i)
+            ax.annotate(_tick_name(str(class_labels[int(labels[i])])), (x[i], height[i]), xytext=(4, 2),
+                        textcoords="offset points", fontsize=7)  # fmt: skip
+        ax.set_xlabel("normalized recall change (points)")
+        ax.set_ylabel("\u2212log10 q-value")
+        ax.grid(True)
+        ax.legend(loc="lower right", ncols=3, bbox_to_anchor=(1, 1.0))
+
+    return _draw(draw, 3.2, "volcano", "Every class: normalized recall change against significance")
+
+
+def intensification_svg(table: pd.DataFrame, *, baseline_accuracy: float, rate: str = "recall") -> str:
+    """Each class (group): its dense deficit against its normalized change.
+
+    Intensification (Good et al. 2022) shows as points rising from lower left to upper right: the
+    classes the dense models found hard (left of 0) lost the most (below 0).
+
+    Parameters
+    ----------
+    table : DataFrame
+        Classes (``baseline_recall_mean``) or groups (``rate="accuracy"``), with
+        ``normalized_change`` and ``direction``.
+    baseline_accuracy : float
+        The baseline's mean accuracy, subtracted to give the deficit.
+    rate : {"recall", "accuracy"}
+
+    Returns
+    -------
+    str
+        An ``<svg>`` element; empty string with fewer than 3 defined points.
+    """
+    deficit = 100 * (table[f"baseline_{rate}_mean"].to_numpy(dtype=float) - baseline_accuracy)
+    change = 100 * table["normalized_change"].to_numpy(dtype=float)
+    shown = np.isfinite(deficit) & np.isfinite(change)
+    if shown.sum() < 3:
+        return ""
+    x, y, direction = deficit[shown], change[shown], table["direction"].to_numpy()[shown]
+    raster = int(shown.sum()) >= RASTER_POINTS
+
+    def draw(fig) -> None:  # noqa: ANN001
+        ax = fig.add_subplot()
+        for kind in ("none", "helped", "harmed"):
+            part = direction == kind
+            if part.any():
+                ax.scatter(x[part], y[part], s=9 if raster else 18, color=COLORS[kind], linewidths=0,
+                           alpha=0.7 if kind == "none" else 0.9, label=_DIRECTION_LABELS[kind], rasterized=raster)  # fmt: skip
+        ax.axhline(0, color=_FOREGROUND, linewidth=0.8)
+        ax.axvline(0, color=_FOREGROUND, linewidth=0.8)
+        what = "class recall" if rate == "recall" else "group accuracy"
+        ax.set_xlabel(f"dense deficit: baseline {what} minus baseline accuracy (points)")
+        ax.set_ylabel("normalized change (points)")
+        ax.grid(True)
+        ax.legend(loc="lower right", ncols=3, bbox_to_anchor=(1, 1.0))
+
+    return _draw(draw, 3.0, f"intensification-{rate}", "Dense deficit against normalized change")
+
+
 def pies_per_class_svg(
     classes: pd.DataFrame, *, class_labels: Sequence[str], limit: int = MAX_PLOTTED_CLASSES
 ) -> str:
