@@ -21,9 +21,20 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, FormatError
-from ..interchange import GROUPS_FILE, GroupTable, Population, check_populations, load_population, read_groups
+from ..interchange import (
+    GROUPS_FILE,
+    GroupTable,
+    Population,
+    check_populations,
+    load_population,
+    mean_probabilities,
+    read_groups,
+)
 from ._gate import evaluate_gate
 from ._groups import audit_groups
+from ._intensification import intensification
+from ._labels import NO_PROBABILITIES, LabelIssues, label_issue_enrichment, label_issues
+from ._risk import risk_auc, risk_scores, top_share
 from ._pie import STABLE, accuracy_on, pie_stability, pie_table
 from ._power import DEFAULT_POWER, PowerSummary, minimum_detectable_effect, summarise_power
 from ._result import AuditResult, PieSummary
@@ -108,6 +119,12 @@ def audit_populations(
     )
     is_pie = examples["pie"].to_numpy()
     _name_columns(examples, names)
+    probabilities = _baseline_probabilities(baseline)
+    labelled = _label_issues(probabilities, labels, examples)
+    # The dense-only risk ranking (docs/risk.md): the same score `pie-audit risk` gives before
+    # any pruning, here checked against the PIEs pruning produced.
+    risk = risk_scores(baseline.predictions, labels, probabilities=probabilities, tie_break=settings.tie_break)
+    examples["risk"] = risk["risk"].to_numpy()
     found = None
     if table is not None:
         _check_attribute_names(table, examples)
@@ -137,7 +154,14 @@ def audit_populations(
     count = int(is_pie.sum())
     n_stable = int((is_pie & (examples["stability"].to_numpy() >= STABLE)).sum())
     inputs = power_inputs(tested_baseline, pruned.predictions, labels, n_classes=len(names), test=test)
-    power = summarise_power(inputs, stats["mde"].to_numpy(), detect=settings.detect_drop, alpha=settings.alpha)
+    power = summarise_power(
+        inputs,
+        stats["mde"].to_numpy(),
+        detect=settings.detect_drop,
+        alpha=settings.alpha,
+        reach=stats["baseline_recall_mean"].to_numpy(),
+        names=names,
+    )
     group_power = None
     if found is not None:
         tested = found.groups["tested"].to_numpy()
@@ -146,6 +170,8 @@ def audit_populations(
             found.groups["mde"].to_numpy()[tested],
             detect=settings.detect_drop,
             alpha=settings.alpha,
+            reach=found.groups["baseline_accuracy_mean"].to_numpy()[tested],
+            names=found.groups["group"].to_numpy()[tested],
         )
     pies = PieSummary(
         count=count,
@@ -158,6 +184,10 @@ def audit_populations(
         baseline_accuracy_non_pies=accuracy_on(baseline.predictions, labels, ~is_pie),
         pruned_accuracy_pies=accuracy_on(pruned.predictions, labels, is_pie),
         pruned_accuracy_non_pies=accuracy_on(pruned.predictions, labels, ~is_pie),
+        **_enrichment(is_pie, labelled),
+        risk_auc=risk_auc(risk["risk"].to_numpy(), is_pie),
+        risk_top_1_percent=top_share(risk["risk"].to_numpy(), is_pie, 0.01) if count else None,
+        risk_top_5_percent=top_share(risk["risk"].to_numpy(), is_pie, 0.05) if count else None,
     )
     gate = evaluate_gate(
         stats,
@@ -170,7 +200,17 @@ def audit_populations(
         class_names=names,
         groups=None if found is None else found.groups,
         group_power_at_detect=None if group_power is None else group_power.power_at_detect,
+        power_inputs=inputs,
+        group_power_inputs=None if found is None else found.power_inputs,
+        alpha=settings.alpha,
+        correction=settings.correction,
     )
+    hard = intensification(stats, baseline_accuracy=float(base_acc.mean()))
+    hard_groups = None
+    if found is not None:
+        hard_groups = intensification(
+            found.groups, baseline_accuracy=float(base_acc.mean()), rate="accuracy", tested=found.groups["tested"].to_numpy()
+        )
     return AuditResult(
         examples=examples,
         classes=stats,
@@ -189,7 +229,9 @@ def audit_populations(
         power=power,
         power_inputs=inputs,
         config_source=settings.source,
-        notes=_notes(baseline, pruned, stats, test) + _group_notes(table, picked, found, settings.min_group_support),
+        notes=_notes(baseline, pruned, stats, test)
+        + _group_notes(table, picked, found, settings.min_group_support)
+        + _label_notes(labelled),
         groups=None if found is None else found.groups,
         group_cells=None if found is None else found.cells,
         group_attributes=() if table is None else table.names,
@@ -197,7 +239,46 @@ def audit_populations(
         group_ignored_rows=0 if table is None else table.ignored_rows,
         group_power=group_power,
         group_power_inputs=None if found is None else found.power_inputs,
+        intensification=hard,
+        group_intensification=hard_groups,
     )
+
+
+def _baseline_probabilities(baseline: Population) -> np.ndarray | None:
+    """The baseline's mean softmax probabilities (N, C), or ``None`` without ``prob_*`` columns."""
+    on_disk = baseline.path is not None and all(isinstance(f, Path) and f.is_file() for f in baseline.sources)
+    # A population built in memory has its probabilities with it; one read from files, in them.
+    return mean_probabilities(baseline) if baseline.probabilities is not None or on_disk else None
+
+
+def _label_issues(probabilities: np.ndarray | None, labels: np.ndarray, examples: pd.DataFrame) -> LabelIssues | None:
+    """cleanlab's label quality and issue flag per example, added to ``examples`` (null without probabilities)."""
+    if probabilities is None:
+        examples["label_quality"] = np.full(len(examples), np.nan)
+        examples["label_issue"] = pd.array([pd.NA] * len(examples), dtype="boolean")
+        return None
+    found = label_issues(labels, probabilities)
+    examples["label_quality"] = found.quality
+    examples["label_issue"] = pd.array(found.issue, dtype="boolean")
+    return found
+
+
+def _enrichment(is_pie: np.ndarray, labelled: LabelIssues | None) -> dict[str, float | None]:
+    if labelled is None:
+        return {}
+    found = label_issue_enrichment(is_pie, labelled.issue)
+    return {
+        "label_issue_fraction": found.fraction,
+        "non_pie_label_issue_fraction": found.non_pie_fraction,
+        "label_issue_odds_ratio": found.odds_ratio,
+        "label_issue_p_value": found.p_value,
+    }
+
+
+def _label_notes(labelled: LabelIssues | None) -> tuple[str, ...]:
+    if labelled is None:
+        return (NO_PROBABILITIES,)
+    return tuple(f"label issues: cleanlab warned: {w}" for w in labelled.warnings)
 
 
 def _groups_table(
@@ -358,4 +439,8 @@ def power(result: AuditResult, *, detect: float | None = None, target: float = D
     se, df = inputs.se_df()
     alpha = result.power.alpha
     mde = minimum_detectable_effect(se, df, alpha=alpha, power=target)
-    return summarise_power(inputs, mde, detect=detect, alpha=alpha, target=target)
+    classes = result.classes
+    return summarise_power(
+        inputs, mde, detect=detect, alpha=alpha, target=target,
+        reach=classes["baseline_recall_mean"].to_numpy(), names=classes["name"].tolist(),
+    )

@@ -21,6 +21,7 @@ import pandas as pd
 
 from .._version import __version__
 from ._gate import GateResult
+from ._intensification import Intensification
 from ._power import PowerInputs, PowerSummary
 from ._groups import accuracy_fell, harmed_groups
 from ._stats import harmed_classes, helped_classes, recall_fell, recall_rose
@@ -30,7 +31,7 @@ __all__ = ["SCHEMA_VERSION", "OUTCOMES", "PieSummary", "PopulationSummary", "Aud
 SCHEMA_VERSION = 2
 #: The gate's outcome (:attr:`AuditResult.outcome`): a pass that could not have seen the drop of
 #: interest is "underpowered", not "passed".
-OUTCOMES = ("passed", "underpowered", "failed")
+OUTCOMES = ("passed", "underpowered", "inconclusive", "failed")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,12 @@ class PieSummary:
     ``n_stable`` counts PIEs that stay PIEs in at least 90% of model resamples
     (``examples["stability"]``). ``*_accuracy_non_pies`` is also each population's accuracy once
     the PIEs are removed. Accuracies on an empty subset (no PIE, or nothing but PIEs) are ``None``.
+
+    ``label_issue_*`` (:mod:`pie_audit.audit._labels`): the fraction of PIEs and of the other
+    examples that cleanlab flags as likely label errors, the odds ratio and Fisher's two-sided
+    p-value; ``None`` when the baseline has no probabilities. ``risk_*`` (the dense-only risk
+    ranking, ``docs/risk.md``): the ROC AUC of the risk score for the PIE flag, and the share of
+    PIEs among the top 1% and 5% riskiest examples.
     """
 
     count: int
@@ -52,6 +59,13 @@ class PieSummary:
     baseline_accuracy_non_pies: float | None
     pruned_accuracy_pies: float | None
     pruned_accuracy_non_pies: float | None
+    label_issue_fraction: float | None = None
+    non_pie_label_issue_fraction: float | None = None
+    label_issue_odds_ratio: float | None = None
+    label_issue_p_value: float | None = None
+    risk_auc: float | None = None
+    risk_top_1_percent: float | None = None
+    risk_top_5_percent: float | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,11 @@ class AuditResult:
         What the audit could detect over its tested groups.
     group_power_inputs : PowerInputs or None
         What the groups' power depends on, one entry per group.
+    intensification : Intensification or None
+        Spearman's correlation over the tested classes between the dense deficit and the
+        normalized change (:func:`pie_audit.audit.intensification`).
+    group_intensification : Intensification or None
+        The same over the tested groups.
     """
 
     examples: pd.DataFrame
@@ -163,6 +182,8 @@ class AuditResult:
     group_ignored_rows: int = 0
     group_power: PowerSummary | None = None
     group_power_inputs: PowerInputs | None = None
+    intensification: Intensification | None = None
+    group_intensification: Intensification | None = None
 
     @cached_property
     def baseline(self) -> PopulationSummary:
@@ -193,8 +214,10 @@ class AuditResult:
     def outcome(self) -> str:
         """The gate's outcome, one of :data:`OUTCOMES`: ``"underpowered"`` is a pass that could not
         have seen the drop of interest (:attr:`PowerSummary.underpowered`)."""
-        if not self.gate.passed:
+        if self.gate.failures:
             return "failed"
+        if not self.gate.passed:
+            return "inconclusive"
         underpowered = self.power.underpowered or (self.group_power is not None and self.group_power.underpowered)
         return "underpowered" if underpowered else "passed"
 
@@ -215,11 +238,18 @@ class AuditResult:
         -------
         str
         """
-        if self.outcome == "failed":
+        outcome = self.outcome
+        if outcome == "failed":
             return f"FAILED ({len(self.gate.failures)} rule(s))" if rules else "FAILED"
-        if self.outcome == "underpowered":
-            return f"{passed} (underpowered: {self.power_sentence()})" if power else f"{passed} (underpowered)"
-        return passed
+        unsettled = self.gate.inconclusive
+        if outcome == "inconclusive":
+            return f"INCONCLUSIVE: {_largest(unsettled).message}" if rules else "INCONCLUSIVE"
+        caveats = []
+        if unsettled:  # allowed: the pass says what it let through
+            caveats.append(f"inconclusive allowed: {_largest(unsettled).message}" if rules else "inconclusive allowed")
+        if outcome == "underpowered":
+            caveats.append(f"underpowered: {self.power_sentence()}" if power else "underpowered")
+        return f"{passed} ({'; '.join(caveats)})" if caveats else passed
 
     @property
     def verdict(self) -> str:
@@ -249,10 +279,16 @@ class AuditResult:
                 else "no group's accuracy varies between models"
             )
             return f"no t-test power could be computed for the groups ({why})"
-        text = (
-            f"this audit can detect a group's drop beyond the models' average of {100 * power.median_mde:.1f} "
-            f"points or more (median tested group, power {power.target:.1f} at alpha {power.alpha:g})"
-        )
+        if power.median_detectable:
+            text = (
+                f"this audit can detect a group's drop beyond the models' average of {100 * power.median_mde:.1f} "
+                f"points or more (median tested group, power {power.target:.1f} at alpha {power.alpha:g})"
+            )
+        else:
+            text = (
+                "these models cannot detect any drop of the median tested group "
+                f"(power {power.target:.1f} at alpha {power.alpha:g})"
+            )
         tested = groups[groups["tested"].astype(bool) & np.isfinite(groups["mde"].to_numpy(dtype=float))]
         smallest = tested.sort_values(["support", "group"]).iloc[0]
         if float(smallest["mde"]) > power.median_mde:
@@ -270,10 +306,22 @@ class AuditResult:
         if power.median_mde is None:
             why = "one model on a side" if self.test == "mcnemar" or min(self.baseline.n_models, self.pruned.n_models) < 2 else "no class's recall varies between models"
             return f"no t-test power could be computed ({why})"
-        text = (
-            f"this audit can detect class drops of {100 * power.median_mde:.1f} points or more "
-            f"(median class, power {power.target:.1f} at alpha {power.alpha:g})"
-        )
+        if power.median_detectable:
+            text = (
+                f"this audit can detect class drops of {100 * power.median_mde:.1f} points or more "
+                f"(median class, power {power.target:.1f} at alpha {power.alpha:g})"
+            )
+        else:
+            # A detectable drop beyond what the class can lose is no drop at all: say so.
+            text = f"these models cannot detect any drop of the median class (power {power.target:.1f} at alpha {power.alpha:g})"
+        # Named when far weaker than the median: the median alone hid a class that could not see
+        # a 39-point drop.
+        weakest = [w for w in power.worst if not w[2] or w[1] > max(2 * power.median_mde, power.detect)]
+        if weakest:
+            text += "; least powered: " + ", ".join(
+                f"class {name} ({f'{100 * mde:.1f} points' if detectable else 'cannot detect any drop'})"
+                for name, mde, detectable in weakest
+            )
         if power.median_mde > power.detect:
             needed = f"about {power.models_needed} models per population" if power.models_needed else "more models"
             text += f"; a drop of {100 * power.detect:.1f} points needs {needed}"
@@ -360,6 +408,18 @@ class AuditResult:
                 "baseline_accuracy_non_pies": self.pies.baseline_accuracy_non_pies,
                 "pruned_accuracy_pies": self.pies.pruned_accuracy_pies,
                 "pruned_accuracy_non_pies": self.pies.pruned_accuracy_non_pies,
+                **{
+                    key: _json_value(getattr(self.pies, key))
+                    for key in (
+                        "label_issue_fraction",
+                        "non_pie_label_issue_fraction",
+                        "label_issue_odds_ratio",
+                        "label_issue_p_value",
+                        "risk_auc",
+                        "risk_top_1_percent",
+                        "risk_top_5_percent",
+                    )
+                },
             },
             "impacted": {
                 "harmed": self.n_harmed,
@@ -372,9 +432,19 @@ class AuditResult:
                 {key: _json_value(value) for key, value in row.items()}
                 for row in self.classes.to_dict(orient="records")
             ],
-            "gate": self.gate.to_dict(),
+            "intensification": self._intensification_summary(),
+            "gate": {**_json_value(self.gate.to_dict()), "outcome": self.outcome},
             "groups": self._groups_summary(),
             "notes": list(self.notes),
+        }
+
+    def _intensification_summary(self) -> dict[str, Any] | None:
+        if self.intensification is None:
+            return None
+        groups = self.group_intensification
+        return {
+            **_json_value(self.intensification.to_dict()),
+            "groups": None if groups is None else _json_value(groups.to_dict()),
         }
 
     @cached_property
@@ -414,6 +484,11 @@ class AuditResult:
         }
 
 
+def _largest(unsettled):  # noqa: ANN001, ANN202 - GateInconclusive entries
+    """The inconclusive rule with the largest unsettled drop, first of equals in rule order."""
+    return max(unsettled, key=lambda i: i.value)
+
+
 def _population_summary(summary: PopulationSummary, accuracy: pd.Series) -> dict[str, Any]:
     return {
         "path": str(summary.path) if summary.path is not None else None,
@@ -434,6 +509,8 @@ def _json_value(value: Any) -> Any:
         value = value.item()
     if isinstance(value, dict):
         return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

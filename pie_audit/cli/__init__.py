@@ -13,15 +13,17 @@ from ._app import (
     EXIT_INTERNAL_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     INTERNAL_ERROR,
     INTERRUPTED,
     SYSTEM_ERROR,
+    TERMINATED,
     app,
     main,
 )
 
 # Commands register themselves on ``app`` when imported.
-from . import _compare, _predict, _report, _study, _train  # noqa: E402,F401
+from . import _compare, _predict, _report, _review, _risk, _study, _train  # noqa: E402,F401
 
 __all__ = [
     "DEBUG_ENV",
@@ -30,9 +32,11 @@ __all__ = [
     "EXIT_INTERNAL_ERROR",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "INTERNAL_ERROR",
     "INTERRUPTED",
     "SYSTEM_ERROR",
+    "TERMINATED",
     "app",
     "main",
 ]

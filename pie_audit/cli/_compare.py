@@ -24,19 +24,31 @@ def compare(
     ] = None,
     *,
     junit: Annotated[Optional[Path], typer.Option(help="Also write the gate as JUnit XML here.")] = None,
+    review: Annotated[
+        Optional[Path],
+        typer.Option(help="A filled review sheet (pie-audit review export, docs/review.md): its tally goes into the report."),
+    ] = None,
     **options: Any,
 ) -> None:
     """Compare a pruned population with its baseline: PIEs, per-class impact, CI gate.
 
     Exit 0 when the gate passes, 1 when it fails, 2 on bad input.
     """
+    from .._atomic import resolve_output
     from .._compare import compare_populations
-    from ..report import write_outputs
+    from ..report import check_images_file, check_outputs, tally_review, write_outputs
 
     settings = settings_from(options)
+    out = out if out is not None else Path("reports") / resolve_output(pruned).name
+    # Every output refused now, before the audit is computed, not after.
+    inputs = [p for p in (settings.source, options["groups"], options["images"], review) if p is not None]
+    check_outputs(out, populations=[baseline, pruned], junit=junit, inputs=inputs)
+    if options["images"] is not None and not options["no_images"]:
+        check_images_file(options["images"])
     result = compare_populations(baseline, pruned, settings=settings, **groups_from(options))
-    out = out if out is not None else Path("reports") / Path(pruned).resolve().name
-    write_outputs(result, out, gallery=gallery_of(result, options), junit=junit, command=command_line())
+    # The sheet is checked against this audit's PIEs (a sheet of another audit is refused).
+    tally = tally_review(review, write=False, examples=result.examples) if review is not None else None
+    write_outputs(result, out, gallery=gallery_of(result, options), junit=junit, command=command_line(), review=tally)
     if not options["quiet"]:
         _print_verdict(result, out, rules_source(settings))
     if not result.gate.passed:
@@ -52,6 +64,9 @@ def _print_verdict(result, out: Path, source: str) -> None:  # noqa: ANN001 - Co
     console.print(f"[bold {OUTCOME_COLOURS[result.outcome]}]{result.verdict}[/]")
     for failure in gate.failures:
         console.print(f"  - {failure.message}", markup=False)
+    for unsettled in gate.inconclusive:
+        word = "allowed" if gate.rules.allow_inconclusive else "inconclusive"
+        console.print(f"  - {unsettled.rule} {word}: {unsettled.message}", markup=False)
     console.print(
         f"accuracy {result.baseline.accuracy_mean:.2%} ({result.baseline.n_models} baseline models) -> "
         f"{result.pruned.accuracy_mean:.2%} ({result.pruned.n_models} pruned models); "
@@ -64,6 +79,8 @@ def _print_verdict(result, out: Path, source: str) -> None:  # noqa: ANN001 - Co
         console.print(f"groups ({', '.join(result.group_attributes)}): {_group_impact(result)}", markup=False)
         for line in _error_rates(result):
             console.print(f"  {line}", markup=False)
+    if result.intensification is not None:
+        console.print(f"intensification: {result.intensification.sentence(alpha=result.settings['alpha'])}", markup=False)
     console.print(f"power: {result.power_sentence()}", markup=False)
     for note in result.notes:
         console.print(f"note: {note}", markup=False)
@@ -78,7 +95,8 @@ def _impact(result) -> str:  # noqa: ANN001 - CompareResult
     for rows, verb in ((result.harmed, "lost"), (result.helped, "gained")):
         shown = [
             f"{names[r.label]} ({verb} {abs(100 * r.recall_change):.1f} points of recall"
-            + (f", {abs(100 * r.normalized_change):.1f} more than the models' average)" if result.test != "mcnemar" else ")")
+            + (f", {abs(100 * r.normalized_change):.1f} more than the models' average" if result.test != "mcnemar" else "")
+            + (f", robustness {r.robustness:.2f})" if verb == "lost" and r.robustness == r.robustness else ")")
             for r in rows.head(5).itertuples()
         ]
         if shown:

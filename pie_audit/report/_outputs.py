@@ -17,11 +17,23 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 
-from .._atomic import atomic_file, check_file_target, exclusive_lock, replace_directory
+from .._atomic import (
+    IS_A_LINK,
+    NOT_A_DIRECTORY,
+    NOT_REPLACEABLE,
+    atomic_file,
+    check_output_path,
+    check_unlocked,
+    exclusive_lock,
+    replace_directory,
+    resolve_output,
+)
 from ..audit import SWEEP_PAGE, AuditResult, junit_xml, sweep_table
 from ..errors import OutputError
 from ._render import GALLERY_SIZE, NO_IMAGES, Gallery, render_report, render_sweep
@@ -38,6 +50,7 @@ __all__ = [
     "OUTPUT_FILES",
     "REPORT_FILES",
     "SWEEP_PAGE",
+    "check_outputs",
     "groups_csv_frame",
     "pie_gallery",
     "write_outputs",
@@ -106,21 +119,86 @@ def pie_gallery(
     return Gallery(rows=rows, thumbnails=images)
 
 
-def _check_apart_from_inputs(out: Path, results: Sequence[AuditResult]) -> None:
+def _check_apart_from_inputs(out: Path, populations: Sequence[str | Path]) -> None:
     """Refuse an output inside an input population (the next audit would read it as a model)."""
-    target = out.resolve()
-    for result in results:
-        for population in (result.baseline_dir, result.pruned_dir):
-            if population is None:  # built in memory
-                continue
-            population = Path(population).resolve()
-            if target == population or population in target.parents:
-                relation = "replace" if target == population else "lie inside"
-            elif target in population.parents:
-                relation = "contain"
-            else:
-                continue
-            raise OutputError(OUT_IN_INPUT.format(out=out, relation=relation, population=population))
+    target = resolve_output(out)
+    for given in populations:
+        population = resolve_output(given)
+        if target == population or population in target.parents:
+            relation = "replace" if target == population else "lie inside"
+        elif target in population.parents:
+            relation = "contain"
+        else:
+            continue
+        raise OutputError(OUT_IN_INPUT.format(out=out, relation=relation, population=population))
+
+
+def _audited(results: Sequence[AuditResult]) -> list[Path]:
+    """The population directories the audits read (none for populations built in memory)."""
+    return [Path(p) for r in results for p in (r.baseline_dir, r.pruned_dir) if p is not None]
+
+
+def _read_files(results: Sequence[AuditResult]) -> list[Path]:
+    """The other files the audits read: their rules and groups tables."""
+    return [Path(p) for r in results for p in (r.config_source, r.group_source) if p is not None]
+
+
+def check_outputs(
+    out: str | Path,
+    *,
+    populations: Sequence[str | Path],
+    junit: str | Path | None = None,
+    inputs: Sequence[str | Path] = (),
+    what: str = "report",
+    lock: bool = True,
+) -> None:
+    """Refuse now, before any audit is computed, every output :func:`write_outputs` or
+    :func:`write_sweep` would refuse; nothing is written.
+
+    Parameters
+    ----------
+    out : str or Path
+        The report directory (``what="report"``) or the sweep directory (``what="sweep"``).
+    populations : sequence of str or Path
+        The population directories the command reads: ``out`` must neither be, lie inside, nor
+        contain one; ``junit`` must not lie inside one.
+    junit : str or Path, optional
+        The JUnit file (``--junit``): missing or a regular file (:func:`pie_audit._atomic.check_output_path`),
+        outside the populations, ``inputs`` and ``out``, except ``out/junit.xml``, which is written
+        with the report.
+    inputs : sequence of str or Path
+        The other files the command reads (``--config``, ``--groups``, ``--images``): ``junit``
+        must be none of them.
+    what : {"report", "sweep"}
+    lock : bool, default True
+        Also refuse an ``out`` whose lock another writer holds (:func:`pie_audit._atomic.check_unlocked`).
+
+    Raises
+    ------
+    OutputError
+        The first output refused, naming it.
+    """
+    out = Path(out)
+    _check_apart_from_inputs(out, populations)
+    if out.is_symlink():
+        raise OutputError(IS_A_LINK.format(path=out))
+    accept, message = (_is_report_file, NOT_REPLACEABLE) if what == "report" else (_is_sweep_entry, NOT_A_SWEEP)
+    if out.exists():
+        if not out.is_dir():
+            raise OutputError(NOT_A_DIRECTORY.format(path=out))
+        for entry in out.iterdir():
+            if not accept(entry):
+                raise OutputError(message.format(path=out, entry=entry.name, what=what))
+    if junit is not None:
+        allowed = [out / JUNIT_FILE] if what == "report" else []
+        check_output_path(junit, inputs=[*populations, *inputs], outputs=[out], allowed=allowed)
+    if lock:
+        check_unlocked(out)
+
+
+def _junit_inside(out: Path, junit: str | Path | None) -> bool:
+    """Whether ``junit`` is ``out/junit.xml``: then written with the report, in one step."""
+    return junit is not None and resolve_output(junit) == resolve_output(out) / JUNIT_FILE
 
 
 def _is_report_file(entry: Path) -> bool:
@@ -135,14 +213,16 @@ def write_outputs(
     junit: str | Path | None = None,
     command: Sequence[str] | None = None,
     sweep_link: str | None = None,
+    review: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``summary.json``, ``examples.parquet``, ``classes.csv``, ``report.html`` and, when the
     audit has groups, ``groups.csv`` (:func:`groups_csv_frame`).
 
     The files are written into a temporary directory that then replaces ``out``: ``out`` may be
     missing or hold a previous report (:data:`REPORT_FILES`); anything else, an ``out`` inside
-    or around an audited population, or a ``junit`` path that cannot be written is refused
-    before anything is written.
+    or around an audited population, or a ``junit`` path that is refused by :func:`check_outputs`
+    (a device, FIFO, socket, symbolic link or directory, a path inside an input or inside
+    ``out`` but ``out/junit.xml``) is refused before anything is written.
 
     Parameters
     ----------
@@ -152,11 +232,15 @@ def write_outputs(
     gallery : Gallery, optional
         The report's PIE gallery (:func:`pie_gallery`); default: its PIEs without images.
     junit : str or Path, optional
-        Also write the gate as JUnit XML there (:func:`write_junit`).
+        Also write the gate as JUnit XML there (:func:`write_junit`); ``out/junit.xml`` is
+        written with the report, in the same step.
     command : sequence of str, optional
         The command line, recorded in the report's provenance.
     sweep_link : str, optional
         Relative link from ``report.html`` back to a sweep page.
+    review : DataFrame, optional
+        A blinded human review's tally (:func:`tally_review`, ``docs/review.md``): shown in the
+        report's PIE section and kept in ``summary.json`` ``review``.
 
     Returns
     -------
@@ -167,19 +251,20 @@ def write_outputs(
     ------
     OutputError
         ``out`` holds files that are not a report, lies inside or around an audited population,
-        or cannot be written; or ``junit`` cannot be written.
+        or cannot be written; or ``junit`` is refused (:func:`check_outputs`).
     """
     out = Path(out)
-    _check_apart_from_inputs(out, [result])
-    if junit is not None:
-        check_file_target(junit)
+    check_outputs(out, populations=_audited([result]), junit=junit, inputs=_read_files([result]))
     gallery = gallery if gallery is not None else pie_gallery(result)
     # Rendered first: the slowest step, and nothing is replaced if it fails.
-    html = render_report(result, gallery=gallery, command=command, sweep_link=sweep_link)
+    html = render_report(result, gallery=gallery, command=command, sweep_link=sweep_link, review=review)
+    inside = _junit_inside(out, junit)
     # One writer at a time: a second would clean up the first's temporary directory.
     with exclusive_lock(out), replace_directory(out, accept=_is_report_file, what="report") as tmp:
-        _write_report_files(result, tmp, html)
-    if junit is not None:
+        _write_report_files(result, tmp, html, review=review)
+        if inside:
+            write_junit(result, tmp / JUNIT_FILE)
+    if junit is not None and not inside:
         write_junit(result, junit)
     return out
 
@@ -210,9 +295,12 @@ def groups_csv_frame(result: AuditResult) -> pd.DataFrame | None:
     return pd.concat([groups[["group"]], pd.DataFrame(values, index=groups.index), rest], axis=1)
 
 
-def _write_report_files(result: AuditResult, directory: Path, html: str) -> None:
+def _write_report_files(result: AuditResult, directory: Path, html: str, *, review: pd.DataFrame | None = None) -> None:
+    summary = result.to_summary()
+    if review is not None:
+        summary["review"] = review_records(review)
     with open(directory / SUMMARY_FILE, "w", encoding="utf-8") as fh:
-        json.dump(result.to_summary(), fh, indent=2, allow_nan=False)
+        json.dump(summary, fh, indent=2, allow_nan=False)
         fh.write("\n")
     result.examples.to_parquet(directory / EXAMPLES_FILE, index=False)
     result.classes.to_csv(directory / CLASSES_FILE, index=False)
@@ -220,6 +308,14 @@ def _write_report_files(result: AuditResult, directory: Path, html: str) -> None
     if groups is not None:
         groups.to_csv(directory / GROUPS_CSV, index=False)
     (directory / REPORT_FILE).write_text(html, encoding="utf-8")
+
+
+def review_records(review: pd.DataFrame) -> list[dict[str, Any]]:
+    """A review tally as strict-JSON rows: an infinite or undefined odds ratio becomes ``null``."""
+    rows = []
+    for row in review.to_dict(orient="records"):
+        rows.append({k: (None if isinstance(v, float) and not np.isfinite(v) else (v.item() if isinstance(v, np.generic) else v)) for k, v in row.items()})
+    return rows
 
 
 def write_junit(result: AuditResult, path: str | Path) -> Path:
@@ -280,12 +376,8 @@ def write_sweep(
         population, or cannot be written.
     """
     out = Path(out)
-    _check_apart_from_inputs(out, [result for _, result in results])
-    if out.is_dir():
-        # Checked here too, with the sweep's own message, before any page is rendered.
-        for entry in out.iterdir():
-            if not _is_sweep_entry(entry):
-                raise OutputError(NOT_A_SWEEP.format(path=out, entry=entry.name))
+    # Before any page is rendered, with the sweep's own message.
+    check_outputs(out, populations=_audited([result for _, result in results]), what="sweep")
     galleries = list(galleries) if galleries is not None else [None] * len(results)
     pages = [
         render_report(

@@ -150,6 +150,8 @@ def _significance(row: Any, *, absolute: str = "recall_p_value", untested: str =
 #: classes that matter (:func:`table_classes`), and ``classes.csv`` holds them all. At 21,843
 #: classes a row per class made a 14 MB page that took Chromium 18 s to open.
 MAX_TABLE_CLASSES = 500
+#: Rows per page of the class table in the browser (pager.js); a table this long or shorter has no pager.
+TABLE_PAGE_SIZE = 100
 #: Beyond the significant ones, the table's share of the most extreme classes.
 EXTREME_TABLE_CLASSES = 200
 
@@ -203,10 +205,17 @@ def _class_rows(classes: pd.DataFrame) -> list[dict[str, Any]]:
                 "recall_q": (_p(r.recall_q_value), _sort_key(r.recall_q_value)),
                 "mde": (_points(r.mde).lstrip("+"), _sort_key(r.mde)),
                 "significance": _significance(r),
+                "robustness": _robustness(r),
                 "direction": r.direction,
             }
         )
     return rows
+
+
+def _robustness(row: Any) -> tuple[str, Any]:
+    """A harmed class's (group's) robustness as text and sort key; a dash for the others."""
+    value = _finite(getattr(row, "robustness", float("nan")))
+    return (_DASH, "") if value is None else (f"{value:.2f}", value)
 
 
 def _impacted(frame: pd.DataFrame, names: Sequence[str], test: str) -> list[dict[str, str]]:
@@ -256,6 +265,8 @@ def _gate_rows(result: AuditResult) -> list[dict[str, str]]:
     gate = result.gate
     limits = gate.rules.limits()
     failed = {f.rule for f in gate.failures}
+    word = "inconclusive (allowed)" if gate.rules.allow_inconclusive else "inconclusive"
+    unsettled = {i.rule: word for i in gate.inconclusive}
     observed = gate.observed
     harmed, fell = observed["max-class-drop"], observed["max-class-recall-drop"]
     lost, power = observed["max-accuracy-drop"], observed["min-power"]
@@ -294,7 +305,11 @@ def _gate_rows(result: AuditResult) -> list[dict[str, str]]:
             "what": text,
             "limit": "off" if limits.get(rule) is None else limit_texts[rule](limits[rule]),
             "observed": shown[rule],
-            "status": "off" if limits.get(rule) is None else "failed" if rule in failed else "passed",
+            "status": "off"
+            if limits.get(rule) is None
+            else "failed"
+            if rule in failed
+            else unsettled.get(rule, "passed"),
         }
         for rule, text in texts.items()
     ]
@@ -317,6 +332,9 @@ def _gallery(gallery: Gallery, names: Sequence[str], attributes: Sequence[str] =
             "pruned_share": _pct(r.pruned_share, 0) + (", tied" if r.pruned_tied else ""),
             "stability": _pct(r.stability, 0) + (" (stable)" if r.stability >= STABLE else ""),
             "score": f"{r.score:.2f}",
+            # cleanlab's flag (pd.NA without probabilities): a likely wrong label, shown on the card.
+            "label_issue": _flag(getattr(r, "label_issue", False)),
+            "label_quality": _finite(getattr(r, "label_quality", float("nan"))),
             "baseline_right": bool(r.baseline_modal == r.label),
             "pruned_right": bool(r.pruned_modal == r.label),
             "data": {f"data-a{k}": column[i] for (k, _), column in zip(present, values, strict=True)},
@@ -324,6 +342,53 @@ def _gallery(gallery: Gallery, names: Sequence[str], attributes: Sequence[str] =
         }
         for i, r in enumerate(rows.itertuples(index=False))
     ]
+
+
+def _why_pies(pies: Any) -> list[str]:
+    """What the label issues and the dense-only risk score say of the PIEs, in words (none if unknown)."""
+    lines = []
+    if pies.label_issue_fraction is not None:
+        test = "" if pies.label_issue_p_value is None else (
+            f" (odds ratio {_number(pies.label_issue_odds_ratio)}, Fisher's exact test p = {_p(pies.label_issue_p_value)})"
+        )
+        lines.append(
+            f"Label issues: cleanlab flags {_pct(pies.label_issue_fraction)} of the PIEs as likely label errors, "
+            f"against {_pct(pies.non_pie_label_issue_fraction)} of the other examples{test}. "
+            "Flagged PIEs are marked in the gallery."
+        )
+    if pies.risk_auc is not None:
+        lines.append(
+            f"Dense-only risk: the risk score, computed from the baseline alone (pie-audit risk), ranks the PIEs "
+            f"with ROC AUC {pies.risk_auc:.2f}; PIEs are {_pct(pies.risk_top_1_percent)} of the 1% riskiest examples "
+            f"and {_pct(pies.risk_top_5_percent)} of the 5% riskiest (against {_pct(pies.fraction)} of all)."
+        )
+    return lines
+
+
+def _review_rows(review: pd.DataFrame) -> list[dict[str, Any]]:
+    """The human review's tally (``docs/review.md``), one row per category, as the report shows it."""
+    return [
+        {
+            "category": str(r.category),
+            "pies": int(r.pies),
+            "controls": int(r.controls),
+            "odds": (_number(r.odds_ratio), _sort_key(r.odds_ratio)),
+            "p": (_p(r.p_value), _sort_key(r.p_value)),
+            "q": (_p(r.q_value), _sort_key(r.q_value)),
+        }
+        for r in review.itertuples(index=False)
+    ]
+
+
+def _number(value: float | None) -> str:
+    if value is None or not np.isfinite(value):
+        return "infinite" if value is not None else "\u2014"
+    return f"{value:.2f}"
+
+
+def _flag(value: Any) -> bool:
+    """A nullable boolean as a plain one: missing (``pd.NA``) is False."""
+    return False if value is pd.NA or value is None else bool(value)
 
 
 def _group_significance(row: Any) -> str:
@@ -356,6 +421,7 @@ def _group_rows(groups: pd.DataFrame) -> list[dict[str, Any]]:
                     (_points(r.mde).lstrip("+"), _sort_key(r.mde)),
                 ],
                 "significance": _group_significance(r),
+                "robustness": _robustness(r),
                 "direction": r.direction,
                 "n_pies": int(r.n_pies),
             }
@@ -577,6 +643,7 @@ def render_report(
     command: Sequence[str] | None = None,
     created_at: datetime | None = None,
     sweep_link: str | None = None,
+    review: pd.DataFrame | None = None,
 ) -> str:
     """The audit as one self-contained HTML page.
 
@@ -601,7 +668,15 @@ def render_report(
     """
     from markupsafe import Markup
 
-    from ._plots import MAX_PLOTTED_CLASSES, accuracy_svg, class_change_svg, pie_flows_svg, pies_per_class_svg
+    from ._plots import (
+        MAX_PLOTTED_CLASSES,
+        accuracy_svg,
+        class_change_svg,
+        class_volcano_svg,
+        intensification_svg,
+        pie_flows_svg,
+        pies_per_class_svg,
+    )
     from ..interchange import population_provenance
 
     if gallery is None:
@@ -625,7 +700,10 @@ def render_report(
         "sweep_link": sweep_link,
         "passed": result.gate.passed,
         "underpowered": result.outcome == "underpowered",
+        "outcome": result.outcome,
         "badge": result.verdict_line(rules=False, power=False),
+        "inconclusive": [(i.rule, i.message) for i in result.gate.inconclusive],
+        "inconclusive_allowed": result.gate.rules.allow_inconclusive,
         "power_sentence": result.power_sentence(),
         "power_target": f"{result.power.target:g}",
         "test_words": TEST_WORDS[result.test],
@@ -647,6 +725,8 @@ def render_report(
         "pie_count": pies.count,
         "pie_fraction": _pct(pies.fraction, 2),
         "n_stable": pies.n_stable,
+        "why_pies": _why_pies(pies),
+        "review": None if review is None else _review_rows(review),
         "n_tied": pies.n_tied,
         "harmed": _impacted(result.harmed, names, result.test),
         "helped": _impacted(result.helped, names, result.test),
@@ -657,9 +737,25 @@ def render_report(
         "settings_items": [(k, str(v)) for k, v in result.settings.items()],
         "class_rows": _class_rows(table_classes(result.classes)),
         "table_limited": len(result.classes) > MAX_TABLE_CLASSES,
+        "page_size": TABLE_PAGE_SIZE,
         "extreme_table": EXTREME_TABLE_CLASSES,
         "change_svg": Markup(class_change_svg(result.classes, class_labels=shown)),
         "change_limited": n_classes > MAX_PLOTTED_CLASSES,
+        "intensification": None
+        if result.intensification is None
+        else result.intensification.sentence(alpha=result.settings["alpha"]),
+        "intensification_svg": Markup(
+            intensification_svg(result.classes, baseline_accuracy=result.baseline.accuracy_mean)
+        ),
+        # Beyond what the forest plot shows, every class as one point.
+        "volcano_svg": Markup(
+            class_volcano_svg(
+                result.classes, class_labels=shown, alpha=result.settings["alpha"],
+                q_column="recall_q_value" if result.test == "mcnemar" else "q_value",
+            )
+        )
+        if n_classes > MAX_PLOTTED_CLASSES
+        else "",
         "max_plotted": MAX_PLOTTED_CLASSES,
         "pies_svg": Markup(pies_per_class_svg(result.classes, class_labels=shown)),
         "flows_svg": Markup(pie_flows_svg(result.pie_flows, class_labels=shown)),
@@ -862,6 +958,8 @@ def render_sweep(
             # NaN (or a missing column): that audit had no groups.
             "harmed_groups": _count(getattr(r, "harmed_groups", None)),
             "passed": bool(r.gate_passed),
+            # Tables written before gate_outcome existed say only passed or not.
+            "outcome": str(getattr(r, "gate_outcome", "passed" if r.gate_passed else "failed")),
         }
         for r, link in zip(sweep.itertuples(index=False), links, strict=True)
     ]
