@@ -297,8 +297,11 @@ def pies_of(result) -> np.ndarray:
 
 
 def test_columns_and_groups():
+    from pie_audit.audit._groups import GROUP_EXPLAIN_COLUMNS
+
     result, _, _ = audit()
-    assert list(result.groups.columns) == GROUP_COLUMNS
+    # The audit adds each group's PIE explanations (label issues, risk) to group_statistics' table.
+    assert list(result.groups.columns) == GROUP_COLUMNS + list(GROUP_EXPLAIN_COLUMNS)
     assert list(result.group_cells.columns) == CELL_COLUMNS
     assert result.group_attributes == ("sex", "age")
     assert result.group_source is None  # given in memory

@@ -114,3 +114,25 @@ def test_a_class_without_examples_is_a_note_not_a_warning():
     found = label_issues(labels, probs)
     assert found.issue.shape == (150,) and not found.issue.any()
     assert all(isinstance(w, str) for w in found.warnings)
+
+
+def test_label_issues_and_risk_per_group():
+    from sklearn.metrics import roc_auc_score
+
+    labels, base, pruned, _ = _mislabelled(seed=5)
+    probs = _probabilities(base, labels, seed=6)
+    site = np.where(np.arange(600) % 3 == 0, "north", "south")
+    result = pie_audit.compare(
+        Population.from_arrays(base, labels, probabilities=probs), Population.from_arrays(pruned, labels, name="p"),
+        groups=pd.DataFrame({"example_id": np.arange(600), "site": site}), n_bootstrap=10,
+    )  # fmt: skip
+    examples = result.examples.set_index("example_id").loc[np.arange(600)]
+    pie, issue, risk = examples["pie"].to_numpy(), examples["label_issue"].to_numpy(dtype=bool), examples["risk"].to_numpy()
+    for row in result.groups.itertuples():
+        mask = site == row.group.split("=")[1]
+        a, b = (pie & issue & mask).sum(), (pie & ~issue & mask).sum()
+        c, d = (~pie & issue & mask).sum(), (~pie & ~issue & mask).sum()
+        assert row.label_issue_fraction == pytest.approx(a / (a + b))
+        assert row.non_pie_label_issue_fraction == pytest.approx(c / (c + d))
+        assert row.label_issue_p_value == pytest.approx(stats.fisher_exact([[a, b], [c, d]])[1])
+        assert row.risk_auc == pytest.approx(roc_auc_score(pie[mask], risk[mask]))

@@ -145,6 +145,8 @@ def audit_populations(
             confidence=settings.confidence,
             seed=settings.seed,
             min_support=settings.min_group_support,
+            label_issue=None if labelled is None else labelled.issue,
+            risk=risk["risk"].to_numpy(),
         )
     stats.insert(1, "name", list(names))
     stats.insert(3, "n_pies", np.bincount(labels[is_pie], minlength=len(names)).astype(np.int64))

@@ -48,6 +48,8 @@ from ._stats import (
 
 __all__ = [
     "GROUP_COLUMNS",
+    "GROUP_EXPLAIN_COLUMNS",
+    "explain_groups",
     "CELL_COLUMNS",
     "DEFAULT_MIN_SUPPORT",
     "MAX_INTERSECTED",
@@ -579,8 +581,14 @@ def audit_groups(
     confidence: float,
     seed: int,
     min_support: int,
+    label_issue: np.ndarray | None = None,
+    risk: np.ndarray | None = None,
 ) -> GroupAudit:
-    """Groups and cells of one audit at once, forming the groups once (inputs already checked)."""
+    """Groups and cells of one audit at once, forming the groups once (inputs already checked).
+
+    With ``label_issue`` (cleanlab's flags) and ``risk`` (the dense-only risk score), the groups
+    table gains :data:`GROUP_EXPLAIN_COLUMNS` (:func:`explain_groups`).
+    """
     group_set = group_members(attributes)
     base = np.asarray(baseline_predictions, dtype=np.int64)
     pruned = np.asarray(pruned_predictions, dtype=np.int64)
@@ -592,7 +600,59 @@ def audit_groups(
     )
     cells = _cell_frame(base, pruned, labels, group_set, n_classes=n_classes, names=class_names, test=test,
                         alpha=alpha, correction=correction, min_support=min_support)
+    groups = explain_groups(groups, group_set.members, np.asarray(pies, dtype=bool), label_issue=label_issue, risk=risk)
     return GroupAudit(groups=groups, cells=cells, power_inputs=inputs)
+
+
+#: What :func:`explain_groups` adds to the groups table: the PIE explanations within each group.
+GROUP_EXPLAIN_COLUMNS = ("label_issue_fraction", "non_pie_label_issue_fraction", "label_issue_p_value", "risk_auc")
+
+
+def explain_groups(
+    groups: pd.DataFrame,
+    members: np.ndarray,
+    pies: np.ndarray,
+    *,
+    label_issue: np.ndarray | None = None,
+    risk: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Each group's label issues among its PIEs and how well the dense-only risk ranked them.
+
+    Parameters
+    ----------
+    groups : DataFrame
+        One row per group, in the order of ``members``.
+    members : ndarray of shape (G, N), bool
+    pies : ndarray of shape (N,), bool
+    label_issue : ndarray of shape (N,), bool, optional
+        cleanlab's flags (:mod:`._labels`); without them the label columns are NaN.
+    risk : ndarray of shape (N,), optional
+        The dense-only risk score (:mod:`._risk`); without it ``risk_auc`` is NaN.
+
+    Returns
+    -------
+    DataFrame
+        ``groups`` with :data:`GROUP_EXPLAIN_COLUMNS`: within the group, the fraction of its PIEs
+        and of its other examples that are likely label errors and Fisher's two-sided p-value
+        (:func:`._labels.label_issue_enrichment`), and the ROC AUC of ``risk`` for the PIE flag
+        (:func:`._risk.risk_auc`). NaN where undefined (no PIE, or nothing but PIEs, in the group).
+    """
+    from ._labels import label_issue_enrichment
+    from ._risk import risk_auc
+
+    out = groups.copy()
+    values = {column: np.full(len(groups), np.nan) for column in GROUP_EXPLAIN_COLUMNS}
+    for g, mask in enumerate(members):
+        if label_issue is not None:
+            found = label_issue_enrichment(pies[mask], label_issue[mask])
+            for column, value in zip(GROUP_EXPLAIN_COLUMNS[:3], (found.fraction, found.non_pie_fraction, found.p_value), strict=True):
+                values[column][g] = np.nan if value is None else value
+        if risk is not None:
+            auc = risk_auc(risk[mask], pies[mask])
+            values["risk_auc"][g] = np.nan if auc is None else auc
+    for column in GROUP_EXPLAIN_COLUMNS:
+        out[column] = values[column]
+    return out
 
 
 def harmed_groups(groups: pd.DataFrame | None) -> pd.DataFrame:
