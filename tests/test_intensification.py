@@ -24,6 +24,21 @@ def test_spearman_equals_scipy(seed):
     assert p == pytest.approx(expected.pvalue, rel=1e-9)
 
 
+@pytest.mark.parametrize("n", [4, 6, 7])
+def test_small_samples_get_the_exact_permutation_p_value(n):
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=n)
+    y = x + rng.normal(scale=0.5, size=n)
+    rho, p = spearman(x, y)
+    exact = stats.permutation_test(
+        (y,), lambda yy: stats.spearmanr(x, yy).statistic, permutation_type="pairings", n_resamples=np.inf
+    )
+    assert rho == pytest.approx(stats.spearmanr(x, y).statistic, rel=1e-12)
+    assert p == pytest.approx(exact.pvalue, rel=1e-9)
+    # Four points in perfect order: 2 of the 24 orders are as extreme, not p = 0.
+    assert spearman(np.arange(4.0), np.arange(4.0))[1] == pytest.approx(2 / 24)
+
+
 def _audit(class_accuracy_pruned, seed=0):
     """12 classes whose dense recall ranges from 60% to 95%; the pruned models move each as given."""
     labels = np.repeat(np.arange(12), 200)

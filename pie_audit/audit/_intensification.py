@@ -7,10 +7,12 @@ Spearman's rank correlation between the **dense deficit** (the class's baseline 
 the baseline's mean accuracy) and the class's ``normalized_change``: intensification is a positive
 correlation (hard classes, negative deficit, lose most, negative change).
 
-Spearman's rho is the Pearson correlation of the average ranks; its p-value is the two-sided
-t approximation ``t = rho * sqrt((n - 2) / (1 - rho^2))`` on ``n - 2`` degrees of freedom, as
-``scipy.stats.spearmanr`` computes it (``tests/test_intensification.py`` checks both against it),
-without importing ``scipy.stats``.
+Spearman's rho is the Pearson correlation of the average ranks. Its p-value is two-sided: from
+10 points on, the t approximation ``t = rho * sqrt((n - 2) / (1 - rho^2))`` on ``n - 2`` degrees
+of freedom, as ``scipy.stats.spearmanr`` computes it; up to 9 points, exact, over every
+permutation of the ranks (the approximation gives p = 0 for 4 points in perfect order, where the
+exact answer is 1/12). ``tests/test_intensification.py`` checks both against scipy, without
+``scipy.stats`` imported here.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ __all__ = ["Intensification", "intensification", "spearman"]
 
 #: Fewer tested classes (groups) than this: no correlation is stated.
 MIN_POINTS = 3
+#: Up to this many points the p-value is exact (every permutation of the ranks); beyond, the t
+#: approximation of ``scipy.stats.spearmanr``.
+EXACT_POINTS = 9
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,8 @@ class Intensification:
         hard = "classes" if self.what == "classes" else "groups"
         if self.rho is None:
             return f"no rank correlation over {self.n} tested {hard} (too few, or no variation)"
-        stat = f"rho = {self.rho:.2f}, p = {_p(self.p_value)}, {self.n} {hard}"
+        p = _p(self.p_value)
+        stat = f"rho = {self.rho:.2f}, p {p if p.startswith('<') else '= ' + p}, {self.n} {hard}"
         if self.p_value is not None and self.p_value <= alpha:
             verb = "lost more" if self.rho > 0 else "lost less"
             return f"{hard} the dense models found hard {verb}: {stat}"
@@ -67,11 +73,14 @@ class Intensification:
 def _p(p: float | None) -> str:
     if p is None:
         return "undefined"
+    if p < 1e-16:
+        return "< 1e-16"  # a perfect order of 10 or more: below what doubles tell apart from 0
     return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Spearman's rho and its two-sided p-value, as ``scipy.stats.spearmanr(x, y)``.
+    """Spearman's rho and its two-sided p-value (as ``scipy.stats.spearmanr(x, y)`` from 10 points,
+    exact by permutation below).
 
     Parameters
     ----------
@@ -91,11 +100,27 @@ def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return float("nan"), float("nan")
     rho = float(np.clip((rx * ry).sum() / denominator, -1.0, 1.0))
     n = x.shape[0]
+    if n <= EXACT_POINTS:
+        return rho, _exact_p(rx, ry, rho)
     r = np.float64(rho)
     with np.errstate(divide="ignore"):
         # |rho| = 1: t is infinite and p = 0, as scipy gives.
         t = r * np.sqrt((n - 2) / ((1.0 - r) * (1.0 + r)))
     return rho, float(two_sided_p_value(np.asarray([t]), np.asarray([n - 2.0]))[0])
+
+
+def _exact_p(rx: np.ndarray, ry: np.ndarray, rho: float) -> float:
+    """Two-sided p of rho under every permutation of the ranks (``n! <= 362,880``).
+
+    The t approximation gives p = 0 for a perfect correlation of 4 points, where the exact
+    answer is 2/24: at this size the permutation distribution is the honest one.
+    """
+    from itertools import permutations
+
+    n = rx.shape[0]
+    orders = np.fromiter((i for order in permutations(range(n)) for i in order), dtype=np.int8).reshape(-1, n)
+    rhos = (ry[orders] * rx).sum(axis=1) / np.sqrt((rx * rx).sum() * (ry * ry).sum())
+    return float(np.mean(np.abs(rhos) >= abs(rho) - 1e-12))
 
 
 def intensification(

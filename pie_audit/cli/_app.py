@@ -149,8 +149,18 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if code is not None else EXIT_OK)
 
 
+_argv: list[str] | None = None
+
+
+def current_argv() -> list[str] | None:
+    """The arguments :func:`main` was called with, or ``None`` when it reads ``sys.argv``."""
+    return _argv
+
+
 def _run(argv: list[str] | None) -> int | None:
     """The command's exit code: the exceptions of the command turned into codes."""
+    global _argv
+    _argv = None if argv is None else [str(a) for a in argv]
     try:
         code = app(args=argv, prog_name="pie-audit", standalone_mode=False)
     except PieAuditError as e:

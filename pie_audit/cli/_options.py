@@ -171,5 +171,9 @@ def rules_source(settings: Settings) -> str:
 
 
 def command_line() -> list[str]:
-    """This process's command line, for the report's provenance."""
-    return ["pie-audit", *sys.argv[1:]]
+    """The command being run, for the report's provenance: ``main(argv)``'s arguments when it was
+    called with some (from Python), else this process's command line."""
+    from ._app import current_argv
+
+    argv = current_argv()
+    return ["pie-audit", *(sys.argv[1:] if argv is None else argv)]

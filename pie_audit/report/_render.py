@@ -299,6 +299,9 @@ def _gate_rows(result: AuditResult) -> list[dict[str, str]]:
             "no group's accuracy fell significantly" if group_fell is None else _drop(group_fell)
         )
         limit_texts.update({"max-group-drop": _drop, "max-group-accuracy-drop": _drop})
+    for entry in gate.inconclusive:
+        # The drop the status is about, not only that nothing was significant.
+        shown[entry.rule] = f"{shown[entry.rule]}; {_drop(entry.value)} not significant"
     return [
         {
             "rule": rule,
@@ -349,7 +352,7 @@ def _why_pies(pies: Any) -> list[str]:
     lines = []
     if pies.label_issue_fraction is not None:
         test = "" if pies.label_issue_p_value is None else (
-            f" (odds ratio {_number(pies.label_issue_odds_ratio)}, Fisher's exact test p = {_p(pies.label_issue_p_value)})"
+            f" (odds ratio {_number(pies.label_issue_odds_ratio)}, Fisher's exact test p {_relation(pies.label_issue_p_value)})"
         )
         lines.append(
             f"Label issues: cleanlab flags {_pct(pies.label_issue_fraction)} of the PIEs as likely label errors, "
