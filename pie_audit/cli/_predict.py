@@ -16,7 +16,7 @@ def predict(
     model_files: Annotated[
         list[Path],
         typer.Argument(
-            help="Model files: model.pt state dicts (from pie-audit train), TorchScript archives, torch.export .pt2 programs.",
+            help="Model files: model.pt state dicts (from pie-audit train), TorchScript archives, torch.export .pt2 programs, .onnx models.",
             show_default=False,
         ),
     ],
@@ -31,7 +31,11 @@ def predict(
         Optional[str],
         typer.Option(help="celeba: the attribute the models predict. Default: run.json's, beside model.pt, else Blond_Hair.", show_default=False),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (torch models).")] = "auto",
+    provider: Annotated[
+        Optional[str],
+        typer.Option(help="The onnxruntime execution provider of .onnx files. Default: CPUExecutionProvider.", show_default=False),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Test images per forward pass.")] = 1024,
     trust_code: Annotated[
         bool,
@@ -53,7 +57,7 @@ def predict(
 
     written = predict_files(
         model_files, dataset=dataset, out=out, arch=arch, data_root=data_root, target=target, device=device,
-        batch_size=batch_size, trust_code=trust_code, command=command_line(),
+        batch_size=batch_size, trust_code=trust_code, command=command_line(), provider=provider,
     )  # fmt: skip
     if not quiet:
         for directory in written:

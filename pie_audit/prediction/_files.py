@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .._atomic import ALREADY_EXISTS, NOT_A_DIRECTORY, check_unlocked, exclusive_lock, resolve_output
 from ..errors import ConfigError, FormatError, OutputError, PieAuditError
 from ..interchange import GROUPS_FILE, MODEL_FILE, RUN_FILE, read_run, write_groups
-from ._loading import IN_FILE, KIND_WORDS, NO_SUCH_FILE, LoadedModel, check_run_dataset, load_model_file, one_line
+from ._loading import IN_FILE, KIND_WORDS, NO_SUCH_FILE, ONNX, LoadedModel, check_run_dataset, load_model_file, one_line
 from ._predict import Evaluation, evaluate, model_record, write_model
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ def predict_files(
     batch_size: int = DEFAULT_BATCH_SIZE,
     trust_code: bool = False,
     command: Sequence[str] | None = None,
+    provider: str | None = None,
 ) -> list[Path]:
     """Evaluate saved models on a dataset's test split into a population directory.
 
@@ -80,7 +81,8 @@ def predict_files(
     files : sequence of str or Path
         Model files: state dicts of a registry architecture (``model.pt`` from
         ``pie-audit train``; int8 ones too, from :mod:`pie_audit.training._quantization`), TorchScript
-        archives, or ``torch.export`` programs (``.pt2``).
+        archives, ``torch.export`` programs (``.pt2``), or ONNX models (``.onnx``, run by ONNX
+        Runtime; :mod:`pie_audit.prediction._onnx`).
     dataset : str or Dataset
         A registry name (:data:`pie_audit.data.DATASETS`) or a loaded dataset.
     out : str or Path
@@ -105,6 +107,9 @@ def predict_files(
         code from the file.
     command : sequence of str, optional
         The command line, recorded in each ``run.json``.
+    provider : str, optional
+        The onnxruntime execution provider of ``.onnx`` files (``device`` is for torch models);
+        default ``CPUExecutionProvider``. An unavailable one is refused before any file is read.
 
     Returns
     -------
@@ -150,6 +155,10 @@ def predict_files(
     elif target is not None and dataset in DATASETS:
         resolve_target(dataset, target)  # an unknown target, before any file is read
     where = resolve_device(device)
+    if provider is not None:
+        from ._onnx import check_provider
+
+        check_provider(provider)
     out = Path(out)
     resolve_output(out)  # a loop of symbolic links is refused by name
     if out.exists() and not out.is_dir():
@@ -192,9 +201,10 @@ def predict_files(
 
     done: list[tuple[str, Evaluation, dict[str, Any]]] = []
     for name, path in names.items():
-        loaded = load_model_file(path, arch=arch, dataset=data, trust_code=trust_code)
-        # Int8 kernels exist for the CPU only, whatever device the float models get.
-        device = torch.device("cpu") if loaded.int8 else where
+        loaded = load_model_file(path, arch=arch, dataset=data, trust_code=trust_code, provider=provider)
+        # Int8 kernels exist for the CPU only, whatever device the float models get; an ONNX
+        # model is fed from host memory and runs on its provider.
+        device = torch.device("cpu") if loaded.int8 or loaded.kind == ONNX else where
         module = loaded.module.to(device)
         forward = _guarded(module, loaded, data)
         try:

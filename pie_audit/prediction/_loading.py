@@ -44,6 +44,7 @@ __all__ = [
     "STATE_DICT",
     "TORCHSCRIPT",
     "TORCH_EXPORT",
+    "ONNX",
     "KIND_WORDS",
     "check_run_dataset",
     "one_line",
@@ -53,10 +54,12 @@ __all__ = [
 STATE_DICT = "state_dict"
 TORCHSCRIPT = "torchscript"
 TORCH_EXPORT = "torch.export"
+ONNX = "onnx"
 KIND_WORDS = {
     STATE_DICT: "state dict",
     TORCHSCRIPT: "TorchScript archive",
     TORCH_EXPORT: "torch.export program",
+    ONNX: "ONNX model",
 }
 
 # Messages are constants so that tests (and users' scripts) see the same wording every time.
@@ -118,8 +121,8 @@ class LoadedModel:
     ----------
     module : nn.Module
         Ready to evaluate, on the CPU.
-    kind : {"state_dict", "torchscript", "torch.export"}
-        What the file was.
+    kind : {"state_dict", "torchscript", "torch.export", "onnx"}
+        What the file was (an ONNX model's module is an onnxruntime session wrapped as a module).
     path : Path
     sha256 : str
         Hex SHA-256 of the bytes that were loaded.
@@ -150,6 +153,7 @@ def load_model_file(
     arch: str | None = None,
     dataset: Dataset,
     trust_code: bool = False,
+    provider: str | None = None,
 ) -> LoadedModel:
     """Load a model file safely, telling its kind from its contents.
 
@@ -170,6 +174,9 @@ def load_model_file(
     - **torch.export program** (``torch.export.save``, ``.pt2``): ``torch.export.load``, only
       with ``trust_code``, and only when no part of the archive would be unpickled without
       ``weights_only``.
+    - **ONNX model** (a file named ``*.onnx``): parsed by ``onnx`` and run by ONNX Runtime
+      (:func:`pie_audit.prediction._onnx.load_onnx_file`), its input and output checked against
+      ``dataset``; it holds no pickles, so it needs no ``trust_code``.
 
     Parameters
     ----------
@@ -182,6 +189,8 @@ def load_model_file(
         and is checked against the ``run.json`` beside a ``model.pt``.
     trust_code : bool, default False
         Allow the two kinds that are programs.
+    provider : str, optional
+        The onnxruntime execution provider of an ONNX model; default ``CPUExecutionProvider``.
 
     Returns
     -------
@@ -193,6 +202,13 @@ def load_model_file(
         As :func:`predict_files` describes.
     """
     path = Path(path)
+    from ._onnx import is_onnx_file, load_onnx_file
+
+    if is_onnx_file(path):
+        module, sha256 = load_onnx_file(
+            path, image_shape=dataset.image_shape, num_classes=dataset.num_classes, provider=provider
+        )
+        return LoadedModel(module=module, kind=ONNX, path=path, sha256=sha256)
     try:
         content = read_bounded(path, limit=MAX_MODEL_BYTES, what="a model file")
     except FileNotFoundError as e:

@@ -44,7 +44,10 @@ __all__ = [
 SOURCE = "pie_audit.predict"
 
 # Messages are constants so that tests (and users' scripts) see the same wording every time.
-NOT_A_MODULE = "model must be a torch.nn.Module, got {what}"
+NOT_A_MODULE = "model must be a torch.nn.Module, an .onnx file or an onnxruntime.InferenceSession, got {what}"
+DEVICE_FOR_ONNX = "device is where a torch model runs; an ONNX model runs on its execution provider (provider=)"
+PROVIDER_FOR_SESSION = "provider is for an .onnx file; an onnxruntime.InferenceSession runs on the providers it was made with"
+PROVIDER_FOR_TORCH = "provider is the onnxruntime execution provider of an ONNX model; a torch model runs on its device (device=)"
 NOT_ITERABLE = "loader must be an iterable of batches (a torch.utils.data.DataLoader), got {what}"
 BAD_CLASSES = "classes must be a non-empty sequence of strings"
 BAD_BATCH = "batch {index}: expected (inputs, labels) or (inputs, labels, example_ids), got {what}"
@@ -67,7 +70,7 @@ BAD_RUN = "run must be a mapping of JSON values, got {what}"
 _CONV_LINEAR = {"Conv1d": "conv", "Conv2d": "conv", "Conv3d": "conv", "Linear": "linear"}
 _MEASURED = (
     "format", "source", "model_class", "n_parameters", "classes", "sparsity", "accuracy",
-    "device", "versions", "finished_at",
+    "device", "versions", "finished_at", "runtime", "onnx", "source_bytes",
 )  # fmt: skip
 _MEASURED_DATASET = ("n_examples",)
 
@@ -96,7 +99,7 @@ class Evaluation:
 
 
 def predict(
-    model: nn.Module,
+    model: nn.Module | str | Path | Any,
     loader: Iterable[Any],
     out: str | Path,
     *,
@@ -104,6 +107,7 @@ def predict(
     device: str | torch.device | None = None,
     example_ids: Any = None,
     run: Mapping[str, Any] | None = None,
+    provider: str | None = None,
 ) -> Path:
     """Evaluate a model on a data loader and write one model directory in the interchange format.
 
@@ -113,10 +117,13 @@ def predict(
 
     Parameters
     ----------
-    model : nn.Module
+    model : nn.Module, str, Path or onnxruntime.InferenceSession
         A classifier returning logits of shape (B, C) for inputs of shape (B, ...); the
         probabilities written are their softmax. A model that already returns probabilities
         gets a second softmax: its predictions stay right, its ``prob_*`` columns do not.
+        An ``.onnx`` file, or a session, is run by ONNX Runtime on images of shape
+        (B, C, H, W) (``docs/predict.md``); an ONNX graph ending in ``Softmax`` is taken as
+        probabilities.
     loader : iterable of batches
         A :class:`torch.utils.data.DataLoader` (or any iterable) yielding ``(x, y)`` or
         ``(x, y, example_id)``: ``x`` a tensor of shape (B, ...), ``y`` integer labels of shape
@@ -138,6 +145,9 @@ def predict(
         pruned model's parent lets the audit pair it with its baseline model) or
         ``{"dataset": {"name": "my-set", "hash": ...}}``. What :func:`predict` measures itself
         cannot be given here.
+    provider : str, optional
+        The onnxruntime execution provider of an ``.onnx`` file; default
+        ``CPUExecutionProvider``. A session runs on its own.
 
     Returns
     -------
@@ -175,10 +185,11 @@ def predict(
 
     out = Path(out)
     _check_out(out)
-    if not isinstance(model, nn.Module):
-        raise ConfigError(NOT_A_MODULE.format(what=type(model).__name__))
     classes = _check_classes(classes)
     extra = _check_run(run)
+    model = _onnx_model(model, device=device, provider=provider, n_classes=_count(classes), extra=extra)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(NOT_A_MODULE.format(what=type(model).__name__))
     ids = None if example_ids is None else _integers(example_ids)
     target = _resolve_device(device, model)
     model.to(target)
@@ -187,6 +198,32 @@ def predict(
     dataset = {"n_examples": int(evaluation.labels.size)}
     record = model_record(model, evaluation, classes=classes, device=target, dataset=dataset, extra=extra)
     return write_model(out, evaluation, record)
+
+
+def _onnx_model(
+    model: Any, *, device: Any, provider: str | None, n_classes: int | None, extra: dict[str, Any]
+) -> Any:
+    """An :class:`~._onnx.OnnxModule` for an ``.onnx`` path or a session (``extra`` gains the
+    file's provenance); any other model as it is."""
+    from ._loading import ONNX
+    from ._onnx import is_onnx_file, is_session, load_onnx_file, onnx_session
+
+    onnx_file = isinstance(model, (str, Path)) and is_onnx_file(model)
+    session = is_session(model)
+    if not (onnx_file or session):
+        if provider is not None:
+            raise ConfigError(PROVIDER_FOR_TORCH)
+        return model
+    if device is not None:
+        raise ConfigError(DEVICE_FOR_ONNX)
+    if session:
+        if provider is not None:
+            raise ConfigError(PROVIDER_FOR_SESSION)
+        return onnx_session(model, num_classes=n_classes)
+    path = Path(model)
+    module, sha256 = load_onnx_file(path, image_shape=None, num_classes=n_classes, provider=provider)
+    extra.update({"source_file": str(path.resolve()), "source_sha256": sha256, "source_format": ONNX})
+    return module
 
 
 def _check_out(out: Path) -> None:
@@ -526,28 +563,40 @@ def model_record(
     import torch
 
     from ..training import int8_weights, sparsity_report
+    from ._onnx import OnnxModule
 
-    layers = measured_layers(model)
-    int8 = _int8_parameters(model)
-    with torch.no_grad():
-        if int8 is not None:
-            # The zeros of int8 weights are their zero points; the report adds their dtypes.
-            params = int8
-            sparsity = int8_weights(model.state_dict(), names=layers) if layers else None
-        else:
-            params = {name: p.detach() for name, p in model.named_parameters()}
-            sparsity = sparsity_report(params, layers) if layers else None
-        n_parameters = sum(p.numel() for p in params.values())
+    onnx: dict[str, Any] = {}
+    if isinstance(model, OnnxModule):
+        # The weights are in the graph, measured when it was read; it ran on its provider.
+        onnx = model.run_fields()
+        model_class, n_parameters = onnx.pop("model_class", None), onnx.pop("n_parameters", None)
+        sparsity, device = onnx.pop("sparsity", None), model.device_name
+    else:
+        layers = measured_layers(model)
+        int8 = _int8_parameters(model)
+        with torch.no_grad():
+            if int8 is not None:
+                # The zeros of int8 weights are their zero points; the report adds their dtypes.
+                params = int8
+                sparsity = int8_weights(model.state_dict(), names=layers) if layers else None
+            else:
+                params = {name: p.detach() for name, p in model.named_parameters()}
+                sparsity = sparsity_report(params, layers) if layers else None
+            n_parameters = int(sum(p.numel() for p in params.values()))
+        model_class = _model_class(model)
     fields = {
         "source": SOURCE,
         **{key: value for key, value in extra.items() if key != "dataset"},
-        "model_class": _model_class(model),
-        "n_parameters": int(n_parameters),
+        **{key: value for key, value in onnx.items() if key not in ("runtime", "onnx")},
+        "model_class": model_class,
+        "n_parameters": n_parameters,
         "classes": list(classes) if classes is not None else None,
         "dataset": {**extra.get("dataset", {}), **dataset},
         "sparsity": sparsity,
         "accuracy": evaluation.accuracy,
         "device": str(device),
+        "runtime": onnx.get("runtime"),
+        "onnx": onnx.get("onnx"),
         "versions": {"pie_audit": __version__, "python": platform.python_version(), "torch": torch.__version__},
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
