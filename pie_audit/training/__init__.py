@@ -8,6 +8,7 @@ their models. Needs torch; never imports the audit.
 
 from __future__ import annotations
 
+from ._cost import model_cost
 from ._device import resolve_device
 from ._driver import EXECUTORS, Unit, UnitEvents, default_jointly, plan_units, run_local
 from ._loop import DEFAULT_TRAIN_CONFIGS, TrainConfig, TrainedModel, train_models
@@ -58,6 +59,7 @@ __all__ = [
     "is_quantized_state_dict",
     "load_quantized",
     "make_method",
+    "model_cost",
     "model_dir_name",
     "model_seeds",
     "open_population",

@@ -51,6 +51,7 @@ from ..interchange import (
     write_groups,
     write_predictions,
 )
+from ._cost import saved_model_cost
 from ._loop import TrainConfig, TrainedModel, check_training
 
 if TYPE_CHECKING:  # the methods read parent populations through this module
@@ -412,6 +413,11 @@ def _write_model(out: Path, result: TrainedModel, *, dataset: Dataset, spec: Pop
         torch.save(result.state_dict, buffer)
         with open(tmp / MODEL_FILE, "wb") as fh:
             fh.write(buffer.getbuffer())
+        # Measured on the model as saved, masks folded in (docs/cost.md); a method that measures
+        # its own kind of model (result.record) keeps its figures.
+        if "cost" not in run:
+            run["cost"] = saved_model_cost(result.state_dict, arch=spec.arch, image_shape=dataset.image_shape,
+                                           num_classes=dataset.num_classes, model_file=tmp / MODEL_FILE)
         run["files"] = file_records(tmp, (PREDICTIONS_FILE, MODEL_FILE))
         # Last: its checksums are what make the directory a finished model.
         write_json(tmp / RUN_FILE, run)
