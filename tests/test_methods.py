@@ -439,8 +439,8 @@ def test_one_table_lists_the_methods_and_the_study_reads_it():
     from pie_audit.training.methods import DERIVED, NO_SPARSITY
     from pie_audit.training.methods._registry import _CLASSES
 
-    assert METHODS == ("gmp", "random", "oneshot", "lottery", "structured", "int8")
+    assert METHODS == ("gmp", "random", "oneshot", "lottery", "structured", "int8", "onnx-int8")
     assert tuple(_CLASSES) == METHODS
-    assert DERIVED == ("oneshot", "int8") and NO_SPARSITY == ("int8",)
+    assert DERIVED == ("oneshot", "int8", "onnx-int8") and NO_SPARSITY == ("int8", "onnx-int8")
     assert (_study.METHODS, _study.DERIVED, _study.NO_SPARSITY) == (METHODS, DERIVED, NO_SPARSITY)
     assert _study.METHODS is METHODS

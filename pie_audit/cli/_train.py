@@ -45,7 +45,7 @@ def train(
     finetune_epochs: Annotated[Optional[int], typer.Option(help="oneshot: fine-tuning epochs. \\[default: a quarter of the epochs]")] = None,
     rewind: Annotated[Optional[float], typer.Option(help="lottery: rewind to the weights after this fraction of the first run. \\[default: 0.05]")] = None,
     rounds: Annotated[Optional[int], typer.Option(help="lottery: prune-and-retrain rounds to reach the target. \\[default: 3]")] = None,
-    calibration_images: Annotated[Optional[int], typer.Option(help="int8: training images that calibrate the activation ranges. \\[default: 512]")] = None,
+    calibration_images: Annotated[Optional[int], typer.Option(help="int8 and onnx-int8: training images that calibrate the activation ranges. \\[default: 512]")] = None,
     device: Device = "auto",
     jointly: Annotated[Optional[int], typer.Option(help="Models trained at once on the device (1: one at a time). Default: chosen from the device and model.")] = None,
     data_root: DataRoot = Path("data"),

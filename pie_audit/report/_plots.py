@@ -478,6 +478,7 @@ METHOD_STYLES = {
     "lottery": ("#c44e9b", "D"),
     "structured": ("#59a14f", "v"),
     "int8": ("#9c755f", "P"),
+    "onnx-int8": ("#e15759", "p"),
 }
 # Methods this module does not know (or models that disagree, "a, b") take these in turn.
 _OTHER_STYLES = (("#4e79a7", "<"), ("#17becf", ">"), ("#bcbd22", "h"), ("#ff9da7", "*"))

@@ -15,7 +15,10 @@ the one training loop (:func:`pie_audit.training.train_models`) and its seams wh
   norm (Li et al. 2017; He et al. 2018);
 - ``int8`` (:class:`Int8Quantization`): post-training static int8 quantization of a trained
   dense parent, calibrated on training images (Jacob et al. 2018), paired with the parent; it
-  trains nothing and does not run the loop.
+  trains nothing and does not run the loop;
+- ``onnx-int8`` (:class:`OnnxInt8Quantization`): the same, by another toolchain: the parent
+  exported to ONNX and quantized statically by ONNX Runtime (QDQ, per-channel weights),
+  evaluated by ONNX Runtime, paired with the parent.
 
 :func:`make_method` builds one from the options a command line or a study spec gave, refusing
 an option the method does not use. docs/methods.md describes each method and its defaults.
@@ -26,6 +29,7 @@ from __future__ import annotations
 from ._base import BAD_COUNT, BAD_SCOPE, NEEDS_SPARSITY, NOTHING_TO_PRUNE, FromScratch, Method
 from ._gmp import PRUNING_TOO_LATE, PruneConfig
 from ._int8 import CALIBRATION_IMAGES, Int8Quantization, calibration_indices
+from ._onnx_int8 import NO_ONNX_RUNTIME, ONNX_GRAPH_KEY, OnnxInt8Quantization, onnx_graph_bytes
 from ._lottery import BAD_REWIND, LotteryTicket
 from ._oneshot import FINETUNE_FRACTION, FINETUNE_LR_FACTOR, OneShotPruning
 from ._parent import (
@@ -70,6 +74,9 @@ __all__ = [
     "LotteryTicket",
     "StructuredPruning",
     "Int8Quantization",
+    "OnnxInt8Quantization",
+    "onnx_graph_bytes",
+    "ONNX_GRAPH_KEY",
     "mask_seed",
     "calibration_indices",
     "check_parent",
@@ -90,6 +97,7 @@ __all__ = [
     "BAD_REWIND",
     "BAD_COUNT",
     "NO_CONV",
+    "NO_ONNX_RUNTIME",
     "PARENT_NOT_A_POPULATION",
     "PARENT_NOT_DENSE",
     "PARENT_OTHER",

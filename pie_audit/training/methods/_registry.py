@@ -14,6 +14,7 @@ from ._base import NEEDS_SPARSITY, Method
 from ._gmp import PruneConfig
 from ._int8 import Int8Quantization
 from ._lottery import LotteryTicket
+from ._onnx_int8 import OnnxInt8Quantization
 from ._oneshot import OneShotPruning
 from ._random import RandomPruning
 from ._structured import StructuredPruning
@@ -39,6 +40,7 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "lottery": ("sparsity", "scope", "exclude", "prune-final", "rewind", "rounds"),
     "structured": ("sparsity", "prune-begin", "prune-end", "prune-every", "exclude"),
     "int8": ("from", "calibration-images"),
+    "onnx-int8": ("from", "calibration-images"),
 }
 #: Every method, ``gmp`` (the default) first.
 METHODS = tuple(METHOD_OPTIONS)
@@ -49,7 +51,8 @@ DERIVED = tuple(method for method, options in METHOD_OPTIONS.items() if "from" i
 NO_SPARSITY = tuple(method for method, options in METHOD_OPTIONS.items() if "sparsity" not in options)
 _CLASSES: dict[str, type[Method]] = {
     cls.method: cls
-    for cls in (PruneConfig, RandomPruning, OneShotPruning, LotteryTicket, StructuredPruning, Int8Quantization)
+    for cls in (PruneConfig, RandomPruning, OneShotPruning, LotteryTicket, StructuredPruning, Int8Quantization,
+                OnnxInt8Quantization)
 }
 # Option name -> dataclass field, where they differ.
 _FIELDS = {"prune-begin": "begin", "prune-end": "end", "prune-every": "frequency", "from": "source"}
