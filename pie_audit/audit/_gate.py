@@ -527,7 +527,7 @@ def _inconclusive(
         # At the level this row would have had to reach (``alpha`` is the next discovery's level).
         subset = inputs.subset(index.get_indexer(beyond.index))
         needed = models_needed(subset, drops, alpha=alpha)
-        mdes = minimum_detectable_effect(*subset.se_df(), alpha=alpha)
+        mdes = minimum_detectable_effect(*subset.se_df(), alpha=alpha, exact=True)
     counts = _model_counts(inputs)
     beyond_average = " beyond the models' average" if column == "normalized_change" else ""
     rate = "recall" if kind == "class" else "accuracy"
