@@ -542,3 +542,20 @@ def test_compare_puts_the_tally_into_the_report(audit, tmp_path):
     base2, pruned2 = populations(other, labels)
     assert run("compare", base2, pruned2, "--out", tmp_path / "report2", "--review", tmp_path / "review" / SHEET_FILE, "--no-images", "-q") == 2
     assert not (tmp_path / "report2").exists()
+
+
+def test_class_names_that_look_like_formulas_are_inert_in_the_sheet(tmp_path, audit_labels):
+    names = ["=HYPERLINK(\"http://x\")", "+1", "@SUM(A1)", "-2", "fine"]
+    base, pruned = populations(tmp_path, audit_labels, names=names)
+    result = pie_audit.compare(base, pruned, n_bootstrap=10)
+    pie_audit.write_outputs(result, tmp_path / "audit")
+    export_review(tmp_path / "audit", tmp_path / "review", top=10, controls=10, seed=0)
+    records = sheet_records(tmp_path / "review" / SHEET_FILE)
+    shown = {r["label"] for r in records} | {r["baseline_modal"] for r in records}
+    assert all(not v.startswith(("=", "+", "@", "-")) for v in shown)
+    assert shown <= {"'" + n if n[0] in "=+@-" else n for n in names}
+    for k, record in enumerate(records):
+        record["category"] = CATEGORIES[k % len(CATEGORIES)]
+    write_records(tmp_path / "review" / SHEET_FILE, records)
+    tally = tally_review(tmp_path / "review" / SHEET_FILE, write=False)
+    assert int(tally["pies"].sum() + tally["controls"].sum()) == len(records)

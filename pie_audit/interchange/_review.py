@@ -111,6 +111,15 @@ def normalise_category(value: str) -> str:
     return value.strip().lower()
 
 
+#: A cell a spreadsheet would run as a formula starts with one of these (OWASP, "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(text: str) -> str:
+    """A class name as a spreadsheet shows it but never runs it: a leading quote before a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def write_review(directory: str | Path, rows: pd.DataFrame) -> None:
     """Write ``sheet.csv`` and ``key.csv`` into ``directory`` (the caller makes it atomic).
 
@@ -125,7 +134,7 @@ def write_review(directory: str | Path, rows: pd.DataFrame) -> None:
     """
     directory = Path(directory)
     sheet = [
-        [int(r.row), int(r.example_id), str(r.label), str(r.baseline_modal), str(r.image), "", ""]
+        [int(r.row), int(r.example_id), _inert(str(r.label)), _inert(str(r.baseline_modal)), str(r.image), "", ""]
         for r in rows.itertuples(index=False)
     ]
     key = [[int(r.row), int(r.example_id), "true" if bool(r.pie) else "false"] for r in rows.itertuples(index=False)]
