@@ -147,6 +147,23 @@ class LoadedModel:
     int8: bool = False
 
 
+def read_model_bytes(path: Path) -> tuple[bytes, str]:
+    """A model file's bytes, bounded by :data:`MAX_MODEL_BYTES` before any is read, and their SHA-256.
+
+    Raises
+    ------
+    FormatError
+        :data:`NO_SUCH_FILE`, or :data:`UNREADABLE` (too large, not a regular file, an OS error).
+    """
+    try:
+        content = read_bounded(path, limit=MAX_MODEL_BYTES, what="a model file")
+    except FileNotFoundError as e:
+        raise FormatError(NO_SUCH_FILE.format(path=path)) from e
+    except OSError as e:
+        raise FormatError(UNREADABLE.format(path=path, reason=e.strerror or e)) from e
+    return content, hashlib.sha256(content).hexdigest()
+
+
 def load_model_file(
     path: str | Path,
     *,
@@ -209,13 +226,7 @@ def load_model_file(
             path, image_shape=dataset.image_shape, num_classes=dataset.num_classes, provider=provider
         )
         return LoadedModel(module=module, kind=ONNX, path=path, sha256=sha256)
-    try:
-        content = read_bounded(path, limit=MAX_MODEL_BYTES, what="a model file")
-    except FileNotFoundError as e:
-        raise FormatError(NO_SUCH_FILE.format(path=path)) from e
-    except OSError as e:
-        raise FormatError(UNREADABLE.format(path=path, reason=e.strerror or e)) from e
-    sha256 = hashlib.sha256(content).hexdigest()
+    content, sha256 = read_model_bytes(path)
     kind, entries = _sniff(path, content)
     run_file = path.parent / RUN_FILE if path.name == MODEL_FILE else None
     run = read_run(run_file) if run_file is not None and run_file.is_file() else None

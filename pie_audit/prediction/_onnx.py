@@ -14,7 +14,6 @@ here only, and only when an ONNX model is evaluated.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, FormatError
-from ..interchange import MAX_MODEL_BYTES, read_bounded
-from ._loading import NO_SUCH_FILE, ONNX, UNREADABLE, one_line  # noqa: F401 - ONNX, the source_format, re-exported
+from ._loading import ONNX, one_line, read_model_bytes  # noqa: F401 - ONNX, the source_format, re-exported
 
 __all__ = [
     "ONNX",
@@ -230,13 +228,7 @@ def load_onnx_file(
     path = Path(path)
     onnx, ort = _runtime(path)
     provider = _check_provider(ort, provider)
-    try:
-        content = read_bounded(path, limit=MAX_MODEL_BYTES, what="a model file")
-    except FileNotFoundError as e:
-        raise FormatError(NO_SUCH_FILE.format(path=path)) from e
-    except OSError as e:
-        raise FormatError(UNREADABLE.format(path=path, reason=e.strerror or e)) from e
-    sha256 = hashlib.sha256(content).hexdigest()
+    content, sha256 = read_model_bytes(path)
     try:
         model = onnx.load_from_string(content)
     except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and others for bytes that are no model
