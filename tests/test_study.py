@@ -140,6 +140,12 @@ def test_the_shipped_studies_are_valid():
     methods = read_study(ROOT / "studies" / "methods.toml")
     assert [p.method for p in methods.pruned] == ["gmp", "random", "oneshot", "lottery", "structured", "int8"]
     assert {p.prune.sparsity for p in methods.pruned if p.method != "int8"} == {0.9}
+    deploy = read_study(ROOT / "studies" / "deploy.toml")
+    assert [(p.name, p.method) for p in deploy.pruned] == [
+        ("gmp-90", "gmp"), ("structured-50", "structured"), ("structured-90", "structured"),
+        ("int8", "int8"), ("onnx-int8", "onnx-int8"),
+    ]
+    assert [p.prune.sparsity for p in deploy.pruned if p.method in ("gmp", "structured")] == [0.9, 0.5, 0.9]
 
 
 @pytest.mark.parametrize(
@@ -254,8 +260,10 @@ def test_a_dataset_without_attributes_takes_no_target_and_no_group_by_alone(tmp_
 import json  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -437,3 +445,28 @@ def test_a_killed_ray_worker_is_retried_and_every_model_written_once(tmp_path):
         assert not [p for p in (out / name).iterdir() if p.name.startswith(".tmp-")]
         population = pie_audit.load_population(out / name)
         assert population.n_models == 3
+
+
+@pytest.mark.slow
+def test_a_study_with_a_derived_population_starts_ray_once(tmp_path):
+    """The baseline's wave and the derived wave share one local Ray instance: one session."""
+    spec = tmp_path / "study.toml"
+    spec.write_text(TINY.format(epochs=1) + '\n[[population]]\nname = "oneshot-90"\nmethod = "oneshot"\nsparsity = 0.9\n')
+    # Ray's sockets live under its temporary directory, whose path must stay short (a Unix
+    # socket's path is at most 107 bytes): not under pytest's tmp_path.
+    ray_tmp = tempfile.mkdtemp(prefix="pa-ray-", dir="/tmp")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pie_audit", "study", "run", str(spec), "--executor", "ray", "--quiet", "--no-report"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=600, env=os.environ | {"RAY_TMPDIR": ray_tmp},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        sessions = [p.name for p in Path(ray_tmp, "ray").iterdir() if p.name.startswith("session_") and p.name != "session_latest"]
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert len(sessions) == 1, sessions
+    out = tmp_path / "runs" / "tiny"
+    for name in ("dense", "gmp-90", "oneshot-90"):
+        assert models_of(out / name) == ["seed-0000", "seed-0001", "seed-0002"]
+    oneshot = json.loads((out / "oneshot-90" / "seed-0002" / "run.json").read_text())
+    assert oneshot["parent"]["seed"] == 2

@@ -646,16 +646,16 @@ def run_study(
         if executor == "local":
             run_local(units, dataset=dataset, arch=study.arch, train=study.train, device=device, writers=writers,
                       jointly=jointly, events=events)  # fmt: skip
-        else:
-            # Two waves: Ray runs a wave's units at once, and derived units need the baseline.
+        elif units:
+            # Two waves on one Ray instance: Ray runs a wave's units at once, and derived units
+            # need the baseline's models.
             derived = {p.name for p in study.populations if p.is_derived}
-            for wave in ([u for u in units if u.population not in derived], [u for u in units if u.population in derived]):
-                if wave:
-                    run_ray(
-                        wave, dataset=study.dataset, data_root=data_root, arch=study.arch, train=study.train,
-                        device=device, writers=writers, jointly=jointly, target=study.target, address=ray_address,
-                        gpus_per_unit=gpus_per_unit, cpus_per_unit=cpus_per_unit, events=events,
-                    )  # fmt: skip
+            run_ray(
+                [u for u in units if u.population not in derived], dataset=study.dataset, data_root=data_root,
+                arch=study.arch, train=study.train, device=device, writers=writers, jointly=jointly,
+                target=study.target, address=ray_address, gpus_per_unit=gpus_per_unit,
+                cpus_per_unit=cpus_per_unit, events=events, then=[u for u in units if u.population in derived],
+            )  # fmt: skip
         trained = events.trained
         if not report:
             return StudyOutcome(trained=trained, skipped=skipped, results=None, report=None)
