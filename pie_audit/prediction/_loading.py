@@ -182,7 +182,10 @@ def load_model_file(
 
     - **state dict** (a ``torch.save`` file): ``torch.load(weights_only=True)``, then built with
       :func:`pie_audit.training._models.build_model` for ``dataset``'s image shape and classes and
-      ``load_state_dict(strict=True)``; an int8 state dict (``q.state_dict()`` of a model from
+      ``load_state_dict(strict=True)``; a compact model of ``structured`` pruning (its ``run.json``
+      records a ``structure``) is built at the conv widths recorded there
+      (:func:`pie_audit.training.load_compact`), its shapes checked against them; an int8 state
+      dict (``q.state_dict()`` of a model from
       :func:`pie_audit.training._quantization.quantize_static`) is rebuilt with
       :func:`pie_audit.training._quantization.load_quantized`. Anything that is not a mapping of names to
       tensors (or an int8 state dict) is refused, and so is any pickle that needs more than
@@ -349,7 +352,7 @@ def _load_state_dict(
     import torch
 
     from ..training import ARCHITECTURES, UNKNOWN_ARCHITECTURE, build_model
-    from ..training import is_quantized_state_dict, load_quantized
+    from ..training import is_quantized_state_dict, load_compact, load_quantized, recorded_channels
 
     # Loaded before anything else is asked of the file: whatever else is wrong with it, a
     # pickle that is not weights is refused as such.
@@ -397,6 +400,11 @@ def _load_state_dict(
             return load_quantized(arch, **shape, state_dict=state), arch, True
         except PieAuditError as e:
             raise type(e)(IN_FILE.format(path=path, error=e)) from e
+    # A compact model of structured pruning: rebuilt from the architecture's code at the widths
+    # its run.json records, then loaded as any state dict (load_compact checks every shape).
+    channels = recorded_channels(run, path=run_file, arch=arch) if run is not None else None
+    if channels is not None:
+        return load_compact(state, arch=arch, **shape, channels=channels, path=path, run=run_file), arch, False
     module = build_model(arch, **shape)
     try:
         module.load_state_dict(state, strict=True)

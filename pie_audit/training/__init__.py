@@ -8,6 +8,7 @@ their models. Needs torch; never imports the audit.
 
 from __future__ import annotations
 
+from ._compact import compact_architecture, load_compact, recorded_channels
 from ._cost import model_cost
 from ._device import resolve_device
 from ._driver import EXECUTORS, Unit, UnitEvents, default_jointly, plan_units, run_local
@@ -53,10 +54,12 @@ __all__ = [
     "build_model",
     "check_arguments",
     "check_population_size",
+    "compact_architecture",
     "default_jointly",
     "int8_parameters",
     "int8_weights",
     "is_quantized_state_dict",
+    "load_compact",
     "load_quantized",
     "make_method",
     "model_cost",
@@ -67,6 +70,7 @@ __all__ = [
     "population_spec",
     "population_status",
     "quantized_engine",
+    "recorded_channels",
     "ray_available",
     "resolve_device",
     "run_local",

@@ -202,6 +202,20 @@ def model_cost(
     }
 
 
+def _compact(arch: str, shape: dict[str, int], channels: Mapping[str, int],
+             state_dict: Mapping[str, Any]) -> tuple[nn.Module | None, str | None]:  # fmt: skip
+    """The compact ``arch`` of ``channels`` and ``None``, or ``None`` and why ``state_dict`` does not fit it."""
+    from ._compact import compact_architecture
+    from ._models import state_dict_mismatch
+
+    try:
+        model = compact_architecture(arch, **shape, channels=channels)
+    except ConfigError as e:
+        return None, f"not a compact {arch}: {e}"
+    reason = state_dict_mismatch(model, state_dict)
+    return (model, None) if reason is None else (None, reason)
+
+
 def saved_model_cost(
     state_dict: Mapping[str, Any],
     *,
@@ -209,16 +223,19 @@ def saved_model_cost(
     image_shape: Sequence[int],
     num_classes: int,
     model_file: str | Path | None = None,
+    channels: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """:func:`model_cost` of the model that ``state_dict`` saves, rebuilt on the CPU.
 
     What ``pie-audit train`` records as ``run.json`` ``cost``: the model as saved (masks folded
-    in; int8 through :func:`pie_audit.training.load_quantized`), measured with the defaults.
+    in; int8 through :func:`pie_audit.training.load_quantized`; a compact model of structured
+    pruning rebuilt at its own widths, :func:`pie_audit.training._compact.compact_architecture`),
+    measured with the defaults.
 
     Parameters
     ----------
     state_dict : mapping
-        The saved state of a registry architecture, float or int8.
+        The saved state of a registry architecture, float or int8, dense or compact.
     arch : str
         Its registry name.
     image_shape : sequence of int
@@ -226,19 +243,24 @@ def saved_model_cost(
     num_classes : int
     model_file : path, optional
         The saved file, for ``file_bytes``.
+    channels : mapping of str to int, optional
+        A compact model's conv widths (``run.json`` ``structure.channels``). By default, a float
+        state that does not fit the dense architecture is read as compact at the widths its
+        conv weights have, and measured if it fits that.
 
     Returns
     -------
     dict
         As :func:`model_cost`; for a state that does not fit ``arch`` (neither its float nor its
-        int8 state dict) only ``file_bytes``, every other value ``None`` and the reason in
-        ``note`` (:data:`NOT_MEASURED`).
+        int8 state dict, dense or compact) only ``file_bytes``, every other value ``None`` and
+        the reason in ``note`` (:data:`NOT_MEASURED`).
     """
+    from ._compact import state_channels
     from ._models import build_model, state_dict_mismatch
     from ._quantization import is_quantized_state_dict, load_quantized
 
-    channels, height, _ = image_shape
-    shape = {"in_channels": channels, "image_size": height, "num_classes": num_classes}
+    height = image_shape[1]
+    shape = {"in_channels": image_shape[0], "image_size": height, "num_classes": num_classes}
     if is_quantized_state_dict(state_dict):
         model = load_quantized(arch, **shape, state_dict=state_dict)
     else:
@@ -247,6 +269,15 @@ def saved_model_cost(
         with torch.random.fork_rng(devices=[]):
             model = build_model(arch, **shape)
         reason = state_dict_mismatch(model, state_dict)
+        inferred = channels is None and reason is not None
+        if inferred and isinstance(state_dict, Mapping):
+            channels = state_channels(model, state_dict)
+        if channels is not None:
+            compact, compact_reason = _compact(arch, shape, channels, state_dict)
+            if compact_reason is None:
+                model, reason = compact, None
+            elif not inferred:
+                reason = compact_reason
         if reason is not None:
             # A method whose model.pt holds something else (an ONNX graph's bytes): measured by
             # that method, if at all; the model is still written.

@@ -223,7 +223,7 @@ class TrainedModel:
     """A finished model and everything the run directory records about it."""
 
     seed: int
-    state_dict: dict[str, torch.Tensor]  # the plain module's keys and shapes, masks folded in
+    state_dict: dict[str, torch.Tensor]  # the plain module's keys, masks folded in; structured: compact shapes
     probabilities: np.ndarray  # (N_test, C) float32
     accuracy: float
     sparsity: dict

@@ -13,6 +13,7 @@ from ..errors import ConfigError
 __all__ = [
     "ARCHITECTURES",
     "build_model",
+    "input_shape",
     "forward_flops",
     "state_dict_mismatch",
     "SmallCNN",
@@ -40,6 +41,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, in_channels: int, image_size: int, num_classes: int, *, width: int = 32):
         super().__init__()
+        self.input_shape = (in_channels, image_size, image_size)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1),
             nn.ReLU(inplace=True),
@@ -67,9 +69,12 @@ def resnet18_cifar(in_channels: int, image_size: int, num_classes: int) -> nn.Mo
     model = resnet18(num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
+    model.input_shape = (in_channels, image_size, image_size)
     return model
 
 
+#: Each factory takes ``(in_channels, image_size, num_classes)``, and its model records the input it
+#: was built for as ``input_shape``, ``(C, H, W)``: what tracing it needs (:func:`input_shape`).
 ARCHITECTURES: dict[str, Callable[[int, int, int], nn.Module]] = {
     "small-cnn": SmallCNN,
     "resnet18-cifar": resnet18_cifar,
@@ -89,6 +94,23 @@ def build_model(
     if arch == "small-cnn" and image_size % 4:
         raise ConfigError(f"small-cnn needs an image size divisible by 4, got {image_size}")
     return factory(in_channels, image_size, num_classes)
+
+
+def input_shape(model: nn.Module) -> tuple[int, int, int]:
+    """The ``(C, H, W)`` of one input that a registry model was built for.
+
+    What tracing the model takes (structured pruning finds its coupled layers so); small-cnn's
+    classifier fixes the image size, so a model cannot be traced on just any input.
+
+    Raises
+    ------
+    ConfigError
+        A model that does not record it (not built by a factory of :data:`ARCHITECTURES`).
+    """
+    shape = getattr(model, "input_shape", None)
+    if not (isinstance(shape, tuple) and len(shape) == 3):
+        raise ConfigError(f"{type(model).__name__} does not record the input shape it was built for")
+    return shape
 
 
 def _listed(names: list[str], limit: int = 3) -> str:

@@ -446,31 +446,43 @@ def filter_masks(
     *,
     previous: Mapping[str, torch.Tensor] | None = None,
     batch_dims: int = 0,
+    groups: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Channel masks that remove the filters of smallest L2 norm, ``round(sparsity * C_out)`` a layer.
+    """Channel masks that remove the filters of smallest L2 norm, ``round(sparsity * C_out)`` a group.
 
     Parameters
     ----------
     weights : mapping of name to Tensor of shape (*B, C_out, C_in, ...)
         Conv weights; ``batch_dims`` leading axes index models trained jointly.
     sparsity : float
-        Fraction of each layer's output channels to remove.
+        Fraction of each group's output channels to remove.
     previous : mapping of name to bool Tensor of shape (*B, C_out), optional
         Current channel masks: a removed filter ranks below every live one, so it stays removed
         while the target grows.
     batch_dims : int, default 0
+    groups : sequence of sequence of str, optional
+        Weights whose output channels are removed together (coupled by a residual sum,
+        :func:`._compact.conv_groups`), each of the same ``C_out``: channel ``c`` of a group is
+        ranked by the L2 norm of the group's filters ``c`` concatenated, and removed from all of
+        them. Default: every weight a group of its own, ranked by its filter's norm.
 
     Returns
     -------
     dict of name to bool Tensor of shape (*B, C_out)
         ``True`` keeps the channel. A stable sort breaks ties towards the lower channel index.
     """
+    if groups is None:
+        groups = [(name,) for name in weights]
     masks = {}
-    for name, w in weights.items():
-        score = w.detach().float().flatten(start_dim=batch_dims + 1).norm(dim=-1)  # (*B, C_out)
+    for group in groups:
+        filters = torch.cat([weights[n].detach().float().flatten(start_dim=batch_dims + 1) for n in group], dim=-1)
+        score = filters.norm(dim=-1)  # (*B, C_out)
         if previous is not None:
-            score = torch.where(previous[name], score, -1.0)
-        masks[name] = _keep_mask(score, round(sparsity * score.shape[-1]))
+            alive = torch.stack([previous[n] for n in group]).all(dim=0)
+            score = torch.where(alive, score, -1.0)
+        keep = _keep_mask(score, round(sparsity * score.shape[-1]))
+        for name in group:
+            masks[name] = keep.clone()
     return masks
 
 
@@ -499,15 +511,18 @@ def channel_report(params: Tensors, names: Iterable[str]) -> dict[str, object]:
 class GradualFilterPruning(_OnSchedule):
     """Mask policy of structured pruning: whole filters of smallest L2 norm, on Zhu & Gupta's schedule.
 
-    At each update every conv layer of every model loses the filters (output channels) of
-    smallest L2 norm until ``round(s_t * C_out)`` are gone, ``s_t`` following the cubic schedule
-    to the final channel sparsity. A removed filter takes its coupled parameters with it
-    (:func:`channel_coupled`), so its feature map is zero, as if the channel had been cut out.
+    At each update every group of coupled conv layers (one conv alone, or the convs whose outputs
+    a residual sum adds, :func:`._compact.conv_groups`) of every model loses the output channels
+    of smallest L2 norm (over the group's filters together) until ``round(s_t * C_out)`` are gone,
+    ``s_t`` following the cubic schedule to the final channel sparsity. A removed filter takes
+    its coupled parameters with it (:func:`channel_coupled`), so its feature map is zero, as if
+    the channel had been cut out; in a residual group it is the same channel of every conv, so
+    the sum carries no trace of it either.
 
     Attributes
     ----------
     schedule : PruningSchedule
-        ``final`` is the fraction of channels removed from each layer.
+        ``final`` is the fraction of channels removed from each group.
     names : tuple of str
         The conv weights it prunes.
     coupled : tuple of (str, tuple of str)
@@ -515,21 +530,31 @@ class GradualFilterPruning(_OnSchedule):
     target : float
         The fraction of the weights of :attr:`names` removed at the end: each layer loses
         ``round(final * C_out)`` whole filters, so this is exact, not ``final``.
+    groups : tuple of tuple of str
+        The weights whose channels are removed together; every name of :attr:`names` in one.
     """
 
     schedule: PruningSchedule
     names: tuple[str, ...]
     coupled: tuple[tuple[str, tuple[str, ...]], ...]
     target: float
+    groups: tuple[tuple[str, ...], ...] = ()
 
     @classmethod
-    def build(cls, model: nn.Module, schedule: PruningSchedule, names: Sequence[str]) -> GradualFilterPruning:
-        """The policy for ``model``'s conv weights ``names``, with its exact weight target."""
+    def build(cls, model: nn.Module, schedule: PruningSchedule, names: Sequence[str], *,
+              groups: Sequence[Sequence[str]] | None = None) -> GradualFilterPruning:  # fmt: skip
+        """The policy for ``model``'s conv weights ``names``, with its exact weight target.
+
+        ``groups`` partitions ``names`` into weights pruned together (default: each alone).
+        """
         params = dict(model.named_parameters())
         removed = sum(round(schedule.final * params[n].shape[0]) * params[n][0].numel() for n in names)
         total = sum(params[n].numel() for n in names)
         coupled = tuple(channel_coupled(model, names).items())
-        return cls(schedule, tuple(names), coupled, removed / total if total else 0.0)
+        groups = tuple(tuple(g) for g in groups) if groups is not None else tuple((n,) for n in names)
+        if sorted(n for g in groups for n in g) != sorted(names):
+            raise ValueError("the groups of structured pruning must hold each of its weights once")
+        return cls(schedule, tuple(names), coupled, removed / total if total else 0.0, groups)
 
     def masks_at(self, weights: Tensors, sparsity: float, masks: Tensors | None) -> dict[str, torch.Tensor]:
         """Masks of one update for the conv weights (K, C_out, ...) and their coupled parameters
@@ -537,7 +562,8 @@ class GradualFilterPruning(_OnSchedule):
         previous = None
         if masks is not None:
             previous = {n: masks[n].flatten(start_dim=2).any(dim=-1) for n in self.names}
-        channels = filter_masks(weights, sparsity, previous=previous, batch_dims=1)
+        groups = self.groups or tuple((n,) for n in self.names)
+        channels = filter_masks(weights, sparsity, previous=previous, batch_dims=1, groups=groups)
         out = {}
         for name, extra in self.coupled:
             keep = channels[name]  # (K, C_out)
@@ -548,5 +574,8 @@ class GradualFilterPruning(_OnSchedule):
         return out
 
     def to_dict(self) -> dict:
-        """The schedule, as a run record states it, with what is pruned."""
-        return self.schedule.to_dict() | {"unit": "filters (output channels), L2 norm"}
+        """The schedule, as a run record states it, with what is pruned (and, in a residual network,
+        which conv weights together: ``coupled``)."""
+        record = self.schedule.to_dict() | {"unit": "filters (output channels), L2 norm"}
+        coupled = [list(g) for g in self.groups if len(g) > 1]
+        return record | {"coupled": coupled} if coupled else record

@@ -28,6 +28,7 @@ from ...data import Dataset
 from ...errors import ConfigError, FormatError, PieAuditError
 from ...interchange import MAX_MODEL_BYTES, MODEL_FILE, POPULATION_FILE, RUN_FILE, incomplete_reason
 from ...interchange import read_bounded, read_json_object, read_population_spec
+from .._compact import recorded_channels
 from .._models import build_model, state_dict_mismatch
 from .._population import model_dir_name
 
@@ -44,6 +45,7 @@ __all__ = [
     "PARENT_MISSING",
     "PARENT_UNREADABLE",
     "PARENT_DOES_NOT_FIT",
+    "PARENT_COMPACT",
 ]
 
 PARENT_NOT_A_POPULATION = "parent population {path}: not a pie-audit population ({reason})"
@@ -58,6 +60,10 @@ PARENT_MISSING = (
 )
 PARENT_UNREADABLE = "{path}: the parent's weights cannot be read ({reason})"
 PARENT_DOES_NOT_FIT = "{path}: the parent's weights do not fit {arch} for {dataset} ({reason})"
+PARENT_COMPACT = (
+    "{path}: a compact model (structured pruning cut its channels out, as {run} records); "
+    "a derived method starts from a dense parent of the full architecture"
+)
 
 
 class FromParent:
@@ -206,13 +212,19 @@ def load_parent(
     ConfigError
         :data:`PARENT_MISSING`: no finished model of ``seed`` (checked against its run.json).
     FormatError
-        :data:`PARENT_UNREADABLE` or :data:`PARENT_DOES_NOT_FIT`, naming the file.
+        :data:`PARENT_UNREADABLE`, :data:`PARENT_DOES_NOT_FIT` or :data:`PARENT_COMPACT` (its
+        ``run.json`` records a compact structure: derived methods start from dense models),
+        naming the file.
     """
     directory = Path(source) / model_dir_name(seed)
     _check_size(directory / MODEL_FILE)
     if incomplete_reason(directory, seed=seed) is not None:
         raise ConfigError(PARENT_MISSING.format(path=source, seeds=seed))
     run = read_json_object(directory / RUN_FILE)
+    # check_parent refuses a structured population as not dense; this is the model's own word,
+    # for a compact model found in a population that says it is dense.
+    if recorded_channels(run, path=directory / RUN_FILE, arch=arch) is not None:
+        raise FormatError(PARENT_COMPACT.format(path=directory / MODEL_FILE, run=directory / RUN_FILE))
     state = _read_weights(directory / MODEL_FILE, arch=arch, dataset=dataset)
     record = {"seed": seed, "path": str(directory.resolve()),
               "model_sha256": run["files"][MODEL_FILE]["sha256"]}  # fmt: skip
