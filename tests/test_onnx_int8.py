@@ -97,6 +97,33 @@ def test_the_saved_graph_holds_int8_weights_behind_quantize_dequantize_pairs(pop
     assert all(len(t.dims) <= 1 for t in floats)
 
 
+def test_each_run_records_the_graphs_full_cost_beside_its_parents(populations):
+    from pie_audit.training._onnx_cost import onnx_parameters
+
+    _, dense, _, dirs = populations
+    for seed, directory in enumerate(dirs):
+        run = json.loads((directory / "run.json").read_text())
+        parent = json.loads((dense / f"seed-{seed:04d}" / "run.json").read_text())["cost"]
+        cost = run["cost"]
+        # small-cnn on digits, by hand (docs/cost.md): the same operations as the float parent's.
+        assert cost["flops"] == parent["flops"] == 694_784 and cost["note"] is None
+        # The int8 weights and int32 biases, each with a scale and a zero point per output
+        # channel (234 channels), and a scale and a zero point per quantized activation.
+        graph = _graph(directory)
+        activations = {n.input[1] for n in graph.graph.node if n.op_type == "QuantizeLinear"}
+        assert parent["parameters"]["stored"] == 53_002
+        assert cost["parameters"]["stored"] == 53_002 + 4 * 234 + 2 * len(activations)
+        assert cost["parameters"] == onnx_parameters(graph)
+        # Symmetric weights: their zero points (234 of them) and the biases' (234) are zeros.
+        assert cost["parameters"]["nonzero"] <= cost["parameters"]["stored"] - 2 * 234
+        assert cost["file_bytes"] == run["files"]["model.pt"]["bytes"]
+        assert cost["file_bytes"] < parent["file_bytes"] / 2  # int8 weights: a quarter of the floats' bytes, and the graph
+        assert set(cost["latency_ms"]) == {"batch_1", "batch_64"} and all(v > 0 for v in cost["latency_ms"].values())
+        assert cost["timing"]["runtime"] == {"name": "onnxruntime", "version": __import__("onnxruntime").__version__,
+                                             "provider": "CPUExecutionProvider"}  # fmt: skip
+        assert cost["timing"]["threads"] == parent["timing"]["threads"]
+
+
 def test_it_agrees_with_its_float_parent_and_predict_gives_what_it_recorded(populations, tmp_path):
     from pie_audit.prediction._onnx import load_onnx_file
 

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..interchange import population_provenance
 from ._result import AuditResult
 
-__all__ = ["SWEEP_PAGE", "SWEEP_COLUMNS", "sweep_names", "sweep_table"]
+__all__ = ["SWEEP_PAGE", "SWEEP_COLUMNS", "COST_COLUMNS", "sweep_names", "sweep_table"]
 
 #: The sweep page's file name in a sweep directory, which no pruned population may take.
 SWEEP_PAGE = "index.html"
@@ -37,6 +37,24 @@ SWEEP_COLUMNS = (
     "harmed_groups",
     "gate_passed",
     "gate_outcome",
+    "max_class_drop",
+    "parameters_stored",
+    "parameters_nonzero",
+    "flops",
+    "file_bytes",
+    "latency_batch_1_ms",
+    "latency_batch_64_ms",
+    "baseline_file_bytes",
+    "baseline_latency_batch_1_ms",
+)
+#: The columns :func:`sweep_table` takes from the populations' ``run.json`` ``cost`` (medians).
+COST_COLUMNS = (
+    "parameters_stored",
+    "parameters_nonzero",
+    "flops",
+    "file_bytes",
+    "latency_batch_1_ms",
+    "latency_batch_64_ms",
 )
 NO_PRUNED = "a sweep needs at least one pruned population"
 DUPLICATE_NAME = (
@@ -68,7 +86,7 @@ def sweep_names(pruned_dirs: Sequence[str | Path]) -> list[str]:
 
 
 def sweep_table(results: Sequence[tuple[str, AuditResult]]) -> pd.DataFrame:
-    """One row per pruned population: sparsity, accuracy, PIEs, impacted classes and gate.
+    """One row per pruned population: sparsity, accuracy, PIEs, impacted classes, gate and cost.
 
     Parameters
     ----------
@@ -85,11 +103,21 @@ def sweep_table(results: Sequence[tuple[str, AuditResult]]) -> pd.DataFrame:
         ``accuracy_mean``, ``accuracy_std`` (NaN for one model) and ``baseline_accuracy_mean``;
         ``pie_count``, ``pie_fraction``; ``harmed``, ``helped`` (significant classes);
         ``harmed_groups`` (groups harmed beyond the models' average; NaN for an audit without
-        groups); ``gate_passed``; ``gate_outcome`` (:data:`~pie_audit.audit.OUTCOMES`).
+        groups); ``gate_passed``; ``gate_outcome`` (:data:`~pie_audit.audit.OUTCOMES`);
+        ``max_class_drop``, the largest significant class drop, as the gate's ``max-class-drop``
+        observes it: minus the most negative normalized recall change among the significantly
+        harmed classes (positive; 0 when no class is harmed). Then what the models cost,
+        :data:`COST_COLUMNS`: the medians over the population's models of ``run.json`` ``cost``
+        (``docs/cost.md``; :class:`~pie_audit.interchange.CostSummary`), NaN where no model
+        records one; and the baseline's median ``file_bytes`` and ``latency_batch_1_ms``
+        (``baseline_file_bytes``, ``baseline_latency_batch_1_ms``), the same in every row.
     """
     rows = []
     for position, (name, result) in enumerate(results, start=1):
         provenance = population_provenance(result.pruned_runs.values())
+        cost = provenance.cost
+        baseline_cost = population_provenance(result.baseline_runs.values()).cost
+        harmed = result.harmed  # worst first
         rows.append(
             {
                 "name": name,
@@ -108,9 +136,15 @@ def sweep_table(results: Sequence[tuple[str, AuditResult]]) -> pd.DataFrame:
                 "harmed_groups": len(result.harmed_groups) if result.groups is not None else None,
                 "gate_passed": result.gate.passed,
                 "gate_outcome": result.outcome,
+                "max_class_drop": -float(harmed["normalized_change"].iloc[0]) if len(harmed) else 0.0,
+                **{column: getattr(cost, column) for column in COST_COLUMNS},
+                "baseline_file_bytes": baseline_cost.file_bytes,
+                "baseline_latency_batch_1_ms": baseline_cost.latency_batch_1_ms,
             }
         )
     table = pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
-    for column in ("sparsity_target", "sparsity_achieved", "accuracy_std", "harmed_groups"):
+    floats = ("sparsity_target", "sparsity_achieved", "accuracy_std", "harmed_groups", *COST_COLUMNS,
+              "baseline_file_bytes", "baseline_latency_batch_1_ms")  # fmt: skip
+    for column in floats:
         table[column] = table[column].astype("float64")
     return table

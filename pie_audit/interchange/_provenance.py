@@ -2,7 +2,8 @@
 
 A population's models usually share everything but their seed; :func:`population_provenance`
 reduces the per-model records to the seeds plus, for each recorded field, the distinct values
-found (one value when the models agree). Pure functions over the dicts that
+found (one value when the models agree), and what the models cost to the medians of their
+``cost`` records (:func:`cost_summary`). Pure functions over the dicts that
 :func:`pie_audit.interchange.load_population` read; nothing here touches the filesystem.
 """
 
@@ -10,11 +11,20 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PROVENANCE_FIELDS", "Provenance", "population_provenance", "NOT_SHOWN"]
+__all__ = [
+    "PROVENANCE_FIELDS",
+    "COST_FIELDS",
+    "CostSummary",
+    "Provenance",
+    "cost_summary",
+    "population_provenance",
+    "NOT_SHOWN",
+]
 
 #: Shown for a recorded value too deeply nested (or circular) to write out.
 NOT_SHOWN = "(not shown: nested too deeply)"
@@ -37,6 +47,55 @@ PROVENANCE_FIELDS = (
     ("device", "device"),
     ("versions", "versions"),
 )
+
+# (attribute of CostSummary, dotted path into run.json's cost), docs/cost.md.
+COST_FIELDS = (
+    ("parameters_stored", "parameters.stored"),
+    ("parameters_nonzero", "parameters.nonzero"),
+    ("flops", "flops"),
+    ("file_bytes", "file_bytes"),
+    ("latency_batch_1_ms", "latency_ms.batch_1"),
+    ("latency_batch_64_ms", "latency_ms.batch_64"),
+)
+
+
+@dataclass(frozen=True)
+class CostSummary:
+    """What a population's models cost: medians over its ``run.json`` ``cost`` records.
+
+    Each value is the median over the records that give it (a finite number), ``None`` when
+    none does: predictions without ``run.json``, records from before costs were measured, an
+    int8 model's FLOPs (``docs/cost.md``).
+
+    Attributes
+    ----------
+    n_records : int
+        Records with a ``cost``.
+    parameters_stored, parameters_nonzero : float or None
+        Elements the model stores, and those of them that are not zero.
+    flops : float or None
+        FLOPs of one example's forward pass.
+    file_bytes : float or None
+        The saved model's size.
+    latency_batch_1_ms, latency_batch_64_ms : float or None
+        Median CPU wall time of a batch of 1 and of 64 examples, in milliseconds.
+    threads : tuple of int
+        The distinct thread counts latency was timed with, in first-seen order.
+    """
+
+    n_records: int = 0
+    parameters_stored: float | None = None
+    parameters_nonzero: float | None = None
+    flops: float | None = None
+    file_bytes: float | None = None
+    latency_batch_1_ms: float | None = None
+    latency_batch_64_ms: float | None = None
+    threads: tuple[int, ...] = ()
+
+    @property
+    def recorded(self) -> bool:
+        """Whether any of the values is known."""
+        return any(getattr(self, name) is not None for name, _ in COST_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -62,6 +121,8 @@ class Provenance:
     fields : tuple of (str, tuple of str)
         For each of :data:`PROVENANCE_FIELDS` that any record has: its label and the distinct
         values, as compact JSON (strings as themselves), in first-seen order.
+    cost : CostSummary
+        Medians of what the models cost (:func:`cost_summary`).
     """
 
     n_models: int
@@ -72,6 +133,7 @@ class Provenance:
     method: str | None
     finished: tuple[str, ...]
     fields: tuple[tuple[str, tuple[str, ...]], ...]
+    cost: CostSummary = CostSummary()
 
 
 def _get(record: Mapping[str, Any], path: str) -> Any:
@@ -99,6 +161,30 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def _median(values: list[float]) -> float | None:
+    return float(statistics.median(values)) if values else None
+
+
+def cost_summary(records: Iterable[Mapping[str, Any]]) -> CostSummary:
+    """:class:`CostSummary` of ``run.json`` records: the median of each :data:`COST_FIELDS` value.
+
+    Examples
+    --------
+    >>> runs = [{"cost": {"flops": 10, "latency_ms": {"batch_1": 0.2}}}, {"cost": {"flops": 10}}, {}]
+    >>> c = cost_summary(runs)
+    >>> c.n_records, c.flops, c.latency_batch_1_ms, c.file_bytes
+    (2, 10.0, 0.2, None)
+    """
+    costs = [c for r in records if isinstance(c := r.get("cost"), Mapping)]
+    medians = {
+        name: _median([v for c in costs if (v := _number(_get(c, path))) is not None]) for name, path in COST_FIELDS
+    }
+    threads = dict.fromkeys(
+        t for c in costs if isinstance(t := _get(c, "timing.threads"), int) and not isinstance(t, bool)
+    )
+    return CostSummary(n_records=len(costs), **medians, threads=tuple(threads))
 
 
 def population_provenance(runs: Iterable[Mapping[str, Any] | None]) -> Provenance:
@@ -140,4 +226,5 @@ def population_provenance(runs: Iterable[Mapping[str, Any] | None]) -> Provenanc
         method=", ".join(methods) if methods else None,
         finished=(finished[0], finished[-1]) if finished else (),
         fields=tuple(fields),
+        cost=cost_summary(records),
     )

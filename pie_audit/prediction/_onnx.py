@@ -6,7 +6,9 @@ Python), refuses what pie-audit cannot evaluate faithfully (tensors stored in ot
 operators of custom domains, a graph whose input and output do not fit the dataset), and opens
 an ``onnxruntime.InferenceSession`` on the same bytes. :class:`OnnxModule` wraps the session as a
 ``torch.nn.Module`` so that :func:`~._predict.evaluate` and :func:`~._files.predict_files` run it
-as they run every other model; :func:`onnx_session` wraps a session made by the caller.
+as they run every other model; :func:`onnx_session` wraps a session made by the caller. A file's
+``run.json`` records its ``cost`` as ``pie-audit train`` records a model's (``docs/cost.md``),
+measured from the graph and on onnxruntime's CPU provider.
 
 ``onnx`` and ``onnxruntime`` are an optional extra (``pip install 'pie-audit[onnx]'``), imported
 here only, and only when an ONNX model is evaluated.
@@ -114,7 +116,9 @@ class OnnxModule(nn.Module):
     probabilities : bool
         The graph's output is produced by a ``Softmax``.
     fields : dict
-        What ``run.json`` says of the model, but the provider (:meth:`run_fields`).
+        What ``run.json`` says of the model, but the provider and the cost (:meth:`run_fields`).
+    graph : bytes or None
+        The ONNX file's bytes, whose cost :meth:`run_fields` measures; ``None`` for a session.
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class OnnxModule(nn.Module):
         probabilities: bool,
         fields: Mapping[str, Any],
         label: str,
+        graph: bytes | None = None,
     ) -> None:
         super().__init__()
         self.session = session
@@ -137,6 +142,10 @@ class OnnxModule(nn.Module):
         self.probabilities = probabilities
         self.fields = dict(fields)
         self.label = label
+        self.graph = graph
+        # One example's shape as fed, for a graph that leaves its dimensions open.
+        self.example_shape: tuple[int, ...] | None = None
+        self._cost: dict[str, Any] | None = None
 
     @property
     def provider(self) -> str:
@@ -154,6 +163,8 @@ class OnnxModule(nn.Module):
         ):
             expected = _shape_words(("batch", *self.input_shape[1:]))
             raise FormatError(BATCH_SHAPE.format(shape=shape, name=self.input_name, expected=expected))
+        if self.example_shape is None:
+            self.example_shape = shape[1:]
         images = x.detach().cpu().numpy().astype(self.input_type, copy=False)
         size = self.batch_size
         try:
@@ -183,10 +194,22 @@ class OnnxModule(nn.Module):
 
     def run_fields(self) -> dict[str, Any]:
         """What ``run.json`` records of the model: ``model_class``, ``n_parameters``, ``sparsity``
-        (when the graph is known), ``runtime`` (name, version, provider), ``onnx`` (opset, ...)
-        and ``source_bytes`` (of a file)."""
+        (when the graph is known), ``runtime`` (name, version, provider), ``onnx`` (opset, ...),
+        and of a file ``source_bytes`` and ``cost``
+        (:func:`pie_audit.training.onnx_cost`: parameters and FLOPs from the graph,
+        latency timed on onnxruntime's CPU provider whatever provider evaluated it, the file's
+        size), measured on the first call, once the model has been fed."""
         fields = {key: value for key, value in self.fields.items() if value is not None}
         fields["runtime"] = {**self.fields["runtime"], "provider": self.provider}
+        if self.graph is not None:
+            if self._cost is None:
+                from ..training import onnx_cost
+
+                shape = self.input_shape[1:]
+                fixed = all(isinstance(d, int) for d in shape)
+                cost = onnx_cost(self.graph, tuple(shape) if fixed else self.example_shape)
+                self._cost = cost | {"file_bytes": self.fields.get("source_bytes")}
+            fields["cost"] = self._cost
         return fields
 
 
@@ -243,7 +266,7 @@ def load_onnx_file(
     fields = _graph_fields(onnx, model, ort)
     fields["source_bytes"] = len(content)
     module = _wrap(session, fields, label=str(path), image_shape=image_shape, num_classes=num_classes,
-                   probabilities=_ends_in_softmax(model))  # fmt: skip
+                   probabilities=_ends_in_softmax(model), graph=content)  # fmt: skip
     return module, sha256
 
 
@@ -348,7 +371,7 @@ def _ends_in_softmax(model: Any) -> bool:
 
 def _wrap(
     session: Any, fields: dict[str, Any], *, label: str, image_shape: Sequence[int] | None,
-    num_classes: int | None, probabilities: bool,
+    num_classes: int | None, probabilities: bool, graph: bytes | None = None,
 ) -> OnnxModule:  # fmt: skip
     """Check the session's input and output against the images and classes; wrap it."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
@@ -383,7 +406,7 @@ def _wrap(
     fields["onnx"] = {**fields.get("onnx", {}), "output": "probabilities" if probabilities else "logits",
                       "batch_size": fixed[0]}  # fmt: skip
     return OnnxModule(session, input_shape=input_shape, input_type=INPUT_TYPES[single.type],
-                      probabilities=probabilities, fields=fields, label=label)  # fmt: skip
+                      probabilities=probabilities, fields=fields, label=label, graph=graph)  # fmt: skip
 
 
 def _shape_words(dims: Sequence[Any]) -> str:

@@ -70,7 +70,7 @@ BAD_RUN = "run must be a mapping of JSON values, got {what}"
 _CONV_LINEAR = {"Conv1d": "conv", "Conv2d": "conv", "Conv3d": "conv", "Linear": "linear"}
 _MEASURED = (
     "format", "source", "model_class", "n_parameters", "classes", "sparsity", "accuracy",
-    "device", "versions", "finished_at", "runtime", "onnx", "source_bytes",
+    "device", "versions", "finished_at", "runtime", "onnx", "source_bytes", "cost",
 )  # fmt: skip
 _MEASURED_DATASET = ("n_examples",)
 

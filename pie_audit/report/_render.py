@@ -238,7 +238,66 @@ def _impacted(frame: pd.DataFrame, names: Sequence[str], test: str) -> list[dict
     return rows
 
 
-def _population(role: str, summary: PopulationSummary, provenance: Any) -> dict[str, str]:
+#: (key, column header) of the cost columns of the populations table and the sweep table, in order.
+COST_HEADERS = (
+    ("parameters", "parameters (nonzero of stored)"),
+    ("flops", "FLOPs / example"),
+    ("file", "file size"),
+    ("latency_1", "latency, batch 1"),
+    ("latency_64", "latency, batch 64"),
+)
+
+
+def _si(value: Any, unit: str = "") -> str:
+    """A quantity with an SI prefix and 4 significant digits: ``694.8 k``, ``215.4 kB``."""
+    value = _finite(value)
+    if value is None:
+        return _DASH
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.4g} {prefix}{unit}".rstrip()
+    return f"{value:.4g} {unit}".rstrip()
+
+
+def _ms(value: Any) -> str:
+    value = _finite(value)
+    return _DASH if value is None else f"{value:.3g} ms"
+
+
+def _whole(value: Any) -> str:
+    """A median count (a half for an even number of models), with thousands separators."""
+    value = _finite(value)
+    return _DASH if value is None else f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
+
+
+def _cost_cells(parameters_nonzero: Any, parameters_stored: Any, flops: Any, file_bytes: Any,
+                latency_1: Any, latency_64: Any) -> dict[str, tuple[str, str]]:  # fmt: skip
+    """The cost columns of one population, each ``(shown, sort key)``; a dash where not recorded."""
+    parameters = _DASH
+    if _finite(parameters_nonzero) is not None or _finite(parameters_stored) is not None:
+        parameters = f"{_whole(parameters_nonzero)} of {_whole(parameters_stored)}"
+    return {
+        "parameters": (parameters, _sort_key(parameters_nonzero)),
+        "flops": (_si(flops), _sort_key(flops)),
+        "file": (_si(file_bytes, "B"), _sort_key(file_bytes)),
+        "latency_1": (_ms(latency_1), _sort_key(latency_1)),
+        "latency_64": (_ms(latency_64), _sort_key(latency_64)),
+    }
+
+
+def _class_drop(value: Any) -> str:
+    """The largest significant class drop in points, ``none`` when no class is harmed."""
+    value = _finite(value)
+    return _DASH if value is None else "none" if value == 0 else f"{100 * value:.1f}"
+
+
+def _cost_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The cost columns some row records, as ``(key, header)``: the others are left out."""
+    return [(key, header) for key, header in COST_HEADERS if any(r["cost"][key][0] != _DASH for r in rows)]
+
+
+def _population(role: str, summary: PopulationSummary, provenance: Any) -> dict[str, Any]:
+    cost = provenance.cost
     return {
         "role": role,
         "path": str(summary.path) if summary.path is not None else "(in memory)",
@@ -252,6 +311,10 @@ def _population(role: str, summary: PopulationSummary, provenance: Any) -> dict[
         "achieved": _pct(provenance.sparsity_achieved, 2)
         if provenance.sparsity_achieved is not None
         else "not recorded",
+        # Medians over the models' run.json cost; a dash where none records it.
+        "cost": _cost_cells(cost.parameters_nonzero, cost.parameters_stored, cost.flops, cost.file_bytes,
+                            cost.latency_batch_1_ms, cost.latency_batch_64_ms),  # fmt: skip
+        "threads": ", ".join(map(str, cost.threads)),
     }
 
 
@@ -694,6 +757,7 @@ def render_report(
     n_classes = len(result.classes)
     n_pie_classes = int((result.classes["n_pies"] > 0).sum())
     pies = result.pies
+    populations = [_population("baseline", result.baseline, base_prov), _population("pruned", result.pruned, pruned_prov)]
     context = {
         "title": f"pie-audit: {result.pruned_name} vs {result.baseline_name}",
         "baseline_name": result.baseline_name,
@@ -719,10 +783,8 @@ def render_report(
         ),
         "failures": [f.message for f in result.gate.failures],
         "gate_rows": _gate_rows(result),
-        "populations": [
-            _population("baseline", result.baseline, base_prov),
-            _population("pruned", result.pruned, pruned_prov),
-        ],
+        "populations": populations,
+        "cost_columns": _cost_columns(populations),
         "n_examples": len(result.examples),
         "n_classes": n_classes,
         "pie_count": pies.count,
@@ -887,13 +949,19 @@ def render_sweep(
     command: Sequence[str] | None = None,
     created_at: datetime | None = None,
 ) -> str:
-    """The sweep page: accuracy, PIE fraction and impacted classes against sparsity, with links.
+    """The sweep page: accuracy, PIE fraction and impacted classes against sparsity, harm against
+    cost, and a table linking each population's report.
 
     The figure is drawn against target sparsity when some compression method was run at two
     or more targets (a trend to follow). When none was (methods set side by side at one
     sparsity, with int8 at 0, say), every method would be a lone column of markers, so the
     populations are set side by side instead, in the order given and named under the axis.
     Without a target sparsity for every population, they are placed in the order given.
+
+    When some population records its cost (``run.json`` ``cost``), the table gains its cost
+    columns (those recorded) and the page a trade-off figure
+    (:func:`~._tradeoff.tradeoff_svg`): PIE fraction and largest significant class drop
+    against latency and file size, the baseline a reference point.
 
     Parameters
     ----------
@@ -916,6 +984,7 @@ def render_sweep(
     from markupsafe import Markup
 
     from ._plots import sweep_methods, sweep_svg
+    from ._tradeoff import tradeoff_costs, tradeoff_svg
 
     created_at = created_at or datetime.now(timezone.utc)
     methods = sweep_methods(sweep)
@@ -963,9 +1032,16 @@ def render_sweep(
             "passed": bool(r.gate_passed),
             # Tables written before gate_outcome existed say only passed or not.
             "outcome": str(getattr(r, "gate_outcome", "passed" if r.gate_passed else "failed")),
+            # Tables written before costs have none: dashes, and the columns are left out.
+            "drop": _class_drop(getattr(r, "max_class_drop", None)),
+            "drop_v": _sort_key(getattr(r, "max_class_drop", None)),
+            "cost": _cost_cells(*(getattr(r, c, None) for c in (
+                "parameters_nonzero", "parameters_stored", "flops", "file_bytes", "latency_batch_1_ms", "latency_batch_64_ms"
+            ))),  # fmt: skip
         }
         for r, link in zip(sweep.itertuples(index=False), links, strict=True)
     ]
+    costs = tradeoff_costs(sweep)
     context = {
         "title": f"pie-audit sweep: {len(rows)} pruned population(s) vs {baseline}",
         "baseline": baseline,
@@ -982,6 +1058,10 @@ def render_sweep(
         "shared_x": any(sweep[x].duplicated().any() for x, _ in axes),
         "figures": figures,
         "rows": rows,
+        "has_drop": "max_class_drop" in sweep.columns,
+        "cost_columns": _cost_columns(rows),
+        "tradeoff_svg": Markup(tradeoff_svg(sweep)) if costs else None,
+        "tradeoff_costs": " and ".join("latency at batch 1" if c == "latency" else "file size" for c in costs),
         "command": " ".join(command) if command else None,
     }
     return _environment().get_template("sweep.html").render(context)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ._compact import compact_architecture, load_compact, recorded_channels
 from ._cost import model_cost
+from ._onnx_cost import onnx_cost
 from ._device import resolve_device
 from ._driver import EXECUTORS, Unit, UnitEvents, default_jointly, plan_units, run_local
 from ._loop import DEFAULT_TRAIN_CONFIGS, TrainConfig, TrainedModel, train_models
@@ -63,6 +64,7 @@ __all__ = [
     "load_quantized",
     "make_method",
     "model_cost",
+    "onnx_cost",
     "model_dir_name",
     "model_seeds",
     "open_population",

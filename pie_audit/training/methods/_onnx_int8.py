@@ -157,6 +157,20 @@ def _probabilities(graph: bytes, x: torch.Tensor, *, batch_size: int) -> np.ndar
     return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
+def _cost(graph: bytes, state_dict: dict[str, torch.Tensor], image_shape: Sequence[int]) -> dict[str, Any]:
+    """``run.json`` ``cost`` of the quantized graph, measured by onnxruntime (``docs/cost.md``).
+
+    Its ``file_bytes`` is ``model.pt``'s, as every method records it: the population writer
+    saves ``state_dict`` with ``torch.save`` into memory and writes those bytes, so the same
+    call here gives their size before the file exists.
+    """
+    from .._onnx_cost import onnx_cost
+
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    return onnx_cost(graph, tuple(image_shape)) | {"file_bytes": buffer.getbuffer().nbytes}
+
+
 def _module_of(node_name: str) -> str:
     """The module path a TorchScript-exported node's name gives.
 
@@ -226,7 +240,8 @@ class OnnxInt8Quantization(FromParent):
     methods differ in their toolchain only. The quantized graph is evaluated by onnxruntime on
     the CPU. ``model.pt`` holds the quantized ONNX file's bytes (:data:`ONNX_GRAPH_KEY`, read
     back with ``weights_only`` by :func:`onnx_graph_bytes`); each ``run.json`` names its parent,
-    so the audit pairs them.
+    so the audit pairs them, and its ``cost`` is the graph's (:func:`~.._onnx_cost.onnx_cost`:
+    parameters and FLOPs from the graph, latency timed by onnxruntime on the CPU).
     """
 
     source: str
@@ -264,12 +279,14 @@ class OnnxInt8Quantization(FromParent):
             calibration = dataset.x_train[torch.from_numpy(chosen)].float().numpy()
             graph, scheme = _quantize(_export(model, dataset.image_shape), calibration)
             probabilities = _probabilities(graph, dataset.x_test, batch_size=config.eval_batch_size)
+            state_dict = {ONNX_GRAPH_KEY: torch.frombuffer(bytearray(graph), dtype=torch.uint8)}
             record = {"parent": parent,
-                      "quantization": scheme | {"calibration_images": int(len(chosen))}}  # fmt: skip
+                      "quantization": scheme | {"calibration_images": int(len(chosen))},
+                      "cost": _cost(graph, state_dict, dataset.image_shape)}  # fmt: skip
             results.append(
                 TrainedModel(
                     seed=seed,
-                    state_dict={ONNX_GRAPH_KEY: torch.frombuffer(bytearray(graph), dtype=torch.uint8)},
+                    state_dict=state_dict,
                     probabilities=probabilities,
                     accuracy=float((probabilities.argmax(1) == labels).mean()),
                     sparsity=_int8_sparsity(graph, model) | {"target": 0.0},
