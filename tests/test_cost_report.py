@@ -234,6 +234,21 @@ def test_one_marker_per_population_one_series_per_method_and_the_baseline_at_no_
     assert all(x_int8 < x for k in (0, 1) for x, _ in figure.markers("drop-size", k))
 
 
+def test_a_log_cost_axis_is_labelled_in_plain_numbers():
+    # 0.02 to 0.2 ms: a tenfold span, so the latency axis is logarithmic. Its tick labels must be
+    # text like "0.05", never the mathtext ("$\\mathdefault{10^{-1}}$") the report shows raw.
+    sweep = tradeoff_rows(
+        ("onnx-int8", "onnx-int8", 0.0, 0.0, 0.02, 66_000), ("int8", "int8", 0.002, 0.0, 0.2, 65_000),
+        baseline=(0.087, 215_000.0),
+    )  # fmt: skip
+    svg = tradeoff_svg(sweep)
+    root = ET.fromstring(svg)
+    texts = [t.text or "" for t in root.iter(f"{SVG}text")]
+    assert not [t for t in texts if "$" in t or "mathdefault" in t]
+    ticks = {t for t in texts if re.fullmatch(r"[0-9.]+", t)}
+    assert {"0.02", "0.05", "0.1", "0.2"} <= ticks
+
+
 def test_a_single_method_keeps_the_pruned_colour_and_a_missing_cost_drops_its_panels():
     sweep = tradeoff_rows(("p50", "gmp", 0.01, 0.0, 0.08, np.nan), ("p90", "gmp", 0.05, 0.08, np.nan, np.nan))
     svg = tradeoff_svg(sweep)

@@ -85,6 +85,7 @@ def tradeoff_svg(sweep: pd.DataFrame) -> str:
         An ``<svg>`` element; empty when no population records a latency or a file size.
     """
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     frame = sweep.reset_index(drop=True)
     costs = [c for c in TRADEOFF_COSTS if c[0] in tradeoff_costs(frame)]
@@ -125,6 +126,11 @@ def tradeoff_svg(sweep: pd.DataFrame) -> str:
                             ax.annotate(name, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=6)
                 if logarithmic:
                     ax.set_xscale("log")
+                    # Ticks at 1, 2 and 5 of each decade, written as plain numbers: the default
+                    # labels are mathtext ("10^{-1}"), which the report's text-only figures show raw.
+                    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                    ax.xaxis.set_minor_formatter(NullFormatter())
                 ax.margins(0.12)  # room for the markers and names at the edges
                 ax.grid(True)
                 ax.set_ylabel(ylabel, fontsize=8)
