@@ -12,8 +12,9 @@ For each it measures, in one run:
 (a) the bare Parquet read of every prediction file (``pyarrow.parquet.read_table``), and
     ``load_population`` on both populations (reading with every check);
 (b) the in-process core: ``pie_audit.compare`` from the population directories (read, PIEs,
-    stability, statistics, power, gate; no report), and its ratio to (a)'s bare read
-    [target: within 2x];
+    stability, statistics, power, gate; no report), best of the repeats, and its ratio to (a)'s
+    bare read [target: within 2x]; and the process's first call, which pays the lazy imports and
+    cached curves a fresh process pays;
 (c) whole processes, median of ``--repeat``: ``pie-audit compare --no-images`` writing the report,
     and ``python -c "pie_audit.compare(...)"`` without it, each with its peak resident memory
     (``/usr/bin/time``'s maximum RSS) [target at the paper's scale: <= 2.0 s with the report, <= 1 GB];
@@ -156,6 +157,9 @@ def measure(name: str, n_examples: int, n_classes: int, *, models: int, repeat: 
     files = sorted(where.glob("*/*/predictions.parquet"))
     figures["a_bare_read_s"], _ = best_of(repeat, lambda: [pq.read_table(f) for f in files])
     figures["a_load_population_s"], _ = best_of(repeat, lambda: (load_population(base_dir), load_population(pruned_dir)))
+    # The first call pays what a fresh process pays (lazy imports, cached curves); the best of
+    # the others is the steady state a notebook user re-running the audit sees.
+    figures["b_core_first_s"], _ = best_of(1, lambda: compare(base_dir, pruned_dir))
     figures["b_core_s"], result = best_of(repeat, lambda: compare(base_dir, pruned_dir))
     figures["b_over_bare_read"] = figures["b_core_s"] / figures["a_bare_read_s"]
     figures["n_pies"] = int(result.pies.count)
@@ -183,7 +187,8 @@ def show(f: dict, paper: dict | None) -> None:
     print(f"[{f['scale']}] {f['n_examples']:,} examples x {f['n_classes']:,} classes, {f['n_models']} + {f['n_models']} models "
           f"(generated in {f['generate_s']:.0f} s)")  # fmt: skip
     print(f"  (a) bare Parquet read       {f['a_bare_read_s']:7.3f} s   load_population (checked) {f['a_load_population_s']:.3f} s")
-    print(f"  (b) core in process         {f['b_core_s']:7.3f} s   (b)/(a) = {f['b_over_bare_read']:.2f}  [target <= 2]")
+    print(f"  (b) core in process         {f['b_core_s']:7.3f} s   (b)/(a) = {f['b_over_bare_read']:.2f}  [target <= 2]; "
+          f"first call {f['b_core_first_s']:.3f} s")
     print(f"  (c) whole process, report   {f['c_process_report_s']:7.3f} s   peak {f['c_process_report_mib']:.0f} MiB")
     print(f"      whole process, no report{f['c_process_core_s']:7.3f} s   peak {f['c_process_core_mib']:.0f} MiB")
     load = f"{f['d_chromium_load_s']:.2f} s" if f["d_chromium_load_s"] is not None else "no browser"
