@@ -129,3 +129,20 @@ def test_the_audit_commands_share_one_declaration_of_their_options():
     assert shapes["compare"][3:] == shapes["report"][3:] and len(shapes["report"]) > 3 + len(SETTINGS)
     flags = [p.opts[0] for p in group.commands["report"].params]
     assert flags.index("--min-power") < flags.index("--config") < flags.index("--seed") < flags.index("--quiet")
+
+
+@pytest.mark.parametrize("command", ["compare", "report", "review"])
+def test_a_data_root_for_images_that_is_not_a_directory_is_refused(command, tmp_path, capsys):
+    # A typo must not leave the PIE gallery (or a review sheet) without images, silently.
+    missing, a_file = tmp_path / "no-such-dir", tmp_path / "a-file"
+    a_file.write_text("x")
+    args = {
+        "compare": ["compare", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "out"],
+        "report": ["report", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "out"],
+        "review": ["review", "export", tmp_path / "audit", "--out", tmp_path / "out"],
+    }[command]
+    for root, problem in ((missing, "does not exist"), (a_file, "is not a directory")):
+        assert run(*args, "--data-root", root) == EXIT_BAD_INPUT
+        err = capsys.readouterr().err
+        assert f"Invalid value for '--data-root': {root} {problem}" in err
+    assert not (tmp_path / "out").exists()

@@ -58,6 +58,20 @@ def _setting(name: str) -> Any:
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 #: ``--device`` of the commands that run models.
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+#: Where datasets are looked up unless ``--data-root`` says otherwise (it may be missing).
+DEFAULT_DATA_ROOT = Path("data")
+
+
+def check_data_root(value: Path) -> Path:
+    """A ``--data-root`` the user named for the report's images must be a directory: a typo would
+    leave the PIE gallery without images, silently. (Training and ``predict`` need no such
+    check: a dataset missing from the root is refused by its loader, naming what it looked for.)"""
+    if value != DEFAULT_DATA_ROOT and not value.is_dir():
+        problem = "is not a directory" if value.exists() else "does not exist"
+        raise typer.BadParameter(f"{value} {problem}", param_hint="'--data-root'")
+    return value
+
+
 #: ``--data-root`` of the commands that read datasets.
 DataRoot = Annotated[Path, typer.Option(help="Where dataset files are looked up.")]
 
@@ -92,8 +106,9 @@ _LAST_OPTIONS = {
     "seed": (_setting("seed"), None),
     "n_bootstrap": (_setting("n_bootstrap"), None),
     "data_root": (
-        Annotated[Path, typer.Option(help="Where to find the dataset named in run.json, for the report's PIE images.")],
-        Path("data"),
+        Annotated[Path, typer.Option(help="Where to find the dataset named in run.json, for the report's PIE images.",
+                                     callback=check_data_root)],
+        DEFAULT_DATA_ROOT,
     ),
     "images": (
         Annotated[

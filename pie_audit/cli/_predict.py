@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._app import app
-from ._options import Quiet, command_line
+from ._options import DEFAULT_DATA_ROOT, DataRoot, Quiet, command_line
 
 
 @app.command()
@@ -26,7 +26,7 @@ def predict(
         Optional[str],
         typer.Option(help="Architecture of state dicts: small-cnn or resnet18-cifar. Default: run.json's, beside model.pt."),
     ] = None,
-    data_root: Annotated[Path, typer.Option(help="Where dataset files are looked up.")] = Path("data"),
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
     target: Annotated[
         Optional[str],
         typer.Option(help="celeba: the attribute the models predict. Default: run.json's, beside model.pt, else Blond_Hair.", show_default=False),

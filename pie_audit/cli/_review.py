@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._app import app
-from ._options import Quiet
+from ._options import DEFAULT_DATA_ROOT, Quiet, check_data_root
 
 review_app = typer.Typer(
     name="review",
@@ -38,7 +38,7 @@ def export(
         Optional[Path],
         typer.Option(help="Images of your own test set: an .npz of example_id and images (docs/interchange-format.md)."),
     ] = None,
-    data_root: Annotated[Path, typer.Option(help="Where to find the dataset named in run.json, for the images.")] = Path("data"),
+    data_root: Annotated[Path, typer.Option(help="Where to find the dataset named in run.json, for the images.", callback=check_data_root)] = DEFAULT_DATA_ROOT,
     quiet: Quiet = False,
 ) -> None:
     """Write a blinded review sheet: the top PIEs and random controls, shuffled together.

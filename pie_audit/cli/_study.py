@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from ._app import EXIT_GATE_FAILED, app
-from ._options import DataRoot, Device, command_line
+from ._options import DEFAULT_DATA_ROOT, DataRoot, Device, command_line
 from ._progress import StudyProgress
 
 study_app = typer.Typer(
@@ -41,7 +41,7 @@ def run(
     jointly: Annotated[
         Optional[int], typer.Option(help="Models per unit (trained at once). Default: chosen from the device and model.")
     ] = None,
-    data_root: DataRoot = Path("data"),
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
     no_report: Annotated[bool, typer.Option("--no-report", help="Train only; do not write the sweep report.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Plain lines instead of a progress bar; no summary.")] = False,
 ) -> None:
@@ -72,7 +72,7 @@ def run(
 
 
 @study_app.command("status")
-def status(spec: Spec, data_root: DataRoot = Path("data")) -> None:
+def status(spec: Spec, data_root: DataRoot = DEFAULT_DATA_ROOT) -> None:
     """Print, per population, the finished and the missing models."""
     from ..study import read_study, study_status
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._app import app
-from ._options import DataRoot, Device, command_line
+from ._options import DEFAULT_DATA_ROOT, DataRoot, Device, command_line
 
 _DATASET_HELP = "digits (embedded, offline), fashion-mnist, cifar10 or celeba (read from --data-root, never downloaded)."
 _TARGET_HELP = "celeba: the attribute the models predict (docs/training.md). \\[default: Blond_Hair]"
@@ -48,7 +48,7 @@ def train(
     calibration_images: Annotated[Optional[int], typer.Option(help="int8 and onnx-int8: training images that calibrate the activation ranges. \\[default: 512]")] = None,
     device: Device = "auto",
     jointly: Annotated[Optional[int], typer.Option(help="Models trained at once on the device (1: one at a time). Default: chosen from the device and model.")] = None,
-    data_root: DataRoot = Path("data"),
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not found.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
