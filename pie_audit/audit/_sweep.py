@@ -20,6 +20,15 @@ __all__ = ["SWEEP_PAGE", "SWEEP_COLUMNS", "COST_COLUMNS", "sweep_names", "sweep_
 
 #: The sweep page's file name in a sweep directory, which no pruned population may take.
 SWEEP_PAGE = "index.html"
+#: The columns :func:`sweep_table` takes from the populations' ``run.json`` ``cost`` (medians).
+COST_COLUMNS = (
+    "parameters_stored",
+    "parameters_nonzero",
+    "flops",
+    "file_bytes",
+    "latency_batch_1_ms",
+    "latency_batch_64_ms",
+)
 SWEEP_COLUMNS = (
     "name",
     "position",
@@ -38,23 +47,9 @@ SWEEP_COLUMNS = (
     "gate_passed",
     "gate_outcome",
     "max_class_drop",
-    "parameters_stored",
-    "parameters_nonzero",
-    "flops",
-    "file_bytes",
-    "latency_batch_1_ms",
-    "latency_batch_64_ms",
+    *COST_COLUMNS,
     "baseline_file_bytes",
     "baseline_latency_batch_1_ms",
-)
-#: The columns :func:`sweep_table` takes from the populations' ``run.json`` ``cost`` (medians).
-COST_COLUMNS = (
-    "parameters_stored",
-    "parameters_nonzero",
-    "flops",
-    "file_bytes",
-    "latency_batch_1_ms",
-    "latency_batch_64_ms",
 )
 NO_PRUNED = "a sweep needs at least one pruned population"
 DUPLICATE_NAME = (
