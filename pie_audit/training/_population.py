@@ -413,11 +413,14 @@ def _write_model(out: Path, result: TrainedModel, *, dataset: Dataset, spec: Pop
         torch.save(result.state_dict, buffer)
         with open(tmp / MODEL_FILE, "wb") as fh:
             fh.write(buffer.getbuffer())
-        # Measured on the model as saved, masks folded in (docs/cost.md); a method that measures
-        # its own kind of model (result.record) keeps its figures.
+        # Measured on the model as saved, masks folded in, a compact model at the widths its
+        # record states (docs/cost.md); a method that measures its own kind of model
+        # (result.record) keeps its figures.
         if "cost" not in run:
+            channels = (run.get("structure") or {}).get("channels")
             run["cost"] = saved_model_cost(result.state_dict, arch=spec.arch, image_shape=dataset.image_shape,
-                                           num_classes=dataset.num_classes, model_file=tmp / MODEL_FILE)
+                                           num_classes=dataset.num_classes, model_file=tmp / MODEL_FILE,
+                                           channels=channels)  # fmt: skip
         run["files"] = file_records(tmp, (PREDICTIONS_FILE, MODEL_FILE))
         # Last: its checksums are what make the directory a finished model.
         write_json(tmp / RUN_FILE, run)
