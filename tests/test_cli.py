@@ -16,14 +16,9 @@ from pie_audit.cli import (
     EXIT_INTERNAL_ERROR,
     EXIT_INTERRUPTED,
     INTERRUPTED,
-    main,
 )
 
-
-def run(*args):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    return e.value.code
+from cli_run import run
 
 
 @pytest.fixture(autouse=True)

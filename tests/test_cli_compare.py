@@ -12,14 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pie_audit.cli import main
-
-
-def run(*args):
-    """Run the CLI in-process; return its exit code."""
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    return e.value.code
+from cli_run import run
 
 
 @pytest.fixture(autouse=True)

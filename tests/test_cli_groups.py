@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pie_audit.cli import main
 from pie_audit.interchange import GROUPS_FILE, write_groups
 from pie_audit.interchange._groups import (
     DUPLICATE_EXAMPLE,
@@ -27,15 +26,10 @@ from pie_audit.interchange._groups import (
     UNKNOWN_ATTRIBUTE,
 )
 
+from cli_run import run
+
 N = 400  # the audit fixtures' examples (conftest.py)
 GROUP_RULES = ("max-group-drop", "max-group-accuracy-drop")
-
-
-def run(*args):
-    """Run the CLI in-process; return its exit code."""
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    return e.value.code
 
 
 @pytest.fixture(autouse=True)

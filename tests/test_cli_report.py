@@ -7,19 +7,13 @@ import pytest
 from html_page import parse
 from synthetic import planted_predictions, write_population
 
-from pie_audit.cli import main
 from pie_audit.report._outputs import NOT_A_SWEEP, REPORT_FILES
 from pie_audit.report._render import NO_IMAGES
 from pie_audit.audit._sweep import DUPLICATE_NAME, sweep_table
 
+from cli_run import run
+
 N_CLASSES = 5
-
-
-def run(*args):
-    """Run the CLI in-process; return its exit code."""
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    return e.value.code
 
 
 @pytest.fixture(autouse=True)

@@ -29,28 +29,13 @@ from pie_audit._atomic import (
     exclusive_lock,
 )
 from pie_audit.audit._settings import NO_TABLE, TOOL_NOT_A_TABLE
-from pie_audit.cli import main
 from pie_audit.errors import OutputError
 from pie_audit.interchange._population import BAD_MODEL_DIR_NAME
 from pie_audit.report._thumbnails import NOT_A_REGULAR_FILE
 
+from cli_run import error_line, run
+
 LOOP = "a loop of symbolic links"
-
-
-def run(*args):
-    """Run the CLI in-process; return its exit code."""
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    return e.value.code
-
-
-def error_line(capsys) -> str:
-    """The one line on stderr, without its prefix."""
-    err = capsys.readouterr().err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("pie-audit: error: ") and "Traceback" not in err, err
-    return lines[0].removeprefix("pie-audit: error: ")
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,6 @@ import pytest
 import pie_audit.study._study as study_module
 import pie_audit.training
 from pie_audit._atomic import LOCKED, exclusive_lock
-from pie_audit.cli import main
 from pie_audit.errors import ConfigError, OutputError
 from pie_audit.report._outputs import NOT_A_SWEEP
 from pie_audit.study._study import (
@@ -33,6 +32,8 @@ from pie_audit.study._study import (
 )
 from pie_audit.training._population import MAX_MODELS, TOO_MANY_MODELS
 from synthetic import planted_predictions, write_population
+
+from cli_run import error_line, run
 
 SPEC = """
 [study]
@@ -64,20 +65,6 @@ def spec(directory: Path, *, models=2, baseline="dense", pruned="gmp-90") -> Pat
     path = directory / "study.toml"
     path.write_text(textwrap.dedent(SPEC.format(models=models, baseline=baseline, pruned=pruned)))
     return path
-
-
-def run(*args):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    return e.value.code
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("pie-audit: error: ") and "Traceback" not in err, err
-    return lines[0].removeprefix("pie-audit: error: ")
 
 
 def everything(directory: Path) -> list[str]:

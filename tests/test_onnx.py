@@ -20,7 +20,6 @@ from onnx import TensorProto, helper  # noqa: E402
 
 import pie_audit  # noqa: E402
 import pie_audit.cli._predict  # noqa: E402,F401 - registers the command until cli/__init__ imports it
-from pie_audit.cli import main  # noqa: E402
 from pie_audit.data import load_dataset  # noqa: E402
 from pie_audit.prediction._onnx import (  # noqa: E402
     CANNOT_LOAD,
@@ -36,6 +35,8 @@ from pie_audit.prediction._onnx import (  # noqa: E402
 )
 from pie_audit.prediction._predict import measured_layers  # noqa: E402
 from pie_audit.training import build_model  # noqa: E402
+
+from cli_run import error_line, run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +75,6 @@ def cnn(digits):
 @pytest.fixture(scope="module")
 def exported(cnn, tmp_path_factory):
     return _export(cnn, tmp_path_factory.mktemp("onnx") / "cnn.onnx")
-
-
-def run(*args):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    return e.value.code
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1, err
-    return err.removeprefix("pie-audit: error: ").rstrip("\n")
 
 
 def read_predictions(path):

@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 import pie_audit
 import pie_audit.cli._predict  # noqa: F401 - registers the command until cli/__init__ imports it
 from pie_audit._atomic import ALREADY_EXISTS
-from pie_audit.cli import main
 from pie_audit.data._datasets import load_dataset
 from pie_audit.errors import ConfigError, FormatError, OutputError
 from pie_audit.training._models import ARCHITECTURES, SmallCNN
@@ -56,6 +55,8 @@ from pie_audit.prediction._predict import (
 )
 from pie_audit.training._pruning import magnitude_masks, prunable_weights
 from pie_audit.interchange import load_population, read_predictions
+
+from cli_run import error_line, run
 
 # The modules themselves: ``pie_audit.predict`` is also the name of the function the package exports.
 PREDICTION_MODULES = [importlib.import_module(f"pie_audit.prediction.{name}") for name in ("_predict", "_loading", "_files")]
@@ -302,25 +303,12 @@ def test_an_existing_output_is_refused_before_the_model_runs(tmp_path):
 # ---- pie-audit predict ------------------------------------------------------------------------
 
 
-def run(*args):
-    """Run the CLI in-process; return its exit code."""
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    return e.value.code
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny digits population from ``pie-audit train``: runs/x/seed-0000, seed-0001."""
     root = tmp_path_factory.mktemp("trained")
     assert run("train", "--dataset", "digits", "--population", 2, "--epochs", 1, "--out", root / "runs" / "x", "--quiet") == 0
     return root / "runs" / "x"
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1, err
-    return err.removeprefix("pie-audit: error: ").rstrip("\n")
 
 
 def test_cli_reproduces_train_predictions_exactly(trained, tmp_path, capsys):

@@ -4,7 +4,6 @@ statsmodels), every bad sheet refused, the CLI end to end, and a hostile class n
 from __future__ import annotations
 
 import csv
-import io
 import json
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from synthetic import planted_predictions, write_population
 import pie_audit
 from pie_audit.audit import TALLY_COLUMNS, review_tally
 from pie_audit.audit._review import NOT_A_CATEGORY
-from pie_audit.cli import main
 from pie_audit.errors import ConfigError, FormatError, OutputError
 from pie_audit.interchange import CATEGORIES, KEY_FILE, SHEET_FILE, TALLY_FILE, read_review
 from pie_audit.interchange._review import (
@@ -50,17 +48,12 @@ from pie_audit.report._review import (
 )
 from pie_audit.report._thumbnails import NO_DATASET
 
+from cli_run import run
+
 N_CLASSES = 5
 HOSTILE = "<script>alert(1)</script>"
 NAMES = ["cat", "dog", HOSTILE, 'a, "quoted" name', "bird"]
 CATEGORY_LIST = ", ".join(CATEGORIES)
-
-
-def run(*args):
-    """Run the CLI in-process; return its exit code."""
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    return e.value.code
 
 
 def populations(root: Path, labels: np.ndarray, *, run_record: dict | None = None, names=NAMES) -> tuple[Path, Path]:

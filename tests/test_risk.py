@@ -20,19 +20,13 @@ from html_page import parse
 from pie_audit import Population
 from pie_audit.audit import baseline_risk, class_risk, modal_labels, risk_auc, risk_scores, top_share
 from pie_audit.audit import _risk as risk_module
-from pie_audit.cli import main
 from pie_audit.errors import ConfigError, FormatError
 from pie_audit.interchange import load_population, mean_probabilities
 from pie_audit.interchange import _probabilities as probabilities_module
 from pie_audit.report import RISK_FILES, write_risk
 from synthetic import planted_predictions, write_population
 
-
-def run(*args):
-    """Run the CLI in-process; return its exit code."""
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    return e.value.code
+from cli_run import run
 
 
 def is_pie(baseline, pruned):

@@ -16,7 +16,6 @@ from torch import nn
 
 import pie_audit
 import pie_audit.cli._predict  # noqa: F401 - registers the command until cli/__init__ imports it
-from pie_audit.cli import main
 from pie_audit.data._datasets import load_dataset
 from pie_audit.errors import ConfigError, FormatError
 from pie_audit.interchange import MODEL_FILE, PREDICTIONS_FILE, RUN_FILE
@@ -36,6 +35,8 @@ from pie_audit.training._models import build_model
 from pie_audit.training._pruning import filter_masks
 from pie_audit.training.methods import PARENT_NOT_DENSE, StructuredPruning
 from pie_audit.training.methods._parent import PARENT_COMPACT, load_parent
+
+from cli_run import error_line, run
 
 RESNET_GROUPS = [
     ("conv1", "layer1.0.conv2", "layer1.1.conv2"),
@@ -287,19 +288,6 @@ def test_cost_counts_the_compact_network(sparsity, widths):
 
 
 # ---- pie-audit train --method structured, then predict and compare ----------------------------
-
-
-def run(*args):
-    """Run the CLI in-process; return its exit code."""
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    return e.value.code
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1, err
-    return err.removeprefix("pie-audit: error: ").rstrip("\n")
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,10 @@ from pie_audit.audit._gate import evaluate_gate, junit_xml
 from pie_audit.audit._pie import model_resamples
 from pie_audit.audit._power import minimum_detectable_effect, t_test_power
 from pie_audit.audit._stats import per_model_recall, power_inputs
-from pie_audit.cli import main
 
 from synthetic import planted_predictions, write_population
+
+from cli_run import run
 
 LABELS = np.repeat(np.arange(10), 100)
 
@@ -215,12 +216,6 @@ def test_undetectable_and_untestable_wording():
     [entry, _] = evaluate_gate(classes, pie_fraction=0, accuracy_drop=0).inconclusive
     assert "class 1 lost 40.0 points beyond the models' average, not significant; no t-test was possible" in entry.message
     assert "class 0 lost 30.0 points beyond the models' average, not significant; these models cannot detect any drop of this class" in entry.message
-
-
-def run(*args):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    return e.value.code
 
 
 def test_cli_inconclusive_exit_code_console_summary_and_junit(tmp_path, monkeypatch, capsys):
