@@ -17,8 +17,9 @@ from pie_audit.cli import (
     EXIT_INTERRUPTED,
     INTERRUPTED,
 )
+from pie_audit.cli._options import DATA_ROOT_NOT_A_DIRECTORY
 
-from cli_run import run
+from cli_run import error_line, run
 
 
 @pytest.fixture(autouse=True)
@@ -138,6 +139,5 @@ def test_a_data_root_for_images_that_is_not_a_directory_is_refused(command, tmp_
     }[command]
     for root, problem in ((missing, "does not exist"), (a_file, "is not a directory")):
         assert run(*args, "--data-root", root) == EXIT_BAD_INPUT
-        err = capsys.readouterr().err
-        assert f"Invalid value for '--data-root': {root} {problem}" in err
+        assert error_line(capsys) == DATA_ROOT_NOT_A_DIRECTORY.format(path=root, problem=problem)
     assert not (tmp_path / "out").exists()

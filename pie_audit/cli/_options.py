@@ -18,6 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..audit import SETTINGS, Settings, find_config, resolve_settings
+from ..errors import ConfigError
 
 #: Help of each setting's flag (``--max-class-drop``), by its name in ``SETTINGS``, in the order
 #: ``--help`` lists them; the type comes from ``SETTINGS``. ``seed`` and ``n_bootstrap`` are listed
@@ -60,6 +61,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but er
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
 #: Where datasets are looked up unless ``--data-root`` says otherwise (it may be missing).
 DEFAULT_DATA_ROOT = Path("data")
+DATA_ROOT_NOT_A_DIRECTORY = "--data-root {path} {problem}: it is where the report's PIE images are read from"
 
 
 def check_data_root(value: Path) -> Path:
@@ -68,7 +70,7 @@ def check_data_root(value: Path) -> Path:
     check: a dataset missing from the root is refused by its loader, naming what it looked for.)"""
     if value != DEFAULT_DATA_ROOT and not value.is_dir():
         problem = "is not a directory" if value.exists() else "does not exist"
-        raise typer.BadParameter(f"{value} {problem}", param_hint="'--data-root'")
+        raise ConfigError(DATA_ROOT_NOT_A_DIRECTORY.format(path=value, problem=problem))
     return value
 
 
